@@ -1,0 +1,60 @@
+# The kit's commands. Every target that needs Python first builds .venv once
+# (requirements + the package, editable); the stamp is rebuilt when the
+# requirements or pyproject.toml change.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+GPU ?= 0
+CONFIG ?=
+DATA_DIR ?=
+FOLD ?= 0
+FOLDS ?=
+ARGS ?=
+
+ifeq ($(GPU),1)
+REQUIREMENTS := requirements-gpu.txt
+else
+REQUIREMENTS := requirements.txt
+endif
+STAMP := $(VENV)/.installed-$(basename $(REQUIREMENTS))
+PY := $(VENV)/bin/python
+CLI := $(PY) -m competition
+CLI_ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA_DIR),--set data.root=$(DATA_DIR)) $(ARGS)
+
+.PHONY: help setup data index folds test lint clean
+
+help: ## list the targets
+	@echo "Usage: make <target> [CONFIG=configs/x.yaml] [DATA_DIR=path] [GPU=1]"
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): $(REQUIREMENTS) pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed; received " + sys.version.split()[0] + " (set PYTHON=python3.x)")'
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r $(REQUIREMENTS)
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+setup: $(STAMP) ## make .venv with the pinned stack (GPU=1: CUDA TensorFlow)
+
+data: $(STAMP) ## write the synthetic competition (does nothing when it is up to date)
+	$(CLI) synth $(CLI_ARGS)
+
+index: $(STAMP) ## scan the DICOM headers into data/<name>/index.csv
+	$(CLI) index $(CLI_ARGS)
+
+folds: $(STAMP) ## patient-grouped folds -> data/<name>/folds.csv
+	$(CLI) folds $(CLI_ARGS)
+
+lint: $(STAMP) ## ruff over the package and the tests
+	$(VENV)/bin/ruff check competition tests
+	$(VENV)/bin/ruff format --check competition tests
+
+test: lint ## lint, then the whole test suite
+	$(PY) -m pytest -q
+
+clean: ## remove .venv, build outputs and caches (data/ and runs/ are kept)
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,105 @@
+"""The kit's command line: `python -m competition <command> [--config FILE]
+[--set section.key=value ...]`. TensorFlow is imported only by the commands
+that train or predict."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from competition.config import Config, load_config
+from competition.errors import KitError
+from competition.layout import Layout
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", metavar="FILE", help="config file (default: configs/default.yaml)"
+    )
+    common.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set train.epochs=3 (repeatable)",
+    )
+    return common
+
+
+def cmd_synth(config: Config, args: argparse.Namespace) -> None:
+    from competition import synthetic
+
+    root = synthetic.generate(config, workers=args.workers, force=args.force)
+    config.save(root / "synthetic.config.yaml")
+    print(f"Synthetic competition at {root}")
+
+
+def cmd_index(config: Config, args: argparse.Namespace) -> None:
+    from competition.index import write_index
+
+    layout = Layout.from_config(config)
+    write_index(layout, args.workers or config.data.workers)
+    config.save(layout.index_csv.with_suffix(".config.yaml"))
+    print(f"Wrote {layout.index_csv}")
+
+
+def cmd_folds(config: Config, args: argparse.Namespace) -> None:
+    from competition.folds import write_folds
+    from competition.index import read_index
+    from competition.labels import read_labels
+
+    layout = Layout.from_config(config)
+    write_folds(layout, read_labels(layout.train_csv), read_index(layout), config.folds)
+    config.save(layout.folds_csv.with_suffix(".config.yaml"))
+    print(f"Wrote {layout.folds_csv}")
+
+
+def cmd_show_config(config: Config, args: argparse.Namespace) -> None:
+    print(config.to_yaml(), end="")
+
+
+COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], None], str]] = {
+    "synth": (cmd_synth, "write the synthetic competition (skipped when up to date)"),
+    "index": (cmd_index, "scan DICOM headers into <data.root>/index.csv"),
+    "folds": (cmd_folds, "patient-grouped stratified folds -> <data.root>/folds.csv"),
+    "show-config": (cmd_show_config, "print the resolved config"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m competition", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common()
+    parsers = {
+        name: sub.add_parser(name, parents=[common], help=text, description=text)
+        for name, (_, text) in COMMANDS.items()
+    }
+    parsers["synth"].add_argument(
+        "--force", action="store_true", help="rewrite even when the dataset is up to date"
+    )
+    for name in ("synth", "index"):
+        parsers[name].add_argument(
+            "--workers",
+            type=int,
+            default=0,
+            help="processes (default: data.workers; 0 = all cores)",
+        )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler, _ = COMMANDS[args.command]
+    try:
+        handler(load_config(args.config, args.overrides), args)
+    except KitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,6 @@
+"""The base of the kit's own errors: the CLI prints these as one clear
+message (no traceback) and exits non-zero."""
+
+
+class KitError(Exception):
+    """An error the user can fix: bad input, a missing step, a bad setting."""

@@ -1,0 +1,76 @@
+"""Where a competition's files live: the Kaggle download layout under one
+root folder, plus the tables the kit derives next to it. Image paths are
+built only from IDs that cannot leave their folder."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from competition.config import Config
+from competition.errors import KitError
+
+# A file name, not a path: no separators, no leading dot (so no `..`), no NUL.
+_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+SPLITS = ("train", "test")
+
+
+class UnsafeIdError(KitError, ValueError):
+    """An image ID that could name a file outside the data folder."""
+
+
+def check_image_id(image_id: str) -> str:
+    if not isinstance(image_id, str) or not _SAFE_ID.fullmatch(image_id):
+        raise UnsafeIdError(
+            "Image IDs must be plain file names (letters, digits, '_', '.', '-'; no path "
+            f"separators, no leading dot). Received: {image_id!r}"
+        )
+    return image_id
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: Path
+    train_dir: str = "stage_2_train"
+    test_dir: str = "stage_2_test"
+    train_csv_name: str = "stage_2_train.csv"
+    sample_submission_name: str = "stage_2_sample_submission.csv"
+
+    @classmethod
+    def from_config(cls, config: Config) -> Layout:
+        data = config.data
+        return cls(
+            Path(data.root), data.train_dir, data.test_dir, data.train_csv, data.sample_submission
+        )
+
+    def with_root(self, root: Path) -> Layout:
+        return replace(self, root=Path(root))
+
+    def image_dir(self, split: str) -> Path:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}. Received: {split!r}")
+        return self.root / (self.train_dir if split == "train" else self.test_dir)
+
+    def image_path(self, split: str, image_id: str) -> Path:
+        return self.image_dir(split) / f"{check_image_id(image_id)}.dcm"
+
+    @property
+    def train_csv(self) -> Path:
+        return self.root / self.train_csv_name
+
+    @property
+    def sample_submission(self) -> Path:
+        return self.root / self.sample_submission_name
+
+    @property
+    def index_csv(self) -> Path:
+        return self.root / "index.csv"
+
+    @property
+    def folds_csv(self) -> Path:
+        return self.root / "folds.csv"
+
+    @property
+    def folds_excluded_csv(self) -> Path:
+        return self.root / "folds_excluded.csv"
