@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from competition.config import Config, load_config
 from competition.errors import KitError
@@ -57,6 +58,13 @@ def cmd_folds(config: Config, args: argparse.Namespace) -> None:
     print(f"Wrote {layout.folds_csv}")
 
 
+def cmd_gallery(config: Config, args: argparse.Namespace) -> None:
+    from competition.gallery import save_gallery
+
+    out = save_gallery(Layout.from_config(config), args.real, args.out, config.preprocess.windows)
+    print(f"Wrote {out}")
+
+
 def cmd_show_config(config: Config, args: argparse.Namespace) -> None:
     print(config.to_yaml(), end="")
 
@@ -65,6 +73,7 @@ COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], None], str]] = 
     "synth": (cmd_synth, "write the synthetic competition (skipped when up to date)"),
     "index": (cmd_index, "scan DICOM headers into <data.root>/index.csv"),
     "folds": (cmd_folds, "patient-grouped stratified folds -> <data.root>/folds.csv"),
+    "gallery": (cmd_gallery, "a PNG of windowed training slices, one per subtype"),
     "show-config": (cmd_show_config, "print the resolved config"),
 }
 
@@ -80,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["synth"].add_argument(
         "--force", action="store_true", help="rewrite even when the dataset is up to date"
     )
+    parsers["gallery"].add_argument("--real", type=Path, help="also show slices from this folder")
+    parsers["gallery"].add_argument("--out", type=Path, default=Path("docs/gallery.png"))
     for name in ("synth", "index"):
         parsers[name].add_argument(
             "--workers",

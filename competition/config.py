@@ -42,7 +42,7 @@ def _copy(value: Any) -> Any:
 
 @dataclass
 class DataConfig:
-    root: str = "data/synthetic"
+    root: str = "data/rsna-intracranial-hemorrhage-detection"
     train_dir: str = "stage_2_train"
     test_dir: str = "stage_2_test"
     train_csv: str = "stage_2_train.csv"
@@ -90,7 +90,7 @@ class FoldsConfig:
 
 @dataclass
 class Config:
-    experiment: str = "default"
+    experiment: str = "base"
     seed: int = 42
     data: DataConfig = field(default_factory=DataConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)

@@ -89,6 +89,8 @@ def pixel_problem(ds: pydicom.Dataset, file_size: int) -> str | None:
     """Why the pixel data cannot be decoded, judged from the header alone
     (missing, truncated, or a transfer syntax with no decoder installed)."""
     if PIXEL_DATA not in ds:
+        if "Rows" not in ds:
+            return "no image tags and no pixel data (truncated file or not an image)"
         return "no pixel data"
     syntax = _transfer_syntax(ds)
     if not _decodable(syntax):
@@ -154,23 +156,28 @@ def _decode(ds: pydicom.Dataset, path: str | Path) -> np.ndarray:
     return pixels
 
 
-def needs_12bit_fix(bits_stored: int, pixel_representation: int, intercept: float) -> bool:
+def needs_12bit_fix(bits_stored: int, pixel_representation: int, intercept: float | None) -> bool:
     """The competition's known bad headers: 12-bit unsigned data whose
     intercept says the values are already near HU, while they wrap."""
-    return bits_stored == 12 and pixel_representation == 0 and intercept > -100
+    return (
+        intercept is not None
+        and bits_stored == 12
+        and pixel_representation == 0
+        and intercept > -100
+    )
 
 
 def _to_hu(ds: pydicom.Dataset, pixels: np.ndarray) -> np.ndarray:
     slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    has_rescale = ds.get("RescaleIntercept") is not None
+    intercept = float(ds.RescaleIntercept) if has_rescale else 0.0
     raw = pixels.astype(np.int32)
-    if needs_12bit_fix(
-        int(ds.get("BitsStored", 16)), int(ds.get("PixelRepresentation", 0)), intercept
-    ):
+    bits, signed = int(ds.get("BitsStored", 16)), int(ds.get("PixelRepresentation", 0))
+    if needs_12bit_fix(bits, signed, intercept if has_rescale else None):
         raw += 1000
         raw[raw >= 4096] -= 4096
         intercept = -1000.0
-    if ds.get("PhotometricInterpretation") == "MONOCHROME1" and "RescaleIntercept" not in ds:
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1" and not has_rescale:
         # Without a rescale the values are not HU: flip them so that higher
         # means denser, as in MONOCHROME2. With one, the rescale defines HU
         # and MONOCHROME1 only inverts the display, so HU are left as they are.

@@ -37,6 +37,9 @@ class Layout:
     train_csv_name: str = "stage_2_train.csv"
     sample_submission_name: str = "stage_2_sample_submission.csv"
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
     @classmethod
     def from_config(cls, config: Config) -> Layout:
         data = config.data

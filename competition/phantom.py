@@ -16,7 +16,7 @@ import numpy as np
 
 from competition.labels import LESION_SUBTYPES
 
-AIR, BONE_RANGE, BRAIN, WHITE, CSF = -1000.0, (700.0, 1500.0), 36.0, 27.0, 6.0
+AIR, BONE_RANGE, BRAIN, WHITE, CSF, SCALP = -1000.0, (700.0, 1500.0), 36.0, 27.0, 6.0, 45.0
 BLOOD_RANGE = (55.0, 85.0)
 # Slices a lesion spans either side of its centre, per subtype (min, max).
 HALF_EXTENT = {
@@ -135,6 +135,8 @@ class SliceCanvas:
 
     def draw_head(self) -> None:
         geo = self.geo
+        scalp = geo.size * 0.015
+        self.ellipse(geo.center, (self.a + scalp, self.b + scalp), geo.tilt, SCALP)
         self.ellipse(geo.center, (self.a, self.b), geo.tilt, geo.bone)
         self.ellipse(geo.center, (self.ia, self.ib), geo.tilt, BRAIN)
         self.ellipse(geo.center, (self.ia * 0.72, self.ib * 0.75), geo.tilt, WHITE)

@@ -33,7 +33,7 @@ from competition.labels import LESION_SUBTYPES, SUBTYPES, wide_to_long
 from competition.layout import SPLITS, Layout
 from competition.progress import Progress, worker_count
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER = "synthetic.json"
 TEST_LABELS = "synthetic_test_labels.csv"
 # Share of series that bleed; given a bleed, subtypes are drawn so that the

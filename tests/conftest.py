@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import pytest
+
+from competition.config import Config, load_config
+
+from helpers import REAL_SERIES, REPO
+
+
+@pytest.fixture(scope="session")
+def real_series():
+    if not (REAL_SERIES / "stage_2_test").is_dir():
+        pytest.skip(f"the real sample series is not at {REAL_SERIES}")
+    return REAL_SERIES
+
+
+def small_config(root, *overrides: str) -> Config:
+    return load_config(REPO / "configs" / "small.yaml", [f"data.root={root}", *overrides])
+
+
+@pytest.fixture(scope="session")
+def small_competition(tmp_path_factory) -> Config:
+    """The `small` synthetic preset, written, indexed and folded once per session."""
+    from competition import synthetic
+    from competition.folds import write_folds
+    from competition.index import read_index, write_index
+    from competition.labels import read_labels
+    from competition.layout import Layout
+
+    config = small_config(tmp_path_factory.mktemp("small") / "competition")
+    synthetic.generate(config)
+    layout = Layout.from_config(config)
+    write_index(layout, workers=2)
+    write_folds(layout, read_labels(layout.train_csv), read_index(layout), config.folds)
+    return config

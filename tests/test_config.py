@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from competition.config import Config, ConfigError, load_config
+
+from helpers import REPO
+
+
+def test_default_config_is_the_synthetic_competition():
+    config = load_config()
+    assert config.synth.generate is True
+    assert config.data.root == "data/synthetic"
+    assert config.folds.k == 5  # inherited from base.yaml
+
+
+def test_child_config_overrides_only_what_it_names():
+    small = load_config(REPO / "configs" / "small.yaml")
+    assert small.folds.k == 3 and small.preprocess.image_size == 64
+    assert small.synth.generate is True  # from default.yaml
+    assert small.preprocess.windows == [[40, 80], [80, 200], [40, 380]]  # from base.yaml
+
+
+def test_override_is_parsed_as_yaml_and_int_accepted_for_float():
+    config = load_config(None, ["synth.noise_hu=3", "preprocess.windows=[[40, 80]]"])
+    assert config.synth.noise_hu == 3.0 and isinstance(config.synth.noise_hu, float)
+    assert config.preprocess.windows == [[40, 80]]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("folds.kk=3", "Unknown config key 'folds.kk'"),
+        ("folds.k=abc", "expects int. Received: 'abc'"),
+        ("folds.k=1", "must be >= 2. Received: 1"),
+        ("synth.generate=3", "expects bool"),
+        ("folds.stratify=bleed", "one of 'epidural'"),
+        ("synth.slices_per_series=[30, 20]", "[min, max]"),
+        ("preprocess.windows=[[40, 0]]", "width > 0"),
+        ("preprocess.image_size=0", "must be >= 8"),
+        ("novalue", "section.key=value"),
+    ],
+)
+def test_bad_override_names_key_expectation_and_value(override, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert message in str(info.value)
+
+
+def test_unknown_key_in_file_names_the_file(tmp_path):
+    path = tmp_path / "x.yaml"
+    path.write_text(f"extends: {REPO / 'configs' / 'base.yaml'}\ntrain_typo:\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match=r"train_typo.epochs.*x\.yaml"):
+        load_config(path)
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("experiment: !!python/object/apply:os.system ['echo hacked']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_extends_loop_is_an_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="loop"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = load_config(None, ["folds.k=4"])
+    saved = config.save(tmp_path / "config.yaml")
+    assert load_config(saved) == config
+    assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
+
+
+def test_base_yaml_documents_every_knob():
+    """Every schema key appears in base.yaml with a comment on its line or above it."""
+    text = (REPO / "configs" / "base.yaml").read_text()
+    flat = load_config(REPO / "configs" / "base.yaml").to_dict()
+    assert set(yaml.safe_load(text)) == set(flat)
+    for line in text.splitlines():
+        if line.strip() and not line.strip().startswith("#") and not line.rstrip().endswith(":"):
+            assert "#" in line or line.startswith(("  ", "experiment", "seed")), line
+
+
+def test_show_config_cli_prints_the_resolved_config():
+    out = subprocess.run(
+        [sys.executable, "-m", "competition", "show-config", "--set", "folds.k=7"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stdout
+    assert yaml.safe_load(out)["folds"]["k"] == 7
+
+
+def test_cli_bad_override_exits_non_zero_with_a_clear_message():
+    result = subprocess.run(
+        [sys.executable, "-m", "competition", "index", "--set", "data.workers=-1"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 2
+    assert "data.workers' must be >= 0. Received: -1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["synth", "index", "folds", "show-config"])
+def test_every_command_has_help(command):
+    out = subprocess.run(
+        [sys.executable, "-m", "competition", command, "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO,
+    ).stdout
+    assert "--config" in out and "--set" in out
+
+
+def test_config_dataclass_defaults_match_base_yaml():
+    assert load_config(REPO / "configs" / "base.yaml") == Config()
+
+
+def test_gpu_requirements_pin_the_same_stack():
+    def pins(name):
+        lines = (REPO / name).read_text().splitlines()
+        return {ln for ln in lines if ln and not ln.startswith("#")}
+
+    cpu, gpu = pins("requirements.txt"), pins("requirements-gpu.txt")
+    assert cpu - gpu == {"tensorflow-cpu==2.20.0"}
+    assert gpu - cpu == {"tensorflow[and-cuda]==2.20.0"}

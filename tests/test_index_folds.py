@@ -1,0 +1,112 @@
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from competition.config import FoldsConfig
+from competition.folds import FoldError, assign_folds, read_folds, usable_images, write_folds
+from competition.index import MissingTableError, build_index, read_index
+from competition.labels import read_labels
+from competition.layout import Layout, UnsafeIdError
+
+from conftest import small_config
+
+
+def test_real_series_is_indexed_and_ordered_by_z(real_series, tmp_path):
+    layout = Layout(tmp_path, test_dir=str(real_series / "stage_2_test"))
+    index = build_index(layout, workers=2)
+    assert len(index) == 32 and index.readable.all() and (index.split == "test").all()
+    assert index.series_id.nunique() == 1 and index.patient_id.iloc[0] == "ID_52c1ab5a"
+    ordered = index.sort_values("slice_rank")
+    assert ordered.slice_rank.tolist() == list(range(32))
+    gaps = np.diff(ordered.z.to_numpy())
+    assert (gaps > 4.5).all() and (gaps < 5.5).all()  # about 5.1 mm apart
+
+
+def test_index_table_round_trips(small_competition):
+    layout = Layout.from_config(small_competition)
+    index = read_index(layout)
+    assert index.readable.all() and set(index.split) == {"train", "test"}
+    per_series = index.groupby("series_id").slice_rank.agg(["min", "max", "size"])
+    assert (per_series["min"] == 0).all() and (per_series["max"] == per_series["size"] - 1).all()
+    for _, series in index.groupby("series_id"):
+        assert series.sort_values("slice_rank").z.is_monotonic_increasing
+
+
+@pytest.fixture
+def damaged_competition(tmp_path):
+    """A small competition with files that cannot be used added to it."""
+    config = small_config(tmp_path / "damaged", "synth.patients=8")
+    from competition import synthetic
+
+    synthetic.generate(config)
+    layout = Layout.from_config(config)
+    train = sorted(layout.image_dir("train").glob("*.dcm"))
+    data = train[0].read_bytes()
+    train[0].write_bytes(data[: len(data) // 2])  # truncated
+    train[1].write_text("not dicom")  # not DICOM
+    shutil.copy(train[2], layout.image_dir("train") / "ID_0nolabel1.dcm")  # no labels
+    return config, layout, train
+
+
+def test_unreadable_files_are_listed_not_fatal(damaged_competition):
+    config, layout, train = damaged_competition
+    index = build_index(layout, workers=2)
+    bad = index.set_index("image_id").loc[[train[0].stem, train[1].stem]]
+    assert not bad.readable.any()
+    assert "truncated pixel data" in bad.reason.iloc[0]
+    assert "not a DICOM file" in bad.reason.iloc[1]
+    assert index.readable.sum() == len(index) - 2
+
+
+def test_folds_leave_out_unusable_images_with_reasons(damaged_competition):
+    config, layout, train = damaged_competition
+    from competition.index import write_index
+
+    labels = read_labels(layout.train_csv)
+    folds = write_folds(layout, labels, write_index(layout, workers=1), config.folds)
+    excluded = pd.read_csv(layout.folds_excluded_csv).set_index("image_id")
+    assert "truncated" in excluded.loc[train[0].stem, "reason"]
+    assert excluded.loc["ID_0nolabel1", "reason"] == "image file without labels"
+    assert not set(excluded.index) & set(folds.image_id)
+    assert len(folds) == len(labels) - 2
+
+
+def test_no_patient_in_two_folds_and_balanced_any(small_competition):
+    folds = read_folds(Layout.from_config(small_competition))
+    assert (folds.groupby("patient_id").fold.nunique() == 1).all()
+    assert sorted(folds.fold.unique()) == list(range(small_competition.folds.k))
+
+
+def test_folds_are_deterministic_for_a_seed(small_competition):
+    layout = Layout.from_config(small_competition)
+    usable, _ = usable_images(read_labels(layout.train_csv), read_index(layout))
+    a = assign_folds(usable, FoldsConfig(k=3, seed=1))
+    b = assign_folds(usable, FoldsConfig(k=3, seed=1))
+    c = assign_folds(usable, FoldsConfig(k=3, seed=2))
+    pd.testing.assert_frame_equal(a, b)
+    assert not a.fold.equals(c.fold)
+
+
+def test_more_folds_than_patients_is_a_clear_error(small_competition):
+    layout = Layout.from_config(small_competition)
+    usable, _ = usable_images(read_labels(layout.train_csv), read_index(layout))
+    with pytest.raises(FoldError, match="folds.k=50 needs at least 50 patients"):
+        assign_folds(usable, FoldsConfig(k=50))
+
+
+def test_missing_tables_say_which_command_makes_them(tmp_path):
+    layout = Layout(tmp_path)
+    with pytest.raises(MissingTableError, match="make index"):
+        read_index(layout)
+    with pytest.raises(MissingTableError, match="make folds"):
+        read_folds(layout)
+
+
+@pytest.mark.parametrize("bad", ["../etc/passwd", "/abs", "a/b", "..", ".hidden", "x\0y", ""])
+def test_image_ids_that_could_escape_are_refused(bad):
+    with pytest.raises(UnsafeIdError):
+        Layout("data").image_path("train", bad)

@@ -1,0 +1,152 @@
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pydicom
+import pytest
+
+from competition import phantom, synthetic
+from competition.dicom import load_hu, read_header
+from competition.errors import KitError
+from competition.labels import LESION_SUBTYPES, SUBTYPES, read_labels, read_long_csv
+from competition.layout import Layout
+
+from conftest import small_config
+
+
+def digest(root) -> str:
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.name != synthetic.MARKER:
+            h.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
+    return h.hexdigest()
+
+
+def test_layout_is_the_competitions(small_competition):
+    layout = Layout.from_config(small_competition)
+    train = sorted(layout.image_dir("train").glob("*.dcm"))
+    test = sorted(layout.image_dir("test").glob("*.dcm"))
+    assert train and test
+    assert all(p.stem.startswith("ID_") and len(p.stem) == 12 for p in train + test)
+    long = read_long_csv(layout.train_csv)
+    assert len(long) == 6 * len(train)
+    assert long["ID"].str.rsplit("_", n=1).str[1].tolist()[:6] == list(SUBTYPES)
+    sample = read_long_csv(layout.sample_submission)
+    assert len(sample) == 6 * len(test) and set(sample["Label"]) == {"0.5"}
+
+
+def test_round_trip_every_image_reads_back(small_competition):
+    layout = Layout.from_config(small_competition)
+    labels = read_labels(layout.train_csv)
+    assert (labels["any"] == labels[list(LESION_SUBTYPES)].max(axis=1)).all()
+    for path in layout.image_dir("train").glob("*.dcm"):
+        hu = load_hu(path)
+        assert hu.shape == (128, 128)
+        assert hu.min() >= -1030 and hu.max() > 600  # air and skull
+    assert set(labels.index) == {p.stem for p in layout.image_dir("train").glob("*.dcm")}
+
+
+def test_headers_look_like_the_real_ones(small_competition, real_series):
+    layout = Layout.from_config(small_competition)
+    path = next(layout.image_dir("train").glob("*.dcm"))
+    ds = pydicom.dcmread(path)
+    real = pydicom.dcmread(next((real_series / "stage_2_test").glob("*.dcm")))
+    shared = {"Modality", "PhotometricInterpretation", "BitsAllocated", "SamplesPerPixel"}
+    assert all(ds[k].value == real[k].value for k in shared)
+    assert ds.file_meta.TransferSyntaxUID == real.file_meta.TransferSyntaxUID
+    assert set(real.dir()) <= set(ds.dir()), set(real.dir()) - set(ds.dir())
+    assert len(ds.WindowCenter) == 2 and ds.ImageOrientationPatient[5] <= 0
+    assert str(ds.SOPInstanceUID) == path.stem
+
+
+def test_encodings_include_the_real_variants(tmp_path):
+    config = small_config(
+        tmp_path / "c", "synth.patients=40", "synth.image_size=32", "synth.slices_per_series=[3, 3]"
+    )
+    root = synthetic.generate(config)
+    seen = set()
+    for path in root.rglob("*.dcm"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        seen.add((ds.BitsStored, ds.PixelRepresentation, float(ds.RescaleIntercept) > -100))
+    assert {(12, 0, False), (16, 1, True), (12, 0, True)} <= seen
+
+
+def test_same_seed_same_files_other_seed_other_files(tmp_path):
+    config = small_config(tmp_path / "a", "synth.patients=4")
+    first = digest(synthetic.generate(config, workers=1))
+    second = digest(synthetic.generate(small_config(tmp_path / "b", "synth.patients=4"), workers=2))
+    other = digest(
+        synthetic.generate(small_config(tmp_path / "c", "synth.patients=4", "synth.seed=1"))
+    )
+    assert first == second != other
+
+
+def test_generate_is_idempotent_and_regenerates_on_change(tmp_path):
+    config = small_config(tmp_path / "d", "synth.patients=3")
+    root = synthetic.generate(config)
+    stamp = (root / synthetic.MARKER).stat().st_mtime_ns
+    synthetic.generate(config)
+    assert (root / synthetic.MARKER).stat().st_mtime_ns == stamp
+    changed = small_config(tmp_path / "d", "synth.patients=4")
+    synthetic.generate(changed)
+    assert json.loads((root / synthetic.MARKER).read_text())["synth"]["patients"] == 4
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_refuses_to_overwrite_a_folder_it_did_not_write(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "stage_2_train.csv").write_text("ID,Label\n")
+    with pytest.raises(KitError, match="refusing to overwrite"):
+        synthetic.generate(small_config(tmp_path / "real"))
+
+
+def test_prevalence_resembles_the_real_data(tmp_path):
+    config = small_config(
+        tmp_path / "p", "synth.patients=150", "synth.image_size=64", "synth.test_fraction=0"
+    )
+    synthetic.generate(config)
+    labels = read_labels(Layout.from_config(config).train_csv)
+    rate = labels.mean()
+    assert 0.09 <= rate["any"] <= 0.20
+    assert rate["epidural"] == min(rate)
+    assert 0.0 < rate["epidural"] <= 0.02
+
+
+@pytest.mark.parametrize("subtype", LESION_SUBTYPES)
+def test_each_lesion_draws_blood_where_its_subtype_lives(subtype):
+    rng = np.random.default_rng(3)
+    geo = phantom.random_geometry(rng, 256, 30)
+    plain, plain_labels = phantom.render_slice(geo, 15)
+    geo.lesions.append(phantom.random_lesion(rng, subtype, center=15))
+    bleeding, labels = phantom.render_slice(geo, 15)
+    assert plain_labels.sum() == 0 and labels.tolist() == [
+        int(s == subtype) for s in LESION_SUBTYPES
+    ]
+    blood = (bleeding >= 50) & (bleeding <= 90) & (plain < 50)
+    assert blood.sum() > 20
+    ys, xs = np.nonzero(blood)
+    radius = np.hypot(ys - geo.center[1], xs - geo.center[0]).mean() / geo.head_a
+    inner = {"intraventricular", "intraparenchymal"}
+    assert (radius < 0.75) if subtype in inner else (radius > 0.6)
+    far = phantom.render_slice(geo, 15 + geo.lesions[-1].half_extent + 1)[1]
+    assert far.sum() == 0  # a lesion spans neighbouring slices only
+
+
+def test_real_and_synthetic_headers_index_the_same_way(small_competition):
+    path = next(Layout.from_config(small_competition).image_dir("test").glob("*.dcm"))
+    header = read_header(path)
+    assert header["pixel_problem"] is None and header["patient_id"].startswith("ID_")
+
+
+def test_gallery_shows_each_subtype_beside_real_slices(small_competition, real_series, tmp_path):
+    from competition.gallery import pick_synthetic, save_gallery
+
+    layout = Layout.from_config(small_competition)
+    picks = pick_synthetic(layout)
+    labels = read_labels(layout.train_csv)
+    for title, path in picks[:-1]:
+        assert labels.loc[path.stem, title] == 1
+    out = save_gallery(layout, real_series / "stage_2_test", tmp_path / "g.png", [[40, 80]])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
