@@ -23,7 +23,7 @@ PY := $(VENV)/bin/python
 CLI := $(PY) -m competition
 CLI_ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA_DIR),--set data.root=$(DATA_DIR)) $(ARGS)
 
-.PHONY: help setup data index folds test lint clean
+.PHONY: help setup data index folds train test lint clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [CONFIG=configs/x.yaml] [DATA_DIR=path] [GPU=1]"
@@ -47,6 +47,9 @@ index: $(STAMP) ## scan the DICOM headers into data/<name>/index.csv
 
 folds: $(STAMP) ## patient-grouped folds -> data/<name>/folds.csv
 	$(CLI) folds $(CLI_ARGS)
+
+train: $(STAMP) ## train fold FOLD (0, 1,2 or all); sets up data, index and folds first
+	$(CLI) train --fold $(FOLD) $(CLI_ARGS)
 
 lint: $(STAMP) ## ruff over the package and the tests
 	$(VENV)/bin/ruff check competition tests

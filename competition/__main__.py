@@ -58,6 +58,34 @@ def cmd_folds(config: Config, args: argparse.Namespace) -> None:
     print(f"Wrote {layout.folds_csv}")
 
 
+def _fold_list(text: str, k: int) -> list[int]:
+    if text == "all":
+        return list(range(k))
+    try:
+        return [int(part) for part in text.split(",")]
+    except ValueError:
+        raise KitError(
+            f"--fold takes a fold number, a comma list or 'all'. Received: {text!r}"
+        ) from None
+
+
+def cmd_train(config: Config, args: argparse.Namespace) -> None:
+    from competition.prepare import ensure_data
+
+    folds = _fold_list(args.fold, config.folds.k)
+    ensure_data(config)
+    from competition.train import train_folds
+
+    results = train_folds(config, folds, force=args.force)
+    for metrics in results:
+        ratio = metrics["weighted_log_loss"] / metrics["baseline_weighted_log_loss"]
+        print(
+            f"fold {metrics['fold']}: validation weighted log loss "
+            f"{metrics['weighted_log_loss']:.4f}, prevalence-only baseline "
+            f"{metrics['baseline_weighted_log_loss']:.4f} (ratio {ratio:.3f})"
+        )
+
+
 def cmd_gallery(config: Config, args: argparse.Namespace) -> None:
     from competition.gallery import save_gallery
 
@@ -73,6 +101,7 @@ COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], None], str]] = 
     "synth": (cmd_synth, "write the synthetic competition (skipped when up to date)"),
     "index": (cmd_index, "scan DICOM headers into <data.root>/index.csv"),
     "folds": (cmd_folds, "patient-grouped stratified folds -> <data.root>/folds.csv"),
+    "train": (cmd_train, "train folds: runs/<experiment>/fold<k>/ (sets up the data first)"),
     "gallery": (cmd_gallery, "a PNG of windowed training slices, one per subtype"),
     "show-config": (cmd_show_config, "print the resolved config"),
 }
@@ -91,6 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parsers["gallery"].add_argument("--real", type=Path, help="also show slices from this folder")
     parsers["gallery"].add_argument("--out", type=Path, default=Path("docs/gallery.png"))
+    parsers["train"].add_argument("--fold", default="0", help="a fold, a comma list, or all")
+    parsers["train"].add_argument(
+        "--force", action="store_true", help="train again even if the fold has finished"
+    )
     for name in ("synth", "index"):
         parsers[name].add_argument(
             "--workers",

@@ -89,13 +89,56 @@ class FoldsConfig:
 
 
 @dataclass
+class AugmentConfig:
+    hflip: float = knob(0.5, ge=0, le=1)
+    vflip: float = knob(0.0, ge=0, le=1)
+    rotate: float = knob(10.0, ge=0, le=180)
+    scale: float = knob(0.1, ge=0, le=0.5)
+    shift: float = knob(0.05, ge=0, le=0.5)
+    brightness: float = knob(0.1, ge=0, le=1)
+    contrast: float = knob(0.1, ge=0, le=1)
+
+
+@dataclass
+class ModelConfig:
+    backbone: Literal[
+        "efficientnet_b0", "efficientnetv2_b0", "resnet50", "convnext_tiny", "tiny_cnn"
+    ] = "efficientnet_b0"
+    weights: str | None = None
+    dropout: float = knob(0.2, ge=0, le=0.9)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = knob(4, ge=1)
+    batch_size: int = knob(32, ge=1)
+    learning_rate: float = knob(1e-3, gt=0)
+    weight_decay: float = knob(1e-4, ge=0)
+    warmup_epochs: float = knob(0.5, ge=0)
+    min_lr_ratio: float = knob(0.05, ge=0, le=1)
+    early_stopping_patience: int = knob(3, ge=1)
+    augment: bool = True
+    workers: int = knob(2, ge=1)
+    use_multiprocessing: bool = False
+    max_queue_size: int = knob(10, ge=1)
+    mixed_precision: Literal["none", "mixed_float16", "mixed_bfloat16"] = "none"
+    jit_compile: bool = False
+    strategy: Literal["auto", "none", "mirrored"] = "auto"
+    steps_per_execution: int = knob(1, ge=1)
+
+
+@dataclass
 class Config:
     experiment: str = "base"
     seed: int = 42
+    runs_dir: str = "runs"
     data: DataConfig = field(default_factory=DataConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     folds: FoldsConfig = field(default_factory=FoldsConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,0 +1,129 @@
+"""The DataGenerator: a `keras.utils.PyDataset` (Keras 3's `Sequence`) over
+image IDs, yielding `(x, y)` batches for `fit` and `x` for `predict`.
+
+Keras 3 facts it is built around: `__len__` is ceil(n / batch_size) so
+`predict` keeps the tail; `fit(shuffle=True)` only permutes whole batches, so
+samples are shuffled here, per epoch, from a seeded generator; `on_epoch_end`
+may be called more than once (before the first epoch, under a strategy), and
+every call just draws a fresh permutation, so each epoch still sees every
+sample exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+
+from competition.augment import augment_batch
+from competition.config import AugmentConfig
+from competition.dicom import DicomReadError
+
+log = logging.getLogger(__name__)
+
+
+class DataGenerator(keras.utils.PyDataset):
+    def __init__(
+        self,
+        image_ids: Sequence[str],
+        source,
+        labels: np.ndarray | None = None,
+        *,
+        batch_size: int = 32,
+        shuffle: bool = False,
+        augment: AugmentConfig | None = None,
+        seed: int = 0,
+        workers: int = 1,
+        use_multiprocessing: bool = False,
+        max_queue_size: int = 10,
+    ):
+        super().__init__(
+            workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size
+        )
+        self.image_ids = np.asarray(image_ids, dtype=str)
+        if len(self.image_ids) == 0:
+            raise ValueError("DataGenerator needs at least one image ID. Received: 0")
+        if labels is not None and len(labels) != len(self.image_ids):
+            raise ValueError(
+                f"labels must have one row per image ID. Received: {len(labels)} rows "
+                f"for {len(self.image_ids)} IDs"
+            )
+        self.source = source
+        self.labels = None if labels is None else np.asarray(labels, dtype=np.float32)
+        self.batch_size, self.shuffle, self.augment, self.seed = batch_size, shuffle, augment, seed
+        self.epoch = 0
+        self.order = self._permutation()
+        self.failed: dict[str, str] = {}  # image ID -> why it could not be read
+        self._lock = threading.Lock()
+
+    # --- the PyDataset contract ----------------------------------------------
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.image_ids) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch index out of range 0..{len(self) - 1}. Received: {index}")
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        return self.load_batch(rows, index)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.order = self._permutation()
+
+    # --- helpers ---------------------------------------------------------------
+
+    def _permutation(self) -> np.ndarray:
+        n = len(self.image_ids)
+        if not self.shuffle:
+            return np.arange(n)
+        return np.random.default_rng([self.seed, self.epoch]).permutation(n)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Image IDs in the order batches deliver them (inference: input order)."""
+        return self.image_ids[self.order]
+
+    @property
+    def training(self) -> bool:
+        return self.labels is not None
+
+    def load_batch(self, rows: np.ndarray, batch_index: int = 0):
+        """The batch of the given sample rows: x float32 (B, H, W, C) in 0..255,
+        plus y float32 (B, 6) when labelled. An unreadable image is replaced
+        by the next readable one in the epoch's order, and remembered."""
+        rows = np.array(rows, dtype=np.int64)
+        x = np.empty((len(rows), *self.source.shape), dtype=np.float32)
+        for i, row in enumerate(rows):
+            rows[i], x[i] = self._load_readable(int(row))
+        if self.augment is not None:
+            # Seeded by what is in the batch: reproducible, whoever calls.
+            rng = np.random.default_rng([self.seed, self.epoch, batch_index, *rows.tolist()])
+            augment_batch(x, rng, self.augment)
+        if not self.training:
+            return x
+        return x, self.labels[rows]
+
+    def _load_readable(self, row: int) -> tuple[int, np.ndarray]:
+        """Training: the next readable sample from `row` on. Inference keeps
+        the row (predictions stay aligned with `ids`) and gives a blank image
+        whose prediction the caller must replace: see `failed`."""
+        n = len(self.image_ids)
+        for step in range(n if self.training else 1):
+            candidate = (row + step) % n
+            image_id = str(self.image_ids[candidate])
+            if image_id in self.failed:
+                continue
+            try:
+                return candidate, self.source.load(image_id)
+            except DicomReadError as exc:
+                with self._lock:
+                    self.failed[image_id] = exc.cause
+                log.warning("Unreadable image %s: %s", image_id, exc.cause)
+        if not self.training:
+            return row, np.zeros(self.source.shape, dtype=np.float32)
+        raise DicomReadError(self.source.layout.root, "no readable image left in this split")
