@@ -61,11 +61,14 @@ def as_tf_dataset(gen: DataGenerator, parallel: int = 2) -> tf.data.Dataset:
         return tensors[0]
 
     options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    # A known cardinality, or the strategy's distributed dataset has none and
+    # Keras counts the batches by running a whole extra epoch of loading first.
     return (
         batches.map(load_tf, num_parallel_calls=parallel, deterministic=True)
         .prefetch(tf.data.AUTOTUNE)
         .with_options(options)
+        .apply(tf.data.experimental.assert_cardinality(len(gen)))
     )
 
 

@@ -120,10 +120,11 @@ def compiled_model(config: Config, input_shape, prevalence, steps_per_epoch: int
 
 
 def _callbacks(out: Path, best: float) -> list[keras.callbacks.Callback]:
+    # The backup goes last: a kill before it re-runs the epoch, and
+    # trim_history drops any row already logged for it.
     found = [
-        cb.EpochBackup(out / "backup"),
-        cb.BestCheckpoint(out / "best.keras", MONITOR, best),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+        cb.BestCheckpoint(out / "best.keras", MONITOR, best),
     ]
     try:
         import tensorboard  # noqa: F401
@@ -131,7 +132,7 @@ def _callbacks(out: Path, best: float) -> list[keras.callbacks.Callback]:
         found.append(keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")))
     except ImportError:
         pass
-    return found
+    return [*found, cb.EpochBackup(out / "backup")]
 
 
 def _early_stopping(config: Config) -> keras.callbacks.Callback:

@@ -9,7 +9,8 @@ import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from competition.dicom import lenient_uids
+from competition.dicom import DicomReadError, lenient_uids
+from competition.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_SERIES = REPO.parent / "shared" / "data" / "rsna_sample_series"
@@ -64,3 +65,22 @@ def write_dataset(ds: pydicom.Dataset, path: Path) -> Path:
 
 def write_dicom(path: Path, pixels: np.ndarray, **kwargs) -> Path:
     return write_dataset(make_dataset(pixels, **kwargs), path)
+
+
+class IndexSource:
+    """An image source whose pixels hold the sample number (`ID_<n>`), to check
+    which samples a generator delivers; IDs in `bad` are unreadable."""
+
+    shape = (4, 4, 3)
+    layout = Layout("unused")
+
+    def __init__(self, bad=(), seen=None):
+        self.bad, self.seen = set(bad), seen
+
+    def load(self, image_id: str) -> np.ndarray:
+        if image_id in self.bad:
+            raise DicomReadError(f"{image_id}.dcm", "corrupt pixel data (test)")
+        number = int(image_id.split("_")[1])
+        if self.seen is not None:
+            self.seen.append(number)
+        return np.full(self.shape, number, dtype=np.uint8)

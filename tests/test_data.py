@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from competition.config import AugmentConfig
+from competition.data import DataGenerator
+from competition.train import make_generator, split_fold
+
+from helpers import IndexSource
+
+
+def generator(n=23, batch_size=5, **kwargs) -> DataGenerator:
+    ids = [f"ID_{i}" for i in range(n)]
+    labels = np.repeat(np.arange(n, dtype=np.float32)[:, None], 6, axis=1)
+    return DataGenerator(
+        ids,
+        kwargs.pop("source", IndexSource()),
+        kwargs.pop("labels", labels),
+        batch_size=batch_size,
+        **kwargs,
+    )
+
+
+def epoch_samples(gen: DataGenerator) -> list[int]:
+    return [int(v) for i in range(len(gen)) for v in gen[i][1][:, 0]]
+
+
+def test_length_is_ceil_so_predict_keeps_the_tail():
+    gen = generator(n=23, batch_size=5)
+    assert len(gen) == 5
+    assert gen[4][0].shape[0] == 3
+    with pytest.raises(IndexError):
+        gen[5]
+
+
+def test_every_sample_once_per_epoch_with_shuffle_even_with_extra_epoch_end_calls():
+    gen = generator(shuffle=True, seed=3)
+    orders = []
+    for calls in (1, 2, 1):  # Keras may call on_epoch_end more than once
+        samples = epoch_samples(gen)
+        assert sorted(samples) == list(range(23))
+        orders.append(samples)
+        for _ in range(calls):
+            gen.on_epoch_end()
+    assert orders[0] != orders[1] != orders[2]
+    again = generator(shuffle=True, seed=3)
+    assert epoch_samples(again) == orders[0]  # seeded
+
+
+def test_inference_keeps_order_and_ids_match_batches():
+    gen = generator(labels=None)
+    x = np.concatenate([gen[i] for i in range(len(gen))])
+    assert x[:, 0, 0, 0].tolist() == list(range(23))
+    assert gen.ids.tolist() == [f"ID_{i}" for i in range(23)]
+    gen.on_epoch_end()
+    assert gen.ids.tolist() == [f"ID_{i}" for i in range(23)]
+
+
+def test_batches_have_stable_shapes_and_dtypes():
+    gen = generator(augment=AugmentConfig(), shuffle=True)
+    for i in range(len(gen)):
+        x, y = gen[i]
+        assert x.dtype == np.float32 and y.dtype == np.float32
+        assert x.shape[1:] == (4, 4, 3) and y.shape[1:] == (6,)
+    again = gen[0][0]
+    np.testing.assert_array_equal(gen[0][0], again)  # pure: same batch twice
+
+
+def test_no_augmentation_for_inference_or_validation():
+    plain = generator(labels=None)[0]
+    assert all((img == k).all() for k, img in enumerate(plain))
+
+
+def test_unreadable_image_is_replaced_and_reported_in_training():
+    gen = generator(source=IndexSource(bad={"ID_7"}))
+    samples = epoch_samples(gen)
+    assert 7 not in samples and len(samples) == 23
+    assert gen.failed == {"ID_7": "corrupt pixel data (test)"}
+
+
+def test_unreadable_image_in_inference_keeps_alignment_and_is_reported():
+    gen = generator(labels=None, source=IndexSource(bad={"ID_7"}))
+    x = np.concatenate([gen[i] for i in range(len(gen))])
+    assert len(x) == 23 and "ID_7" in gen.failed
+
+
+def test_dicom_source_batches_from_the_small_competition(small_competition):
+    train, valid = split_fold(small_competition, 0)
+    gen = make_generator(small_competition, train, training=True)
+    x, y = gen[0]
+    assert x.shape == (16, 64, 64, 3) and x.dtype == np.float32
+    assert x.min() >= 0 and x.max() <= 255 and x.max() > 200
+    assert set(np.unique(y)) <= {0.0, 1.0}
+    assert not set(train.image_id) & set(valid.image_id)

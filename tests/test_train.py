@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from competition.config import ConfigError, load_config
+from competition.index import MissingTableError
+from competition.train import TrainError, fold_dir, split_fold, train_fold
+
+from conftest import small_config
+from helpers import REPO
+
+
+def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "competition", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        **kwargs,
+    )
+
+
+def run_config(base, tmp_path, *overrides):
+    return small_config(base.data.root, f"runs_dir={tmp_path / 'runs'}", *overrides)
+
+
+@pytest.mark.slow
+def test_short_fit_lowers_the_loss_and_writes_the_fold(small_competition, tmp_path):
+    config = run_config(
+        small_competition,
+        tmp_path,
+        "train.epochs=3",
+        "train.augment=false",
+        "train.learning_rate=0.003",
+    )
+    metrics = train_fold(config, 0)
+    out = fold_dir(config, 0)
+    history = pd.read_csv(out / "history.csv")
+    assert history.epoch.tolist() == [0, 1, 2]
+    assert history.loss.iloc[-1] < history.loss.iloc[0]
+    for name in ("best.keras", "oof.csv", "metrics.json", "config.yaml", "curves.png"):
+        assert (out / name).exists(), name
+    assert not (out / "backup").exists()
+    oof = pd.read_csv(out / "oof.csv")
+    _, valid = split_fold(config, 0)
+    assert oof.image_id.tolist() == valid.image_id.tolist()
+    assert oof.filter(like="pred_").to_numpy().min() > 0
+    assert json.loads((out / "metrics.json").read_text())["weighted_log_loss"] == pytest.approx(
+        metrics["weighted_log_loss"]
+    )
+    assert load_config(out / "config.yaml") == config
+    again = train_fold(config, 0)  # a finished fold is not trained again
+    assert again == json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_at_the_epoch_it_reached(small_competition, tmp_path):
+    args = [
+        "train",
+        "--config",
+        "configs/small.yaml",
+        "--set",
+        f"data.root={small_competition.data.root}",
+        "--set",
+        f"runs_dir={tmp_path / 'runs'}",
+        "--set",
+        "train.epochs=4",
+    ]
+    out = tmp_path / "runs" / "small" / "fold0"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "competition", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while not (out / "backup" / "epoch-0002.weights.h5").exists():
+        assert proc.poll() is None and time.time() < deadline, "training ended before epoch 2"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (out / "metrics.json").exists()
+    result = cli(*args, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Resuming fold 0 at epoch" in result.stdout
+    resumed_at = int(result.stdout.split("Resuming fold 0 at epoch ")[1].split()[0])
+    assert resumed_at >= 3
+    assert pd.read_csv(out / "history.csv").epoch.tolist() == [0, 1, 2, 3]
+    assert (out / "metrics.json").exists()
+    assert not list(out.rglob(".*tmp*"))  # no temporary checkpoint left behind
+
+
+def test_bad_fold_and_missing_folds_are_clear_errors(small_competition, tmp_path):
+    config = run_config(small_competition, tmp_path)
+    with pytest.raises(TrainError, match=r"fold must be in 0..2 \(folds.k=3\). Received: fold=3"):
+        train_fold(config, 3)
+    empty = small_config(tmp_path / "nothing", f"runs_dir={tmp_path / 'runs'}")
+    with pytest.raises(MissingTableError, match="make folds"):
+        train_fold(empty, 0)
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_unknown_backbone_lists_the_known_ones():
+    with pytest.raises(ConfigError, match="one of 'efficientnet_b0'.*'tiny_cnn'"):
+        load_config(None, ["model.backbone=vgg99"])
+
+
+def test_missing_weights_file_is_a_clear_error_before_anything_is_written(
+    small_competition, tmp_path
+):
+    config = run_config(small_competition, tmp_path, f"model.weights={tmp_path / 'none.h5'}")
+    with pytest.raises(Exception, match="no weights file at"):
+        train_fold(config, 0)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_reports_errors_without_a_traceback(small_competition, tmp_path):
+    result = cli(
+        "train",
+        "--config",
+        "configs/small.yaml",
+        "--fold",
+        "7",
+        "--set",
+        f"data.root={small_competition.data.root}",
+        "--set",
+        f"runs_dir={tmp_path / 'runs'}",
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "fold must be in 0..2" in result.stderr and "Traceback" not in result.stderr
+
+
+MIRRORED = r"""
+import json, sys
+import numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from competition import accelerate
+from competition.data import DataGenerator
+from helpers import IndexSource
+
+n, epochs, seen = 37, 3, []
+labels = np.repeat(np.arange(n, dtype=np.float32)[:, None] % 2, 6, axis=1)
+gen = DataGenerator([f"ID_{i}" for i in range(n)], IndexSource(seen=seen), labels,
+                    batch_size=8, shuffle=True, seed=1)
+strategy = accelerate.choose_strategy("mirrored")
+with accelerate.scope(strategy):
+    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(),
+                              keras.layers.Dense(6, activation="sigmoid")])
+    model.compile("adam", "binary_crossentropy")
+mark = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(-1))
+history = model.fit(accelerate.as_tf_dataset(gen), epochs=epochs, verbose=0, callbacks=[mark])
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "seen": seen,
+                  "loss": history.history["loss"]}))
+"""
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_on_two_cpu_devices_sees_each_sample_once_per_epoch():
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO / "tests")}
+    result = subprocess.run(
+        [sys.executable, "-c", MIRRORED],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["replicas"] == 2
+    n, text = 37, ",".join(map(str, report["seen"]))
+    # Loads between epoch-begin markers (-1); Keras reads one pass ahead of
+    # the first epoch under a strategy, which is before the first marker.
+    epochs = [[int(v) for v in part.strip(",").split(",")] for part in text.split("-1")[1:]]
+    assert len(epochs) == 3
+    for samples in epochs:
+        assert sorted(samples) == list(range(n))
+    assert epochs[0] != epochs[1]  # reshuffled every epoch
+    assert all(map(lambda v: v == v, report["loss"]))  # finite: both replicas trained
