@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,19 @@ from competition.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_SERIES = REPO.parent / "shared" / "data" / "rsna_sample_series"
+
+
+def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m competition ARGS` in the repository, output captured as text."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "competition", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        **kwargs,
+    )
 
 
 def make_dataset(

@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import yaml
 
 from competition.config import Config, ConfigError, load_config
 
-from helpers import REPO
+from helpers import REPO, cli
 
 
 def test_default_config_is_the_synthetic_competition():
@@ -90,37 +87,20 @@ def test_base_yaml_documents_every_knob():
 
 
 def test_show_config_cli_prints_the_resolved_config():
-    out = subprocess.run(
-        [sys.executable, "-m", "competition", "show-config", "--set", "folds.k=7"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO,
-    ).stdout
+    out = cli("show-config", "--set", "folds.k=7", check=True).stdout
     assert yaml.safe_load(out)["folds"]["k"] == 7
 
 
 def test_cli_bad_override_exits_non_zero_with_a_clear_message():
-    result = subprocess.run(
-        [sys.executable, "-m", "competition", "index", "--set", "data.workers=-1"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
+    result = cli("index", "--set", "data.workers=-1")
     assert result.returncode == 2
     assert "data.workers' must be >= 0. Received: -1" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("command", ["synth", "index", "folds", "show-config"])
+@pytest.mark.parametrize("command", ["synth", "index", "folds", "train", "gallery", "show-config"])
 def test_every_command_has_help(command):
-    out = subprocess.run(
-        [sys.executable, "-m", "competition", command, "--help"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=REPO,
-    ).stdout
+    out = cli(command, "--help", check=True).stdout
     assert "--config" in out and "--set" in out
 
 

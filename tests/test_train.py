@@ -15,19 +15,7 @@ from competition.index import MissingTableError
 from competition.train import TrainError, fold_dir, split_fold, train_fold
 
 from conftest import small_config
-from helpers import REPO
-
-
-def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "competition", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        **kwargs,
-    )
+from helpers import REPO, cli
 
 
 def run_config(base, tmp_path, *overrides):
