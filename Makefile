@@ -11,6 +11,7 @@ CONFIG ?=
 DATA_DIR ?=
 FOLD ?= 0
 FOLDS ?=
+FILE ?=
 ARGS ?=
 
 ifeq ($(GPU),1)
@@ -23,7 +24,7 @@ PY := $(VENV)/bin/python
 CLI := $(PY) -m competition
 CLI_ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA_DIR),--set data.root=$(DATA_DIR)) $(ARGS)
 
-.PHONY: help setup data index folds train test lint clean
+.PHONY: help setup data index folds train predict report validate test lint clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [CONFIG=configs/x.yaml] [DATA_DIR=path] [GPU=1]"
@@ -50,6 +51,15 @@ folds: $(STAMP) ## patient-grouped folds -> data/<name>/folds.csv
 
 train: $(STAMP) ## train fold FOLD (0, 1,2 or all); sets up data, index and folds first
 	$(CLI) train --fold $(FOLD) $(CLI_ARGS)
+
+predict: $(STAMP) ## ensemble the trained folds (FOLDS=0,1; default all) -> submissions/
+	$(CLI) predict $(if $(FOLDS),--folds $(FOLDS)) $(CLI_ARGS)
+
+report: $(STAMP) ## cross-validation report over the out-of-fold predictions
+	$(CLI) report $(CLI_ARGS)
+
+validate: $(STAMP) ## check FILE (default submissions/submission.csv) against the sample
+	$(CLI) validate $(or $(FILE),submissions/submission.csv) $(CLI_ARGS)
 
 lint: $(STAMP) ## ruff over the package and the tests
 	$(VENV)/bin/ruff check competition tests

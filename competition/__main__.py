@@ -85,6 +85,61 @@ def cmd_train(config: Config, args: argparse.Namespace) -> None:
             f"{metrics['weighted_log_loss']:.4f}, prevalence-only baseline "
             f"{metrics['baseline_weighted_log_loss']:.4f} (ratio {ratio:.3f})"
         )
+    if len(folds) > 1:
+        _print_cv(config)
+
+
+def _print_cv(config: Config) -> None:
+    from competition.cv import cv_report, markdown
+
+    report = cv_report(config)
+    print(markdown(report), end="")
+    print(f"Wrote {Path(config.runs_dir) / config.experiment / 'cv.json'} (+ cv.md, roc.png)")
+
+
+def cmd_predict(config: Config, args: argparse.Namespace) -> None:
+    if config.synth.generate:
+        from competition.prepare import ensure_synthetic
+
+        ensure_synthetic(config)
+    from competition.predict import predict_and_submit
+
+    folds = _fold_list(args.folds, config.folds.k) if args.folds else None
+    summary = predict_and_submit(config, folds)
+    print(
+        f"Predicted {summary['images']} test images with folds {summary['folds']} x "
+        f"{len(summary['tta'])} TTA views ({summary['ensemble']} ensemble): "
+        f"{summary['images_per_second']} images/s"
+    )
+    for image_id, reason in summary["unreadable"].items():
+        print(f"unreadable test image {image_id}: {reason} (given the training prevalence)")
+    score = summary["test_score"]
+    if score:
+        print(
+            f"Score on {score['labels']} ({score['images']} images): weighted log loss "
+            f"{score['weighted_log_loss']:.4f} vs constant prevalence "
+            f"{score['constant_prevalence_log_loss']:.4f}"
+        )
+    print(f"Wrote {summary['test_preds']}")
+    print(f"Wrote {summary['submission']} ({summary['rows']} rows, checked) and submission.csv")
+    _print_cv(config)
+
+
+def cmd_validate(config: Config, args: argparse.Namespace) -> int:
+    from competition.submission import validate_file
+
+    sample = args.sample or Layout.from_config(config).sample_submission
+    problems, rows = validate_file(args.file, sample)
+    for problem in problems:
+        print(f"{args.file}: {problem}")
+    if problems:
+        return 1
+    print(f"ok: {rows} rows match {sample}")
+    return 0
+
+
+def cmd_report(config: Config, args: argparse.Namespace) -> None:
+    _print_cv(config)
 
 
 def cmd_gallery(config: Config, args: argparse.Namespace) -> None:
@@ -98,11 +153,17 @@ def cmd_show_config(config: Config, args: argparse.Namespace) -> None:
     print(config.to_yaml(), end="")
 
 
-COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], None], str]] = {
+COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int | None], str]] = {
     "synth": (cmd_synth, "write the synthetic competition (skipped when up to date)"),
     "index": (cmd_index, "scan DICOM headers into <data.root>/index.csv"),
     "folds": (cmd_folds, "patient-grouped stratified folds -> <data.root>/folds.csv"),
     "train": (cmd_train, "train folds: runs/<experiment>/fold<k>/ (sets up the data first)"),
+    "predict": (
+        cmd_predict,
+        "fold ensemble + TTA on the test images -> test_preds.csv and a checked submission",
+    ),
+    "validate": (cmd_validate, "check a submission file against the sample submission"),
+    "report": (cmd_report, "cross-validation report over the out-of-fold predictions"),
     "gallery": (cmd_gallery, "a PNG of windowed training slices, one per subtype"),
     "show-config": (cmd_show_config, "print the resolved config"),
 }
@@ -125,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["train"].add_argument(
         "--force", action="store_true", help="train again even if the fold has finished"
     )
+    parsers["predict"].add_argument(
+        "--folds", help="folds to ensemble, e.g. 0,1 (default: predict.folds, else all trained)"
+    )
+    parsers["validate"].add_argument("file", type=Path, help="the submission CSV to check")
+    parsers["validate"].add_argument(
+        "--sample", type=Path, help="sample submission (default: the config's)"
+    )
     for name in ("synth", "index"):
         parsers[name].add_argument(
             "--workers",
@@ -140,11 +208,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler, _ = COMMANDS[args.command]
     try:
-        handler(load_config(args.config, args.overrides), args)
+        return handler(load_config(args.config, args.overrides), args) or 0
     except KitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

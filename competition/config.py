@@ -128,6 +128,17 @@ class TrainConfig:
 
 
 @dataclass
+class PredictConfig:
+    folds: list[int] | None = None
+    tta: list[Literal["identity", "hflip", "vflip", "hvflip"]] = knob(["identity", "hflip"])
+    ensemble: Literal["mean", "geometric", "rank"] = "mean"
+    batch_size: int = knob(64, ge=1)
+    clip: float = knob(1e-4, gt=0, le=0.1)
+    any_consistency: bool = True
+    submissions_dir: str = "submissions"
+
+
+@dataclass
 class Config:
     experiment: str = "base"
     seed: int = 42
@@ -139,6 +150,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -354,6 +366,15 @@ def validate(config: Config) -> None:
         raise ConfigError(
             "Config key 'synth.slices_per_series' expects [min, max] with 1 <= min <= max. "
             f"Received: {config.synth.slices_per_series!r}"
+        )
+    if not config.predict.tta:
+        raise ConfigError("Config key 'predict.tta' needs at least one entry, e.g. [identity].")
+    if config.predict.folds is not None and not all(
+        0 <= f < config.folds.k for f in config.predict.folds
+    ):
+        raise ConfigError(
+            f"Config key 'predict.folds' names folds outside 0..{config.folds.k - 1} "
+            f"(folds.k={config.folds.k}). Received: {config.predict.folds!r}"
         )
     for window in config.preprocess.windows:
         if len(window) != 2 or window[1] <= 0:

@@ -4,6 +4,8 @@ header index, the folds."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 
 from competition.config import Config
@@ -17,15 +19,21 @@ def folds_are_current(layout: Layout, config: Config) -> bool:
     return yaml.safe_load(saved.read_text()).get("folds") == config.to_dict()["folds"]
 
 
-def ensure_data(config: Config) -> Layout:
+def ensure_synthetic(config: Config) -> None:
+    """Write the synthetic competition when the config generates one and it is stale."""
     from competition import synthetic
+
+    if config.synth.generate and not synthetic.is_up_to_date(Path(config.data.root), config.synth):
+        synthetic.generate(config)
+
+
+def ensure_data(config: Config) -> Layout:
     from competition.folds import write_folds
     from competition.index import read_index, write_index
     from competition.labels import read_labels
 
     layout = Layout.from_config(config)
-    if config.synth.generate and not synthetic.is_up_to_date(layout.root, config.synth):
-        synthetic.generate(config)
+    ensure_synthetic(config)
     if not layout.index_csv.exists():
         write_index(layout, config.data.workers)
         config.save(layout.index_csv.with_suffix(".config.yaml"))

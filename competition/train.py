@@ -40,8 +40,13 @@ class TrainError(KitError, ValueError):
     """A fold that cannot be trained as asked."""
 
 
+def run_dir(config: Config) -> Path:
+    """runs/<experiment>/: the folds, the CV report, the test predictions."""
+    return Path(config.runs_dir) / config.experiment
+
+
 def fold_dir(config: Config, fold: int) -> Path:
-    return Path(config.runs_dir) / config.experiment / f"fold{fold}"
+    return run_dir(config) / f"fold{fold}"
 
 
 def split_fold(config: Config, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -222,6 +227,7 @@ def train_fold(config: Config, fold: int, force: bool = False) -> dict:
     _, train_gen = fit_fold(config, fold, out)
     prevalence = train_gen.labels.mean(axis=0)
     metrics = evaluate_fold(config, fold, out, prevalence)
+    metrics["prevalence"] = dict(zip(SUBTYPES, map(float, prevalence), strict=True))
     metrics["unreadable_in_training"] = dict(train_gen.failed)
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
     save_curves(out / "history.csv", out / "curves.png", MONITOR)

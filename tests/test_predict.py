@@ -1,0 +1,303 @@
+from __future__ import annotations
+
+import json
+import shutil
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from competition.cv import ReportError, cv_report
+from competition.errors import KitError
+from competition.labels import SUBTYPES
+from competition.layout import Layout
+from competition.metrics import weighted_log_loss
+from competition.model import ModelError, build_model
+from competition.predict import (
+    PredictError,
+    combine_folds,
+    ensemble_model,
+    inference_generator,
+    input_shape,
+    load_fold_model,
+    predict_and_submit,
+    select_folds,
+)
+from competition.submission import (
+    SubmissionError,
+    build_submission,
+    read_sample,
+    sample_image_ids,
+    validate_file,
+    write_submission,
+)
+from competition.train import fold_dir, train_folds
+
+from conftest import small_config
+from helpers import REPO, cli
+
+
+def predict_config(base, runs, tmp_path, *overrides):
+    return small_config(
+        base.data.root,
+        f"runs_dir={runs}",
+        f"predict.submissions_dir={tmp_path / 'submissions'}",
+        *overrides,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained(small_competition, tmp_path_factory):
+    """Folds 0 and 1 of the small preset, one epoch each (fold 2 left untrained)."""
+    runs = tmp_path_factory.mktemp("runs")
+    config = small_config(small_competition.data.root, f"runs_dir={runs}", "train.epochs=1")
+    train_folds(config, [0, 1])
+    return runs
+
+
+def test_submission_is_the_sample_rows_checked_and_named_by_what_made_it(
+    small_competition, trained, tmp_path
+):
+    config = predict_config(small_competition, trained, tmp_path)
+    summary = predict_and_submit(config)
+    layout = Layout.from_config(config)
+    sample = read_sample(layout.sample_submission)
+    ids = sample_image_ids(sample)
+
+    preds = pd.read_csv(trained / "small" / "test_preds.csv")
+    assert preds.columns.tolist() == ["image_id", *SUBTYPES]
+    assert preds.image_id.tolist() == ids  # order kept, last partial batch included
+    assert len(ids) % config.predict.batch_size != 0
+
+    path = tmp_path / "submissions" / "small-f0_1-tta2.csv"
+    assert summary["submission"] == str(path) and summary["folds"] == [0, 1]
+    sub = pd.read_csv(path)
+    assert sub.columns.tolist() == ["ID", "Label"]
+    assert sub.ID.tolist() == sample.ID.tolist()
+    assert sub.Label.between(1e-4, 1 - 1e-4).all() and sub.Label.notna().all()
+    wide = sub.Label.to_numpy().reshape(-1, 6)
+    assert (wide[:, 5] >= wide[:, :5].max(axis=1) - 1e-6).all()  # any consistency
+    assert (tmp_path / "submissions" / "submission.csv").read_bytes() == path.read_bytes()
+    assert validate_file(path, layout.sample_submission) == ([], len(sample))
+    assert summary["unreadable"] == {} and summary["test_score"]["images"] == len(ids)
+    saved = json.loads((trained / "small" / "predict.json").read_text())
+    assert saved["submission"] == str(path)
+
+
+def test_generator_predictions_equal_in_memory_predictions_per_fold_and_view(
+    small_competition, trained, tmp_path
+):
+    config = predict_config(small_competition, trained, tmp_path, "predict.batch_size=7")
+    ids = sample_image_ids(read_sample(Layout.from_config(config).sample_submission))[:30]
+    models = [load_fold_model(config, fold) for fold in (0, 1)]
+    model = ensemble_model(models, ["identity", "hflip", "vflip"], input_shape(config))
+    generator = inference_generator(config, ids)
+    from_generator = model.predict(generator, verbose=0)
+    images = np.stack([generator.source.load(i) for i in ids]).astype(np.float32)
+    assert from_generator.shape == (30, 2, 3, 6)
+    np.testing.assert_allclose(from_generator, model.predict(images, verbose=0), atol=1e-5)
+    direct = models[1].predict(images[:, :, ::-1], verbose=0)  # fold 1, hflip
+    np.testing.assert_allclose(from_generator[:, 1, 1], direct, atol=1e-5)
+
+
+def test_fold_combinations():
+    rng = np.random.default_rng(0)
+    per_fold = rng.uniform(0.01, 0.99, size=(50, 3, 6))
+    mean = combine_folds(per_fold, "mean")
+    np.testing.assert_allclose(mean, per_fold.mean(axis=1))
+    geometric = combine_folds(per_fold, "geometric")
+    np.testing.assert_allclose(1 - geometric, combine_folds(1 - per_fold, "geometric"))
+    odds = (per_fold / (1 - per_fold)).prod(axis=1) ** (1 / 3)
+    np.testing.assert_allclose(geometric, odds / (1 + odds))
+    rank = combine_folds(per_fold, "rank")
+    # The same values as the mean ensemble, in the order of the mean rank.
+    np.testing.assert_allclose(np.sort(rank, axis=0), np.sort(mean, axis=0))
+    mean_rank = per_fold.argsort(axis=0).argsort(axis=0).mean(axis=1)
+    for k in range(6):
+        assert (np.diff(rank[np.argsort(mean_rank[:, k], kind="stable"), k]) >= 0).all()
+
+
+def test_unreadable_test_image_gets_the_training_prevalence_and_is_reported(
+    small_competition, trained, tmp_path
+):
+    layout = Layout.from_config(small_competition)
+    test_dir = tmp_path / "test_copy"
+    shutil.copytree(layout.image_dir("test"), test_dir)
+    bad = sample_image_ids(read_sample(layout.sample_submission))[3]
+    (test_dir / f"{bad}.dcm").write_bytes(b"not a dicom file")
+    config = predict_config(small_competition, trained, tmp_path, f"data.test_dir={test_dir}")
+    summary = predict_and_submit(config)
+    assert list(summary["unreadable"]) == [bad]
+    assert "not a DICOM file" in summary["unreadable"][bad]
+    preds = pd.read_csv(trained / "small" / "test_preds.csv", index_col="image_id")
+    fallback = [summary["fallback_prevalence"][name] for name in SUBTYPES]
+    np.testing.assert_allclose(preds.loc[bad].to_numpy(), fallback, rtol=1e-5)
+    labels = [
+        json.loads((fold_dir(config, f) / "metrics.json").read_text())["prevalence"] for f in (0, 1)
+    ]
+    expected = [np.mean([fold[name] for fold in labels]) for name in SUBTYPES]
+    np.testing.assert_allclose(fallback, expected)
+
+
+def test_no_trained_fold_and_untrained_fold_are_clear_errors(small_competition, trained, tmp_path):
+    empty = predict_config(small_competition, tmp_path / "none", tmp_path)
+    with pytest.raises(PredictError, match="No trained fold found .*make train FOLD=0"):
+        predict_and_submit(empty)
+    config = predict_config(small_competition, trained, tmp_path)
+    with pytest.raises(PredictError, match=r"Fold\(s\) \[2\] .* Finished: \[0, 1\]"):
+        select_folds(config, [1, 2])
+    assert not (tmp_path / "submissions").exists()
+
+
+def test_checkpoint_that_does_not_fit_the_config_is_refused(small_competition, trained, tmp_path):
+    other = predict_config(small_competition, trained, tmp_path, "preprocess.image_size=32")
+    with pytest.raises(PredictError, match="trained with preprocess"):
+        predict_and_submit(other)
+    runs = tmp_path / "runs"
+    shutil.copytree(trained / "small" / "fold0", runs / "small" / "fold0")
+    config = predict_config(small_competition, runs, tmp_path)
+    (runs / "small" / "fold0" / "config.yaml").unlink()
+    build_model(config.model, (32, 32, 3)).save(runs / "small" / "fold0" / "best.keras")
+    with pytest.raises(ModelError, match=r"takes \(32, 32, 3\) .* needs \(64, 64, 3\)"):
+        predict_and_submit(config)
+    inputs = keras.Input((64, 64, 3))
+    five = keras.Model(inputs, keras.layers.Dense(5)(keras.layers.Flatten()(inputs)))
+    five.save(runs / "small" / "fold0" / "best.keras")
+    with pytest.raises(ModelError, match="gives 5 outputs"):
+        predict_and_submit(config)
+    assert not (tmp_path / "submissions").exists()
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("ID_0000abc_hematoma,0.5", "unknown subtype"),
+        ("0000abc_any,0.5", "Malformed"),
+        ("ID_0000abc_any,0.5\nID_0000abc_any,0.5", "Repeated"),
+    ],
+)
+def test_bad_sample_submission_is_an_error_and_nothing_is_written(
+    small_competition, trained, tmp_path, line, message
+):
+    layout = Layout.from_config(small_competition)
+    sample = tmp_path / "sample.csv"
+    sample.write_text(layout.sample_submission.read_text() + line + "\n")
+    config = predict_config(
+        small_competition, trained, tmp_path, f"data.sample_submission={sample}"
+    )
+    with pytest.raises(KitError, match=message):
+        predict_and_submit(config)
+    assert not (tmp_path / "submissions").exists()
+
+
+def test_failed_check_writes_nothing_and_keeps_the_previous_submission(small_competition, tmp_path):
+    sample = read_sample(Layout.from_config(small_competition).sample_submission)
+    ids = sample_image_ids(sample)
+    probs = pd.DataFrame(0.5, index=ids, columns=SUBTYPES)
+    probs.iloc[1, 2] = np.nan
+    (tmp_path / "submission.csv").write_text("previous")
+    with pytest.raises(SubmissionError, match="nothing was written:\n- 1 labels are not numbers"):
+        write_submission(build_submission(sample, probs), sample, tmp_path, "x.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["submission.csv"]
+    assert (tmp_path / "submission.csv").read_text() == "previous"
+    with pytest.raises(SubmissionError, match=f"No prediction for 1 sample images: {ids[0]}"):
+        build_submission(sample, probs.iloc[1:])
+
+
+def test_cv_report_pools_the_out_of_fold_predictions(small_competition, trained, tmp_path):
+    config = predict_config(small_competition, trained, tmp_path)
+    report = cv_report(config)
+    oof = [pd.read_csv(fold_dir(config, f) / "oof.csv") for f in (0, 1)]
+    pooled = pd.concat(oof)
+    truth = pooled.filter(like="label_").to_numpy()
+    assert list(report["folds"]) == ["0", "1"]
+    assert report["overall"]["images"] == len(pooled)
+    assert report["overall"]["weighted_log_loss"] == pytest.approx(
+        weighted_log_loss(truth, pooled.filter(like="pred_").to_numpy())
+    )
+    out = trained / "small"
+    assert json.loads((out / "cv.json").read_text()) == report
+    assert "| all |" in (out / "cv.md").read_text()
+    assert (out / "roc.png").stat().st_size > 10_000
+    with pytest.raises(ReportError, match="No out-of-fold predictions"):
+        cv_report(predict_config(small_competition, tmp_path / "none", tmp_path))
+
+
+@pytest.mark.slow
+def test_real_series_predicts_a_valid_192_row_submission(
+    small_competition, trained, real_series, tmp_path
+):
+    args = [
+        "--config",
+        "configs/small.yaml",
+        "--set",
+        f"data.root={small_competition.data.root}",
+        "--set",
+        f"runs_dir={trained}",
+        "--set",
+        f"data.test_dir={real_series / 'stage_2_test'}",
+        "--set",
+        f"data.sample_submission={real_series / 'stage_2_sample_submission.csv'}",
+        "--set",
+        f"predict.submissions_dir={tmp_path}",
+    ]
+    result = cli("predict", "--folds", "0", *args, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Predicted 32 test images with folds [0]" in result.stdout
+    assert "unreadable" not in result.stdout
+    assert "| all |" in result.stdout  # the CV report follows
+    path = tmp_path / "small-f0-tta2.csv"
+    checked = cli("validate", str(path), *args, timeout=120)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout.startswith("ok: 192 rows")
+    sub = pd.read_csv(path)
+    assert len(sub) == 192 and sub.Label.nunique() > 6  # real predictions, not a constant
+
+
+def test_validate_lists_what_is_wrong(small_competition, tmp_path):
+    sample_path = Layout.from_config(small_competition).sample_submission
+    sample = pd.read_csv(sample_path)
+    bad = sample.iloc[2:].copy()
+    bad.loc[bad.index[0], "Label"] = 1.5
+    bad.loc[bad.index[1], "Label"] = np.nan
+    bad = pd.concat([bad, pd.DataFrame({"ID": ["ID_ffffffff_any"], "Label": [0.5]})])
+    path = tmp_path / "bad.csv"
+    bad.to_csv(path, index=False)
+    result = cli("validate", str(path), "--sample", str(sample_path), timeout=60)
+    assert result.returncode == 1
+    assert "2 sample IDs are missing" in result.stdout
+    assert "1 IDs are not in the sample submission: ID_ffffffff_any" in result.stdout
+    assert "2 labels are not numbers in [0, 1]" in result.stdout
+    sample.rename(columns={"Label": "Prob"}).to_csv(path, index=False)
+    result = cli("validate", str(path), "--sample", str(sample_path), timeout=60)
+    assert result.returncode == 1 and "header must be ID,Label" in result.stdout
+    result = cli("validate", str(sample_path), "--sample", str(sample_path), timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith(f"ok: {len(sample)} rows")
+
+
+def test_make_predict_passes_the_folds():
+    import subprocess
+
+    result = subprocess.run(
+        ["make", "-n", "predict", "FOLDS=0,1"], cwd=REPO, capture_output=True, text=True
+    )
+    assert "-m competition predict --folds 0,1" in result.stdout
+
+
+def test_training_several_folds_ends_with_the_cv_report(small_competition, trained):
+    result = cli(
+        "train",
+        "--config",
+        "configs/small.yaml",
+        "--fold",
+        "0,1",
+        "--set",
+        f"data.root={small_competition.data.root}",
+        "--set",
+        f"runs_dir={trained}",
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Fold 1 already trained" in result.stdout
+    assert "### Cross-validation: small" in result.stdout and "| all |" in result.stdout
