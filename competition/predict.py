@@ -11,7 +11,6 @@ runs/<experiment>/test_preds.csv.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from competition.images import DicomSource
 from competition.labels import SUBTYPES
 from competition.layout import Layout
 from competition.model import check_input_shape
+from competition.progress import keras_verbose
 from competition.submission import (
     build_submission,
     finalize,
@@ -187,9 +187,7 @@ def predict_test(config: Config, folds: list[int]) -> tuple[pd.DataFrame, dict]:
     model = ensemble_model(models, config.predict.tta, input_shape(config))
     generator = inference_generator(config, image_ids)
     started = time.perf_counter()
-    # A progress bar on a terminal, one line in logs (Kaggle, CI).
-    verbose = 1 if sys.stdout.isatty() else 2
-    outputs = model.predict(generator, verbose=verbose)  # (N, folds, views, 6)
+    outputs = model.predict(generator, verbose=keras_verbose())  # (N, folds, views, 6)
     seconds = time.perf_counter() - started
     if len(outputs) != len(image_ids):
         raise PredictError(f"predict returned {len(outputs)} rows for {len(image_ids)} images")

@@ -65,3 +65,8 @@ class Progress:
     def close(self) -> None:
         if self.interactive or self._last_decile < 10:
             self._show(end="\n")
+
+
+def keras_verbose() -> int:
+    """Keras' progress bar on a terminal; one line per epoch in logs (Kaggle, CI)."""
+    return 1 if sys.stdout.isatty() else 2

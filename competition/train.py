@@ -31,6 +31,7 @@ from competition.metrics import (
     weighted_log_loss,
 )
 from competition.model import build_model, resolve_weights
+from competition.progress import keras_verbose
 from competition.report import fold_table, save_curves
 
 MONITOR = "val_weighted_log_loss"
@@ -166,6 +167,7 @@ def fit_fold(config: Config, fold: int, out: Path) -> tuple[keras.Model, DataGen
         epochs=config.train.epochs,
         initial_epoch=start,
         shuffle=False,
+        verbose=keras_verbose(),
         callbacks=[
             *_callbacks(out, cb.best_so_far(out / "best.keras", MONITOR)),
             _early_stopping(config),
