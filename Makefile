@@ -24,7 +24,7 @@ PY := $(VENV)/bin/python
 CLI := $(PY) -m competition
 CLI_ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA_DIR),--set data.root=$(DATA_DIR)) $(ARGS)
 
-.PHONY: help setup data index folds train predict report validate test lint clean
+.PHONY: help setup data index folds cache train predict report validate test lint clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [CONFIG=configs/x.yaml] [DATA_DIR=path] [GPU=1]"
@@ -48,6 +48,9 @@ index: $(STAMP) ## scan the DICOM headers into data/<name>/index.csv
 
 folds: $(STAMP) ## patient-grouped folds -> data/<name>/folds.csv
 	$(CLI) folds $(CLI_ARGS)
+
+cache: $(STAMP) ## decode + window + resize every image once into a memory-mapped cache (resumable)
+	$(CLI) cache $(CLI_ARGS)
 
 train: $(STAMP) ## train fold FOLD (0, 1,2 or all); sets up data, index and folds first
 	$(CLI) train --fold $(FOLD) $(CLI_ARGS)

@@ -59,6 +59,28 @@ def cmd_folds(config: Config, args: argparse.Namespace) -> None:
     print(f"Wrote {layout.folds_csv}")
 
 
+def cmd_cache(config: Config, args: argparse.Namespace) -> None:
+    from competition.cache import build, verify
+    from competition.prepare import ensure_index
+
+    ensure_index(config)
+    splits = ["train", "test"] if args.split == "all" else [args.split]
+    for result in build(config, splits, args.workers or config.data.workers):
+        folder = Path(result["folder"])
+        if args.verify and result["status"] == "up to date":
+            bad = verify(folder)
+            if bad:
+                print(f"{len(bad)} corrupt entries in {folder}; rebuilding them")
+                result = build(config, [folder.name], args.workers or config.data.workers)[0]
+        rate = (
+            f" at {result['images_per_second']} images/s" if "images_per_second" in result else ""
+        )
+        print(
+            f"Cache {folder.name}: {result['images']} images ({result['unreadable']} unreadable, "
+            f"{result['bytes'] / 2**20:.0f} MiB) {result['status']}{rate}: {folder}"
+        )
+
+
 def _fold_list(text: str, k: int) -> list[int]:
     if text == "all":
         return list(range(k))
@@ -157,6 +179,7 @@ COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int | None], st
     "synth": (cmd_synth, "write the synthetic competition (skipped when up to date)"),
     "index": (cmd_index, "scan DICOM headers into <data.root>/index.csv"),
     "folds": (cmd_folds, "patient-grouped stratified folds -> <data.root>/folds.csv"),
+    "cache": (cmd_cache, "decode, window and resize every image once into a memory-mapped cache"),
     "train": (cmd_train, "train folds: runs/<experiment>/fold<k>/ (sets up the data first)"),
     "predict": (
         cmd_predict,
@@ -193,7 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["validate"].add_argument(
         "--sample", type=Path, help="sample submission (default: the config's)"
     )
-    for name in ("synth", "index"):
+    parsers["cache"].add_argument("--split", choices=["train", "test", "all"], default="all")
+    parsers["cache"].add_argument(
+        "--verify", action="store_true", help="re-check every entry of a finished cache"
+    )
+    for name in ("synth", "index", "cache"):
         parsers[name].add_argument(
             "--workers",
             type=int,

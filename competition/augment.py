@@ -1,5 +1,6 @@
-"""Training augmentations with OpenCV and NumPy: flips, a small affine
-(rotate, scale, shift) and brightness/contrast, on windowed images in 0..255."""
+"""Training augmentations on a whole (B, H, W, C) float32 batch in 0..255, in
+place: flips and brightness/contrast vectorised over the batch with NumPy; the
+small affine (rotate, scale, shift) per image with OpenCV, only when enabled."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ from competition.config import AugmentConfig
 
 
 def _affine(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
-    if not (cfg.rotate or cfg.scale or cfg.shift):
-        return image
     h, w = image.shape[:2]
     angle = rng.uniform(-cfg.rotate, cfg.rotate)
     scale = 1.0 + rng.uniform(-cfg.scale, cfg.scale)
@@ -23,23 +22,27 @@ def _affine(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> 
     return out.reshape(image.shape)  # warpAffine drops a single channel axis
 
 
-def augment_image(image: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
-    """One (H, W, C) float32 image in 0..255 -> an augmented copy, same shape."""
-    if rng.random() < cfg.hflip:
-        image = image[:, ::-1]
-    if rng.random() < cfg.vflip:
-        image = image[::-1]
-    image = _affine(np.ascontiguousarray(image), rng, cfg)
-    contrast = 1.0 + rng.uniform(-cfg.contrast, cfg.contrast)
-    brightness = rng.uniform(-cfg.brightness, cfg.brightness) * 255.0
-    if contrast != 1.0 or brightness:
-        image = (image - 127.5) * np.float32(contrast) + np.float32(127.5 + brightness)
-        np.clip(image, 0, 255, out=image)
-    return image
+def _flip(batch: np.ndarray, chosen: np.ndarray, axis: int) -> None:
+    if chosen.any():
+        batch[chosen] = np.flip(batch[chosen], axis=axis)
 
 
 def augment_batch(batch: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
-    """Augment every image of a (B, H, W, C) float32 batch, in place."""
-    for i in range(len(batch)):
-        batch[i] = augment_image(batch[i], rng, cfg)
+    """Augment every image of `batch` in place (and return it)."""
+    n = len(batch)
+    _flip(batch, rng.random(n) < cfg.hflip, axis=2)
+    _flip(batch, rng.random(n) < cfg.vflip, axis=1)
+    if cfg.rotate or cfg.scale or cfg.shift:
+        for i in range(n):
+            batch[i] = _affine(batch[i], rng, cfg)
+    if cfg.contrast or cfg.brightness:
+        shape = (n, 1, 1, 1)
+        contrast = (1.0 + rng.uniform(-cfg.contrast, cfg.contrast, n)).astype(np.float32)
+        offset = (127.5 + rng.uniform(-cfg.brightness, cfg.brightness, n) * 255.0).astype(
+            np.float32
+        )
+        batch -= np.float32(127.5)
+        batch *= contrast.reshape(shape)
+        batch += offset.reshape(shape)
+        np.clip(batch, 0, 255, out=batch)
     return batch

@@ -48,6 +48,8 @@ class DataConfig:
     train_csv: str = "stage_2_train.csv"
     sample_submission: str = "stage_2_sample_submission.csv"
     workers: int = knob(0, ge=0)
+    source: Literal["auto", "cache", "dicom"] = "auto"
+    cache_dir: str = "cache"
 
 
 @dataclass

@@ -97,9 +97,11 @@ class DataGenerator(keras.utils.PyDataset):
         plus y float32 (B, 6) when labelled. An unreadable image is replaced
         by the next readable one in the epoch's order, and remembered."""
         rows = np.array(rows, dtype=np.int64)
-        x = np.empty((len(rows), *self.source.shape), dtype=np.float32)
-        for i, row in enumerate(rows):
-            rows[i], x[i] = self._load_readable(int(row))
+        x = self._gather(rows)
+        if x is None:
+            x = np.empty((len(rows), *self.source.shape), dtype=np.float32)
+            for i, row in enumerate(rows):
+                rows[i], x[i] = self._load_readable(int(row))
         if self.augment is not None:
             # Seeded by what is in the batch: reproducible, whoever calls.
             rng = np.random.default_rng([self.seed, self.epoch, batch_index, *rows.tolist()])
@@ -107,6 +109,13 @@ class DataGenerator(keras.utils.PyDataset):
         if not self.training:
             return x
         return x, self.labels[rows]
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray | None:
+        """The whole batch in one read, from a source that can (the cache),
+        when every image in it is readable; None otherwise."""
+        gather = getattr(self.source, "gather", None)
+        images = gather(self.image_ids[rows]) if gather is not None else None
+        return None if images is None else images.astype(np.float32)
 
     def _load_readable(self, row: int) -> tuple[int, np.ndarray]:
         """Training: the next readable sample from `row` on. Inference keeps

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,15 @@ from pydicom.config import IGNORE, settings
 from pydicom.errors import InvalidDicomError
 
 from competition.errors import KitError
+from competition.rawdicom import read_fast
 
 PIXEL_DATA = 0x7FE00010
 # Values (not the pixel data) larger than this are not read by read_header.
 _DEFER_BYTES = 1024
 # Bumped whenever load_hu's output could change: caches are keyed by it.
 READER_VERSION = 1
+# The pixel fixes load_hu applies; part of the cache key with READER_VERSION.
+PIXEL_FIXES = ("12bit_intercept_wrap", "monochrome1_without_rescale")
 
 DEFAULT_WINDOWS = ((40, 80), (80, 200), (40, 380))  # brain, subdural, soft tissue
 
@@ -141,12 +145,41 @@ def _header_fields(path: str | Path, ds: pydicom.Dataset) -> dict[str, Any]:
         raise DicomReadError(path, f"bad header value ({type(exc).__name__}: {exc})") from None
 
 
+# Uncompressed syntaxes whose PixelData is little-endian samples as stored.
+_RAW_SYNTAXES = {
+    pydicom.uid.ExplicitVRLittleEndian,
+    pydicom.uid.ImplicitVRLittleEndian,
+    pydicom.uid.DeflatedExplicitVRLittleEndian,
+}
+
+
+def _raw_samples(ds: pydicom.Dataset) -> np.ndarray | None:
+    """The stored 16-bit samples straight from PixelData, when that is exactly
+    what pixel_array would return (no sign extension to do): ~3x faster."""
+    if _transfer_syntax(ds) not in _RAW_SYNTAXES or int(ds.get("NumberOfFrames", 1) or 1) != 1:
+        return None
+    if int(ds.get("BitsAllocated", 0)) != 16 or int(ds.get("SamplesPerPixel", 1)) != 1:
+        return None
+    signed = int(ds.get("PixelRepresentation", 0))
+    if signed and int(ds.get("BitsStored", 16)) != 16:
+        return None
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    data = ds.PixelData
+    if len(data) < rows * cols * 2:
+        return None
+    return np.frombuffer(data, dtype="<i2" if signed else "<u2", count=rows * cols).reshape(
+        rows, cols
+    )
+
+
 def _decode(ds: pydicom.Dataset, path: str | Path) -> np.ndarray:
     problem = pixel_problem(ds, os.path.getsize(path))
     if problem:
         raise DicomReadError(path, problem)
     try:
-        pixels = ds.pixel_array
+        pixels = _raw_samples(ds)
+        if pixels is None:
+            pixels = ds.pixel_array
     except Exception as exc:  # the decoders raise many types for bad data
         raise DicomReadError(path, f"corrupt pixel data ({type(exc).__name__}: {exc})") from None
     if pixels.ndim != 2:
@@ -167,33 +200,70 @@ def needs_12bit_fix(bits_stored: int, pixel_representation: int, intercept: floa
     )
 
 
-def _to_hu(ds: pydicom.Dataset, pixels: np.ndarray) -> np.ndarray:
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    has_rescale = ds.get("RescaleIntercept") is not None
-    intercept = float(ds.RescaleIntercept) if has_rescale else 0.0
-    raw = pixels.astype(np.int32)
-    bits, signed = int(ds.get("BitsStored", 16)), int(ds.get("PixelRepresentation", 0))
-    if needs_12bit_fix(bits, signed, intercept if has_rescale else None):
-        raw += 1000
-        raw[raw >= 4096] -= 4096
-        intercept = -1000.0
-    if ds.get("PhotometricInterpretation") == "MONOCHROME1" and not has_rescale:
-        # Without a rescale the values are not HU: flip them so that higher
-        # means denser, as in MONOCHROME2. With one, the rescale defines HU
-        # and MONOCHROME1 only inverts the display, so HU are left as they are.
-        raw = raw.max() + raw.min() - raw
-    hu = raw.astype(np.float32)
-    if slope != 1:
-        hu *= np.float32(slope)
-    hu += np.float32(intercept)
-    return hu
+@dataclass(frozen=True)
+class Rescale:
+    """What turns one file's stored values into HU (hashable: window lookup
+    tables are cached by it)."""
+
+    slope: float
+    intercept: float
+    has_rescale: bool
+    bits_stored: int
+    signed: int
+    monochrome1: bool
+
+    @classmethod
+    def of(cls, ds: pydicom.Dataset) -> Rescale:
+        has_rescale = ds.get("RescaleIntercept") is not None
+        return cls(
+            slope=float(ds.get("RescaleSlope", 1) or 1),
+            intercept=float(ds.RescaleIntercept) if has_rescale else 0.0,
+            has_rescale=has_rescale,
+            bits_stored=int(ds.get("BitsStored", 16)),
+            signed=int(ds.get("PixelRepresentation", 0)),
+            monochrome1=ds.get("PhotometricInterpretation") == "MONOCHROME1",
+        )
+
+    @property
+    def per_value(self) -> bool:
+        """True when HU depend on the stored value alone (not on the image)."""
+        return not (self.monochrome1 and not self.has_rescale)
+
+    def to_hu(self, pixels: np.ndarray) -> np.ndarray:
+        raw = pixels.astype(np.int32)
+        intercept = self.intercept
+        if needs_12bit_fix(self.bits_stored, self.signed, intercept if self.has_rescale else None):
+            raw += 1000
+            raw[raw >= 4096] -= 4096
+            intercept = -1000.0
+        if not self.per_value:
+            # Without a rescale the values are not HU: flip them so that higher
+            # means denser, as in MONOCHROME2. With one, the rescale defines HU
+            # and MONOCHROME1 only inverts the display, so HU are left as they are.
+            raw = raw.max() + raw.min() - raw
+        hu = raw.astype(np.float32)
+        if self.slope != 1:
+            hu *= np.float32(self.slope)
+        hu += np.float32(intercept)
+        return hu
+
+
+def read_pixels(path: str | Path) -> tuple[np.ndarray, Rescale]:
+    """The stored samples and how to turn them into HU: the fast reader for
+    the common case, pydicom for everything else (and every error)."""
+    fast = read_fast(path)
+    if fast is not None:
+        pixels, fields = fast
+        return pixels, Rescale(**fields)
+    with lenient_uids():
+        ds = _read(path)
+        return _decode(ds, path), Rescale.of(ds)
 
 
 def load_hu(path: str | Path) -> np.ndarray:
     """The image in Hounsfield units, float32 (rows, cols), at its true size."""
-    with lenient_uids():
-        ds = _read(path)
-        return _to_hu(ds, _decode(ds, path))
+    pixels, rescale = read_pixels(path)
+    return rescale.to_hu(pixels)
 
 
 def window(hu: np.ndarray, center: float, width: float) -> np.ndarray:

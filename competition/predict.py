@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from competition.cache import open_source
 from competition.config import Config
 from competition.data import DataGenerator
 from competition.errors import KitError
 from competition.fileio import write_csv_atomic, write_text_atomic
-from competition.images import DicomSource
+from competition.images import input_shape
 from competition.labels import SUBTYPES
 from competition.layout import Layout
 from competition.model import check_input_shape
@@ -76,11 +77,6 @@ def select_folds(config: Config, requested: list[int] | None = None) -> list[int
             f"in {run_dir(config)}. Finished: {available}"
         )
     return sorted(set(requested))
-
-
-def input_shape(config: Config) -> tuple[int, int, int]:
-    size = config.preprocess.image_size
-    return size, size, len(config.preprocess.windows)
 
 
 def _check_preprocessing(config: Config, fold: int) -> None:
@@ -166,11 +162,9 @@ def fold_prevalence(config: Config, folds: list[int]) -> np.ndarray:
 
 def inference_generator(config: Config, image_ids: list[str]) -> DataGenerator:
     """Test images in the given order, unshuffled, unaugmented, last batch kept."""
-    layout = Layout.from_config(config)
-    source = DicomSource(layout, "test", config.preprocess.windows, config.preprocess.image_size)
     return DataGenerator(
         image_ids,
-        source,
+        open_source(config, "test"),
         batch_size=config.predict.batch_size,
         workers=config.train.workers,
         use_multiprocessing=config.train.use_multiprocessing,

@@ -27,16 +27,25 @@ def ensure_synthetic(config: Config) -> None:
         synthetic.generate(config)
 
 
-def ensure_data(config: Config) -> Layout:
-    from competition.folds import write_folds
-    from competition.index import read_index, write_index
-    from competition.labels import read_labels
+def ensure_index(config: Config) -> Layout:
+    """Synthetic data (when generated) and the header index, when missing."""
+    from competition.index import write_index
 
     layout = Layout.from_config(config)
     ensure_synthetic(config)
     if not layout.index_csv.exists():
         write_index(layout, config.data.workers)
         config.save(layout.index_csv.with_suffix(".config.yaml"))
+    return layout
+
+
+def ensure_data(config: Config) -> Layout:
+    """Everything training needs: data, index, folds current for the config."""
+    from competition.folds import write_folds
+    from competition.index import read_index
+    from competition.labels import read_labels
+
+    layout = ensure_index(config)
     if not folds_are_current(layout, config):
         write_folds(layout, read_labels(layout.train_csv), read_index(layout), config.folds)
         config.save(layout.folds_csv.with_suffix(".config.yaml"))

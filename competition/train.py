@@ -15,12 +15,12 @@ import pandas as pd
 
 from competition import accelerate
 from competition import callbacks as cb
+from competition.cache import open_source
 from competition.config import Config
 from competition.data import DataGenerator
 from competition.errors import KitError
 from competition.fileio import write_csv_atomic, write_text_atomic
 from competition.folds import read_folds
-from competition.images import DicomSource
 from competition.labels import SUBTYPES, read_labels
 from competition.layout import Layout
 from competition.metrics import (
@@ -81,12 +81,9 @@ def make_generator(
     config: Config, rows: pd.DataFrame, *, training: bool, labelled: bool = True
 ) -> DataGenerator:
     t = config.train
-    source = DicomSource(
-        Layout.from_config(config), "train", config.preprocess.windows, config.preprocess.image_size
-    )
     return DataGenerator(
         rows["image_id"].tolist(),
-        source,
+        open_source(config, "train"),
         rows[list(SUBTYPES)].to_numpy(np.float32) if labelled else None,
         batch_size=t.batch_size,
         shuffle=training,
