@@ -124,12 +124,17 @@ def read_fast(path) -> tuple[np.ndarray, dict] | None:
         pixels = np.frombuffer(
             data, dtype="<i2" if signed else "<u2", count=rows * cols, offset=offset
         ).reshape(rows, cols)
+        bits = tags.get("bits_stored", 16)
+        if not signed and bits < 16 and pixels.max() >> bits:
+            pixels = pixels & np.uint16(
+                (1 << bits) - 1
+            )  # as pixel_array: bits above BitsStored dropped
         intercept = _number(tags.get("intercept"), None)
         fields = {
             "slope": _number(tags.get("slope"), 1.0) or 1.0,
             "intercept": 0.0 if intercept is None else intercept,
             "has_rescale": intercept is not None,
-            "bits_stored": tags.get("bits_stored", 16),
+            "bits_stored": bits,
             "signed": signed,
             "monochrome1": tags.get("photometric") == "MONOCHROME1",
         }

@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from competition import cache
+from competition.cache import CacheError, CacheSource, build_split, open_source, split_dir
+from competition.data import DataGenerator
+from competition.images import DicomSource
+from competition.index import write_index
+from competition.layout import Layout
+from competition.memory import rss_anon_bytes
+
+from conftest import small_config
+from helpers import REPO, cli
+
+
+def cached_config(base, tmp_path, *overrides):
+    return small_config(base.data.root, f"data.cache_dir={tmp_path / 'cache'}", *overrides)
+
+
+def test_cache_serves_exactly_what_the_dicom_path_reads(small_competition, tmp_path):
+    config = cached_config(small_competition, tmp_path)
+    result = build_split(config, "train", workers=2)
+    assert result["status"] == "built" and result["unreadable"] == 0
+    source = open_source(config, "train")
+    assert isinstance(source, CacheSource)
+    dicom = DicomSource(Layout.from_config(config), "train", config.preprocess.windows, 64)
+    ids = source.index.tolist()
+    assert result["images"] == len(ids)
+    for image_id in ids[::3]:
+        np.testing.assert_array_equal(source.load(image_id), dicom.load(image_id))
+    labels = np.zeros((len(ids), 6), np.float32)
+    batches = [DataGenerator(ids, s, labels, batch_size=16)[2][0] for s in (source, dicom)]
+    np.testing.assert_array_equal(*batches)
+    again = build_split(config, "train")
+    assert again["status"] == "up to date"
+    restored = pickle.loads(pickle.dumps(source))
+    assert len(pickle.dumps(source)) < 200_000  # the array is not pickled
+    np.testing.assert_array_equal(restored.load(ids[0]), dicom.load(ids[0]))
+
+
+def test_settings_change_builds_a_new_cache_instead_of_serving_stale_images(
+    small_competition, tmp_path, monkeypatch
+):
+    config = cached_config(small_competition, tmp_path)
+    build_split(config, "test", workers=1)
+    assert isinstance(open_source(config, "test"), CacheSource)
+    for override in ("preprocess.image_size=48", "preprocess.windows=[[40, 80], [80, 200]]"):
+        other = cached_config(small_competition, tmp_path, override)
+        assert split_dir(other, "test") != split_dir(config, "test")
+        assert isinstance(open_source(other, "test"), DicomSource)
+        strict = cached_config(small_competition, tmp_path, override, "data.source=cache")
+        with pytest.raises(CacheError, match="no finished test cache for these settings"):
+            open_source(strict, "test")
+    before = split_dir(config, "test")
+    monkeypatch.setattr(cache, "READER_VERSION", 99)
+    assert split_dir(config, "test") != before
+    assert isinstance(open_source(config, "test"), DicomSource)
+
+
+def test_unreadable_images_are_recorded_and_left_out(small_competition, tmp_path):
+    import shutil
+
+    root = tmp_path / "competition"
+    source = Layout.from_config(small_competition)
+    shutil.copytree(source.image_dir("test"), root / "stage_2_test")
+    files = sorted((root / "stage_2_test").glob("*.dcm"))
+    files[0].write_bytes(b"not a dicom file")
+    config = small_config(root)
+    write_index(Layout.from_config(config), workers=1)
+    files[1].unlink()  # indexed as readable, gone by the time the cache is built
+    result = build_split(config, "test", workers=1)
+    assert result["unreadable"] == 2 and result["images"] == len(files) - 2
+    cached = open_source(config, "test")
+    assert set(cached.unreadable) == {files[0].stem, files[1].stem}
+    assert "not a DICOM file" in cached.unreadable[files[0].stem]
+    assert "file not found" in cached.unreadable[files[1].stem]
+    with pytest.raises(Exception, match="not a DICOM file"):
+        cached.load(files[0].stem)
+    assert cached.gather(np.array([files[0].stem, files[2].stem])) is None
+    generator = DataGenerator([f.stem for f in files[:4]], cached, batch_size=4)
+    assert generator[0].shape[0] == 4 and set(generator.failed) == {f.stem for f in files[:2]}
+
+
+@pytest.fixture
+def many_images(small_competition, tmp_path):
+    """A train split of 2,000 links to the small competition's files: big
+    enough to kill a build half-way."""
+    root = tmp_path / "many"
+    folder = root / "stage_2_train"
+    folder.mkdir(parents=True)
+    originals = sorted(Layout.from_config(small_competition).image_dir("train").glob("*.dcm"))
+    for i in range(2000):
+        (folder / f"ID_{i:06d}.dcm").symlink_to(originals[i % len(originals)])
+    config = small_config(root, "synth.generate=false")
+    write_index(Layout.from_config(config), workers=2)
+    return config
+
+
+@pytest.mark.slow
+def test_killed_build_resumes_and_corrupt_entries_are_redone(many_images):
+    config = many_images
+    folder = split_dir(config, "train")
+    args = ["cache", "--config", "configs/small.yaml", "--set", f"data.root={config.data.root}"]
+    args += ["--set", "synth.generate=false"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "competition", *args, "--split", "train", "--workers", "1"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while True:
+        assert proc.poll() is None and time.time() < deadline, "the build ended before the kill"
+        state = folder / "state.npy"
+        if state.exists() and int((np.load(state) == cache.DONE).sum()) >= 200:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not (folder / "complete.json").exists()
+    assert isinstance(open_source(config, "train"), DicomSource)  # never served unfinished
+    state = np.load(folder / "state.npy")
+    done_rows = np.flatnonzero(state == cache.DONE)
+    assert 200 <= len(done_rows) < 2000
+    images = np.load(folder / "images.npy", mmap_mode="r+")
+    images[done_rows[5]] = 0  # a corrupt entry, as a machine crash could leave
+    images.flush()
+    del images
+    result = cli(*args, "--split", "train", timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads((folder / "complete.json").read_text())
+    assert summary["redone"] == 1 and summary["images"] == 2000
+    cached = open_source(config, "train")
+    dicom = DicomSource(Layout.from_config(config), "train", config.preprocess.windows, 64)
+    for row in (*done_rows[:10], 1999):
+        image_id = f"ID_{row:06d}"
+        np.testing.assert_array_equal(cached.load(image_id), dicom.load(image_id))
+
+
+def test_verify_finds_a_corrupt_entry_in_a_finished_cache(small_competition, tmp_path):
+    config = cached_config(small_competition, tmp_path)
+    build_split(config, "test", workers=1)
+    folder = split_dir(config, "test")
+    assert cache.verify(folder) == []
+    images = np.load(folder / "images.npy", mmap_mode="r+")
+    images[3, 10, 10] ^= 0xFF
+    images.flush()
+    del images
+    assert cache.verify(folder) == [3]
+    assert not (folder / "complete.json").exists()
+    assert build_split(config, "test")["redone"] == 0  # marked to do by verify, now rebuilt
+    assert cache.verify(folder) == []
+
+
+def test_rss_anon_counts_anonymous_memory_but_not_a_mapped_file(tmp_path):
+    before = rss_anon_bytes()
+    block = np.ones(64 * 2**20, dtype=np.uint8)  # touched: resident and anonymous
+    assert rss_anon_bytes() - before >= 60 * 2**20
+    del block
+    path = tmp_path / "big.npy"
+    np.save(path, np.ones(64 * 2**20, dtype=np.uint8))
+    base = rss_anon_bytes()
+    mapped = np.load(path, mmap_mode="r")
+    assert int(mapped[::4096].sum()) == 16384  # every page read
+    assert rss_anon_bytes() - base < 16 * 2**20
