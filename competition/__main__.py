@@ -81,6 +81,14 @@ def cmd_cache(config: Config, args: argparse.Namespace) -> None:
         )
 
 
+def cmd_bench(config: Config, args: argparse.Namespace) -> None:
+    from competition import bench
+
+    report = bench.run(config, args.config, args.overrides, args.quick, args.out)
+    print(bench.table(report))
+    print(f"Wrote {args.out} ({report['machine']['cores']} cores, {report['machine']['cpu']})")
+
+
 def _fold_list(text: str, k: int) -> list[int]:
     if text == "all":
         return list(range(k))
@@ -187,6 +195,7 @@ COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int | None], st
     ),
     "validate": (cmd_validate, "check a submission file against the sample submission"),
     "report": (cmd_report, "cross-validation report over the out-of-fold predictions"),
+    "bench": (cmd_bench, "input pipeline, fit, predict, cache and memory vs their peers"),
     "gallery": (cmd_gallery, "a PNG of windowed training slices, one per subtype"),
     "show-config": (cmd_show_config, "print the resolved config"),
 }
@@ -216,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["validate"].add_argument(
         "--sample", type=Path, help="sample submission (default: the config's)"
     )
+    parsers["bench"].add_argument("--quick", action="store_true", help="a small smoke run")
+    parsers["bench"].add_argument("--out", type=Path, default=Path("bench.json"))
     parsers["cache"].add_argument("--split", choices=["train", "test", "all"], default="all")
     parsers["cache"].add_argument(
         "--verify", action="store_true", help="re-check every entry of a finished cache"

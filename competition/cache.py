@@ -320,8 +320,8 @@ class CacheSource:
 
     @property
     def images(self) -> np.ndarray:
-        if self._images is None:
-            self._images = np.load(self.folder / "images.npy", mmap_mode="r")
+        if self._images is None:  # a plain ndarray over the map: cheaper to index
+            self._images = np.asarray(np.load(self.folder / "images.npy", mmap_mode="r"))
         return self._images
 
     def __getstate__(self) -> dict:
@@ -344,12 +344,20 @@ class CacheSource:
             raise DicomReadError(self.layout.image_path(self.split, image_id), reason)
         return self.images[row]
 
-    def gather(self, image_ids: np.ndarray) -> np.ndarray | None:
-        """(B, H, W, C) uint8 in one read, or None when any ID is not a plain hit."""
+    def locate(self, image_ids) -> np.ndarray:
+        """Cache row of each ID; -1 where it is not held or not readable."""
         rows = self.index.get_indexer(image_ids)
-        if (rows < 0).any() or (self.state[rows] != DONE).any():
-            return None
+        rows[(rows >= 0) & (self.state[np.maximum(rows, 0)] != DONE)] = -1
+        return rows
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """(B, H, W, C) uint8 copies of the given cache rows, in one read."""
         return self.images[rows]
+
+    def gather(self, image_ids) -> np.ndarray | None:
+        """(B, H, W, C) uint8 for the IDs, or None when any is not a plain hit."""
+        rows = self.locate(image_ids)
+        return None if (rows < 0).any() else self.take(rows)
 
 
 def open_source(config: Config, split: str):

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from competition.augment import augment_batch
+from competition.augment import augment_batch, flip_batch
 from competition.config import AugmentConfig
 from competition.dicom import DicomReadError
 
@@ -58,6 +58,9 @@ class DataGenerator(keras.utils.PyDataset):
         self.epoch = 0
         self.order = self._permutation()
         self.failed: dict[str, str] = {}  # image ID -> why it could not be read
+        # Where each image sits in a source that reads batches at once (the cache).
+        locate = getattr(source, "locate", None)
+        self._source_rows = locate(self.image_ids) if locate is not None else None
         self._lock = threading.Lock()
 
     # --- the PyDataset contract ----------------------------------------------
@@ -97,25 +100,34 @@ class DataGenerator(keras.utils.PyDataset):
         plus y float32 (B, 6) when labelled. An unreadable image is replaced
         by the next readable one in the epoch's order, and remembered."""
         rows = np.array(rows, dtype=np.int64)
-        x = self._gather(rows)
-        if x is None:
+        # Seeded by what is in the batch: reproducible, whoever calls.
+        rng = None
+        if self.augment is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, batch_index, *rows.tolist()])
+        images = self._gather(rows)
+        if images is not None:  # the cache: flips on uint8, then one cast
+            if rng is not None:
+                flip_batch(images, rng, self.augment)
+            x = images.astype(np.float32)
+        else:
             x = np.empty((len(rows), *self.source.shape), dtype=np.float32)
             for i, row in enumerate(rows):
                 rows[i], x[i] = self._load_readable(int(row))
-        if self.augment is not None:
-            # Seeded by what is in the batch: reproducible, whoever calls.
-            rng = np.random.default_rng([self.seed, self.epoch, batch_index, *rows.tolist()])
-            augment_batch(x, rng, self.augment)
+            if rng is not None:
+                flip_batch(x, rng, self.augment)
+        if rng is not None:
+            augment_batch(x, rng, self.augment, flipped=True)
         if not self.training:
             return x
         return x, self.labels[rows]
 
     def _gather(self, rows: np.ndarray) -> np.ndarray | None:
-        """The whole batch in one read, from a source that can (the cache),
-        when every image in it is readable; None otherwise."""
-        gather = getattr(self.source, "gather", None)
-        images = gather(self.image_ids[rows]) if gather is not None else None
-        return None if images is None else images.astype(np.float32)
+        """The whole batch as uint8 in one read from a source that can (the
+        cache), when every image in it is there and readable; else None."""
+        if self._source_rows is None:
+            return None
+        located = self._source_rows[rows]
+        return None if (located < 0).any() else self.source.take(located)
 
     def _load_readable(self, row: int) -> tuple[int, np.ndarray]:
         """Training: the next readable sample from `row` on. Inference keeps
