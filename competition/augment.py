@@ -41,14 +41,9 @@ def flip_batch(batch: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) 
     return batch
 
 
-def augment_batch(
-    batch: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig, flipped: bool = False
-) -> np.ndarray:
-    """Augment every image of a float32 `batch` in place (and return it);
-    `flipped`: flip_batch already ran with this `rng`."""
+def distort_batch(batch: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """The affine and brightness/contrast, in place, on a float32 batch."""
     n = len(batch)
-    if not flipped:
-        flip_batch(batch, rng, cfg)
     if cfg.rotate or cfg.scale or cfg.shift:
         for i in range(n):
             batch[i] = _affine(batch[i], rng, cfg)
@@ -63,3 +58,8 @@ def augment_batch(
         batch += offset.reshape(shape)
         np.clip(batch, 0, 255, out=batch)
     return batch
+
+
+def augment_batch(batch: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """Every augmentation, in place, on a float32 batch (flips first)."""
+    return distort_batch(flip_batch(batch, rng, cfg), rng, cfg)

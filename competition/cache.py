@@ -219,16 +219,6 @@ def split_ids(config: Config, split: str) -> tuple[list[str], dict[str, str]]:
     return rows["image_id"].tolist(), dict(zip(bad["image_id"], bad["reason"], strict=True))
 
 
-def _open_or_start(config: Config, split: str, ids: list[str]) -> tuple[Path, int]:
-    """The split's folder, resumed when it holds these IDs and settings (its
-    done rows re-checked), started afresh otherwise; and the rows redone."""
-    folder, record = split_dir(config, split), _source_record(config, split)
-    if _can_resume(folder, ids, input_shape(config), record):
-        return folder, len(verify(folder))
-    _start(folder, ids, input_shape(config), record)
-    return folder, 0
-
-
 def _skip_known_unreadable(folder: Path, ids: list[str], known_bad: dict[str, str]) -> None:
     state = np.load(folder / "state.npy", mmap_mode="r+")
     recorded = _read_unreadable(folder)
@@ -269,11 +259,18 @@ def build_split(config: Config, split: str, workers: int = 0) -> dict | None:
     ids, known_bad = split_ids(config, split)
     if not ids:
         return None
-    folder = split_dir(config, split)
-    current = _can_resume(folder, ids, input_shape(config), _source_record(config, split))
-    if is_complete(config, split) and current:
+    folder, record, shape = (
+        split_dir(config, split),
+        _source_record(config, split),
+        input_shape(config),
+    )
+    redone = 0
+    if not _can_resume(folder, ids, shape, record):  # other IDs or settings: start afresh
+        _start(folder, ids, shape, record)
+    elif (folder / "complete.json").is_file():
         return summary(folder, "up to date")
-    folder, redone = _open_or_start(config, split, ids)
+    else:  # an interrupted build: re-check what it finished
+        redone = len(verify(folder))
     _skip_known_unreadable(folder, ids, known_bad)
     n = worker_count(workers)
     rate = _fill_todo(config, split, folder, ids, n)

@@ -155,3 +155,8 @@ def check_input_shape(model: keras.Model, shape: tuple[int, int, int], source: s
             f"{source}: the model takes {got} and gives {outputs} outputs; the config needs "
             f"{tuple(shape)} and {len(SUBTYPES)}"
         )
+
+
+def load_checkpoint(path) -> keras.Model:
+    """A saved model for inference, in safe mode (no code from the file runs)."""
+    return keras.models.load_model(path, safe_mode=True, compile=False)

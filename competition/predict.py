@@ -27,7 +27,7 @@ from competition.fileio import write_csv_atomic, write_text_atomic
 from competition.images import input_shape
 from competition.labels import SUBTYPES
 from competition.layout import Layout
-from competition.model import check_input_shape
+from competition.model import check_input_shape, load_checkpoint
 from competition.progress import keras_verbose
 from competition.submission import (
     build_submission,
@@ -97,7 +97,7 @@ def load_fold_model(config: Config, fold: int) -> keras.Model:
     """The fold's best checkpoint, loaded in safe mode and checked against the config."""
     _check_preprocessing(config, fold)
     path = fold_dir(config, fold) / "best.keras"
-    model = keras.models.load_model(path, safe_mode=True, compile=False)
+    model = load_checkpoint(path)
     check_input_shape(model, input_shape(config), str(path))
     model.name = f"fold{fold}"  # nested models need distinct names
     return model
@@ -187,8 +187,7 @@ def predict_test(config: Config, folds: list[int]) -> tuple[pd.DataFrame, dict]:
         raise PredictError(f"predict returned {len(outputs)} rows for {len(image_ids)} images")
     probs = combine_folds(outputs.mean(axis=2), config.predict.ensemble)
     fallback = fold_prevalence(config, folds)
-    unreadable = np.isin(generator.ids, list(generator.failed))
-    probs[unreadable] = fallback
+    generator.fill_unreadable(probs, fallback)
     table = pd.DataFrame(probs, index=pd.Index(image_ids, name="image_id"), columns=SUBTYPES)
     summary = {
         "folds": folds,

@@ -30,7 +30,7 @@ from competition.metrics import (
     per_class_log_loss,
     weighted_log_loss,
 )
-from competition.model import build_model, resolve_weights
+from competition.model import build_model, load_checkpoint, resolve_weights
 from competition.progress import keras_verbose
 from competition.report import fold_table, save_curves
 
@@ -178,16 +178,13 @@ def predict_rows(
 ) -> tuple[np.ndarray, dict[str, str]]:
     """Predictions in `rows` order; unreadable images get `fallback`."""
     gen = make_generator(config, rows, training=False, labelled=False)
-    predictions = model.predict(gen, verbose=0)
-    failed = np.isin(gen.ids, list(gen.failed))
-    predictions[failed] = fallback
-    return predictions, gen.failed
+    return gen.fill_unreadable(model.predict(gen, verbose=0), fallback), gen.failed
 
 
 def evaluate_fold(config: Config, fold: int, out: Path, prevalence: np.ndarray) -> dict:
     """Out-of-fold predictions and metrics from the best checkpoint."""
     _, valid_rows = split_fold(config, fold)
-    model = keras.models.load_model(out / "best.keras", safe_mode=True, compile=False)
+    model = load_checkpoint(out / "best.keras")
     predictions, failed = predict_rows(model, config, valid_rows, prevalence)
     truth = valid_rows[list(SUBTYPES)].to_numpy(np.float32)
     oof = pd.DataFrame({"image_id": valid_rows["image_id"]})
