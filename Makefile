@@ -24,7 +24,7 @@ PY := $(VENV)/bin/python
 CLI := $(PY) -m competition
 CLI_ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA_DIR),--set data.root=$(DATA_DIR)) $(ARGS)
 
-.PHONY: help setup data index folds cache train predict report validate bench test lint clean
+.PHONY: help setup data index folds cache train predict report validate kaggle kaggle-push bench test lint clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [CONFIG=configs/x.yaml] [DATA_DIR=path] [GPU=1]"
@@ -63,6 +63,12 @@ report: $(STAMP) ## cross-validation report over the out-of-fold predictions
 
 validate: $(STAMP) ## check FILE (default submissions/submission.csv) against the sample
 	$(CLI) validate $(or $(FILE),submissions/submission.csv) $(CLI_ARGS)
+
+kaggle: $(STAMP) ## bundle the kit + trained folds -> build/kaggle/{dataset,kernel}; prints the upload commands
+	$(CLI) kaggle $(CLI_ARGS)
+
+kaggle-push: $(STAMP) ## make kaggle, then upload both with the kaggle client (needs Kaggle credentials)
+	$(CLI) kaggle --push $(CLI_ARGS)
 
 bench: $(STAMP) ## measure the input pipeline against its peers -> bench.json and a table
 	$(CLI) bench $(CLI_ARGS)

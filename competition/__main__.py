@@ -168,6 +168,25 @@ def cmd_validate(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_kaggle(config: Config, args: argparse.Namespace) -> int:
+    from competition import kaggle
+
+    if args.push:  # before minutes of bundling
+        kaggle.require_credentials()
+    summary = kaggle.build(config)
+    print(
+        f"Wrote {summary['folder']}/dataset ({summary['dataset']}: "
+        f"{len(summary['files'])} fold files, wheels {', '.join(summary['wheels'])}; "
+        f"{summary['bytes'] / 2**20:.1f} MiB) and {summary['folder']}/kernel ({summary['kernel']})"
+    )
+    if args.push:
+        return kaggle.push(Path(summary["folder"]), summary["dataset"])
+    print("Upload with:")
+    for command in summary["commands"]:
+        print(f"  {command}")
+    return 0
+
+
 def cmd_report(config: Config, args: argparse.Namespace) -> None:
     _print_cv(config)
 
@@ -195,6 +214,10 @@ COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int | None], st
     ),
     "validate": (cmd_validate, "check a submission file against the sample submission"),
     "report": (cmd_report, "cross-validation report over the out-of-fold predictions"),
+    "kaggle": (
+        cmd_kaggle,
+        "bundle the kit and trained folds as a Kaggle dataset + an offline submission kernel",
+    ),
     "bench": (cmd_bench, "input pipeline, fit, predict, cache and memory vs their peers"),
     "gallery": (cmd_gallery, "a PNG of windowed training slices, one per subtype"),
     "show-config": (cmd_show_config, "print the resolved config"),
@@ -224,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["validate"].add_argument("file", type=Path, help="the submission CSV to check")
     parsers["validate"].add_argument(
         "--sample", type=Path, help="sample submission (default: the config's)"
+    )
+    parsers["kaggle"].add_argument(
+        "--push", action="store_true", help="then upload both with the kaggle client"
     )
     parsers["bench"].add_argument("--quick", action="store_true", help="a small smoke run")
     parsers["bench"].add_argument("--out", type=Path, default=Path("bench.json"))

@@ -141,6 +141,19 @@ class PredictConfig:
 
 
 @dataclass
+class KaggleConfig:
+    username: str | None = None
+    competition: str = "rsna-intracranial-hemorrhage-detection"
+    dataset_slug: str | None = None
+    kernel_slug: str | None = None
+    enable_gpu: bool = True
+    python: str = "3.12"
+    license: str = "CC0-1.0"
+    max_dataset_gb: float = knob(100.0, gt=0)
+    build_dir: str = "build/kaggle"
+
+
+@dataclass
 class Config:
     experiment: str = "base"
     seed: int = 42
@@ -153,6 +166,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    kaggle: KaggleConfig = field(default_factory=KaggleConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

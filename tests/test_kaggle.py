@@ -1,0 +1,283 @@
+"""`make kaggle`: the bundle, the kernel run offline as Kaggle would run it,
+and the real `kaggle` client pushing to a local stand-in server."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from kaggle_stand_in import StandIn
+
+from competition import kaggle
+from competition.errors import KitError
+from competition.kaggle import KaggleError, normalise
+from competition.layout import Layout
+from competition.submission import validate_file
+from competition.train import train_folds
+
+from conftest import small_config
+from helpers import REPO
+
+USER = "kit-tester"
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"  # wheels this venv can install
+
+
+def bundle_config(base, runs, build, *overrides):
+    return small_config(
+        base.data.root,
+        f"runs_dir={runs}",
+        f"kaggle.build_dir={build}",
+        f"kaggle.username={USER}",
+        f"kaggle.python='{PYTHON}'",
+        *overrides,
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_runs(small_competition, tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    train_folds(
+        small_config(small_competition.data.root, f"runs_dir={runs}", "train.epochs=1"), [0]
+    )
+    return runs
+
+
+@pytest.fixture(scope="module")
+def bundle(small_competition, trained_runs, tmp_path_factory):
+    config = bundle_config(small_competition, trained_runs, tmp_path_factory.mktemp("b") / "kaggle")
+    return config, kaggle.build(config)
+
+
+def test_bundle_holds_the_wheels_folds_config_and_metadata(bundle):
+    config, summary = bundle
+    dataset, kernel = Path(summary["folder"]) / "dataset", Path(summary["folder"]) / "kernel"
+    wheels = sorted(p.name for p in (dataset / "wheels").glob("*.whl"))
+    assert [normalise(w.split("-")[0]) for w in wheels] == [
+        "competition", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg"
+    ]  # fmt: skip
+    assert not any(w.startswith(("tensorflow", "keras", "numpy", "pandas")) for w in wheels)
+    (kit,) = (dataset / "wheels").glob("competition-*.whl")
+    names = zipfile.ZipFile(kit).namelist()
+    assert "competition/kernel.py" in names and not any(n.startswith("tests/") for n in names)
+    assert (dataset / "runs" / config.experiment / "fold0" / "best.keras").is_file()
+    assert (dataset / "config.yaml").is_file()
+    meta = json.loads((dataset / "dataset-metadata.json").read_text())
+    assert meta["id"] == f"{USER}/small-kit" and meta["licenses"] == [{"name": "CC0-1.0"}]
+    assert 6 <= len(meta["title"]) <= 50
+    km = json.loads((kernel / "kernel-metadata.json").read_text())
+    assert km["id"] == f"{USER}/small-submit" and km["code_file"] == "submit.py"
+    assert (km["language"], km["kernel_type"], km["is_private"]) == ("python", "script", True)
+    assert km["enable_internet"] is False and km["enable_gpu"] is True
+    assert km["dataset_sources"] == [meta["id"]]
+    assert km["competition_sources"] == ["rsna-intracranial-hemorrhage-detection"]
+    script = (kernel / "submit.py").read_text()
+    assert 'DATASET_SLUG = "small-kit"' in script and "--no-index" in script
+    assert any("kaggle kernels push -p" in c for c in summary["commands"])
+
+
+def test_the_title_resolves_to_the_slug_as_the_client_computes_it(bundle):
+    from slugify import slugify  # the kaggle client's own slug function
+
+    _, summary = bundle
+    km = json.loads((Path(summary["folder"]) / "kernel" / "kernel-metadata.json").read_text())
+    assert slugify(km["title"]) == km["id"].split("/")[1]
+
+
+# --- run as Kaggle would: offline, only Kaggle's packages --------------------
+
+LEFT_OUT = {  # what Kaggle's image lacks: the kit and the wheels it bundles; dev tools
+    "competition", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg",
+    "pytest", "ruff", "kaggle", "kagglesdk",
+}  # fmt: skip
+
+
+def kaggle_image_python(dest: Path) -> Path:
+    """A fresh virtual environment that sees this one's packages except
+    LEFT_OUT (symlinked, so nothing is downloaded): Kaggle's image, locally."""
+    subprocess.run([sys.executable, "-m", "venv", str(dest)], check=True)
+    farm = dest / "kaggle-image"
+    farm.mkdir()
+    for dist in importlib.metadata.distributions():
+        if normalise(dist.metadata["Name"]) in LEFT_OUT:
+            continue
+        for top in {Path(f).parts[0] for f in dist.files or [] if not str(f).startswith("..")}:
+            source, link = Path(dist.locate_file(top)), farm / top
+            if source.exists() and not link.exists() and not top.endswith(".pth"):
+                link.symlink_to(source)
+    (site,) = (dest / "lib").glob("python3*/site-packages")
+    (site / "kaggle-image.pth").write_text(f"{farm}\n")
+    return dest / "bin" / "python"
+
+
+def offline(command: list[str]) -> list[str]:
+    """The command in a network namespace of its own (loopback down)."""
+    works = shutil.which("unshare") and subprocess.run(["unshare", "-rn", "true"]).returncode == 0
+    return ["unshare", "-rn", *command] if works else command
+
+
+def fake_kaggle_root(root: Path, dataset: Path, competition) -> Path:
+    layout = Layout.from_config(competition)
+    inputs = root / "input"
+    shutil.copytree(dataset, inputs / "small-kit")
+    comp = inputs / "rsna-intracranial-hemorrhage-detection"
+    comp.mkdir(parents=True)
+    (comp / layout.test_dir).symlink_to(layout.image_dir("test"))
+    shutil.copy2(layout.sample_submission, comp)
+    (root / "working").mkdir()
+    return root
+
+
+@pytest.mark.slow
+def test_kernel_runs_offline_in_a_kaggle_like_environment(bundle, small_competition, tmp_path):
+    _, summary = bundle
+    python = kaggle_image_python(tmp_path / "venv")
+    probe = "import importlib.util as u; print(u.find_spec('competition'), u.find_spec('keras'))"
+    found = subprocess.run(
+        [python, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True
+    )
+    assert found.stdout.startswith("None ") and "keras" in found.stdout  # kit absent, stack there
+    root = fake_kaggle_root(
+        tmp_path / "kaggle", Path(summary["folder"]) / "dataset", small_competition
+    )
+    script = Path(summary["folder"]) / "kernel" / "submit.py"
+    env = {**os.environ, "KAGGLE_ROOT": str(root), "PIP_NO_CACHE_DIR": "1"}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run(
+        offline([str(python), str(script)]), env=env, cwd=tmp_path, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    submission = root / "working" / "submission.csv"
+    sample = Layout.from_config(small_competition).sample_submission
+    problems, rows = validate_file(submission, sample)
+    assert problems == [] and rows > 0
+    assert "rows, checked against the sample" in done.stdout
+
+
+def test_kernel_names_what_it_could_not_find(bundle, tmp_path):
+    from competition.kernel import KernelError, kernel_config
+
+    _, summary = bundle
+    inputs = tmp_path / "input"
+    shutil.copytree(Path(summary["folder"]) / "dataset", inputs / "small-kit")
+    with pytest.raises(KernelError, match="stage_2_sample_submission.csv.*found none"):
+        kernel_config(inputs / "small-kit", inputs, tmp_path / "working")
+
+
+# --- the real kaggle client against a local stand-in server -----------------
+
+
+@pytest.fixture
+def stand_in():
+    try:
+        server = StandIn(80)
+    except OSError as exc:
+        pytest.skip(f"cannot bind 127.0.0.1:80 for the stand-in Kaggle server: {exc}")
+    with server:
+        yield server
+
+
+def client_env(home: Path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KAGGLE_")}
+    env.update(HOME=str(home), KAGGLE_API_ENVIRONMENT="LOCALHOST", NO_PROXY="*", **extra)
+    return env
+
+
+def cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "competition", *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_make_kaggle_push_uploads_the_dataset_then_the_kernel(
+    stand_in, small_competition, trained_runs, tmp_path
+):
+    env = client_env(tmp_path, KAGGLE_USERNAME=USER, KAGGLE_KEY="not-a-real-key")
+    overrides = [
+        f"data.root={small_competition.data.root}", f"runs_dir={trained_runs}",
+        f"kaggle.build_dir={tmp_path / 'kaggle'}", f"kaggle.python='{PYTHON}'",
+    ]  # fmt: skip
+    args = ["kaggle", "--push", "--config", str(REPO / "configs/small.yaml")]
+    done = cli([*args, *(x for o in overrides for x in ("--set", o))], env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    (created,) = stand_in.bodies("CreateDataset")
+    assert (created["ownerSlug"], created["slug"]) == (USER, "small-kit")
+    assert created["licenseName"] == "CC0-1.0" and created["isPrivate"] is True
+    uploaded = {stand_in.names[f["token"]]: stand_in.blobs[f["token"]] for f in created["files"]}
+    assert set(uploaded) == {"config.yaml", "kit-bundle.json", "runs.zip", "wheels.zip"}
+    wheels = zipfile.ZipFile(io.BytesIO(uploaded["wheels.zip"])).namelist()
+    assert any(n.startswith("competition-") and n.endswith(".whl") for n in wheels)
+    runs = zipfile.ZipFile(io.BytesIO(uploaded["runs.zip"])).namelist()
+    assert any(n.endswith("fold0/best.keras") for n in runs)
+
+    (kernel,) = stand_in.bodies("SaveKernel")
+    assert kernel["slug"] == f"{USER}/small-submit" and kernel["newTitle"] == "Small submit"
+    assert (kernel["language"], kernel["kernelType"]) == ("python", "script")
+    assert kernel["datasetDataSources"] == [f"{USER}/small-kit"]
+    assert kernel["competitionDataSources"] == ["rsna-intracranial-hemorrhage-detection"]
+    assert kernel["enableInternet"] is False and kernel["isPrivate"] is True
+    assert kernel["text"] == (tmp_path / "kaggle" / "kernel" / "submit.py").read_text()
+    methods = [m for m, _ in stand_in.calls]
+    assert methods.index("CreateDataset") < methods.index("SaveKernel")  # dataset first
+
+
+@pytest.mark.slow
+def test_push_without_credentials_is_refused_and_sends_nothing(
+    stand_in, small_competition, trained_runs, tmp_path
+):
+    env = client_env(tmp_path)  # empty HOME, no KAGGLE_* variables
+    config = str(REPO / "configs/small.yaml")
+    sets = [f"data.root={small_competition.data.root}", f"runs_dir={trained_runs}",
+            f"kaggle.build_dir={tmp_path / 'kaggle'}", f"kaggle.username={USER}",
+            f"kaggle.python='{PYTHON}'"]  # fmt: skip
+    done = cli(
+        ["kaggle", "--push", "--config", config, *(x for s in sets for x in ("--set", s))], env
+    )
+    assert done.returncode == 2 and "No Kaggle credentials" in done.stderr
+    assert stand_in.calls == [] and not (tmp_path / "kaggle").exists()  # refused up front
+
+
+# --- bad input: clear errors, nothing written ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["kaggle.username=null"], "No Kaggle user name"),
+        (["kaggle.dataset_slug=Bad_Slug"], "kaggle.dataset_slug.*'Bad_Slug'"),
+        (["kaggle.kernel_slug=abc"], "kaggle.kernel_slug.*'abc'"),
+        (["kaggle.max_dataset_gb=0.000001"], "above kaggle.max_dataset_gb"),
+    ],
+)
+def test_bad_settings_are_refused_before_anything_is_written(
+    small_competition, trained_runs, tmp_path, monkeypatch, overrides, message
+):
+    monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
+    build = tmp_path / "kaggle"
+    config = bundle_config(small_competition, trained_runs, build, *overrides)
+    with pytest.raises(KaggleError, match=message):
+        kaggle.build(config)
+    assert not build.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_no_trained_checkpoint_is_refused(small_competition, tmp_path):
+    build = tmp_path / "kaggle"
+    config = bundle_config(small_competition, tmp_path / "no-runs", build)
+    with pytest.raises(KitError, match="No trained fold"):
+        kaggle.build(config)
+    assert not build.exists()
+
+
+def test_user_name_from_the_environment(small_competition, trained_runs, tmp_path, monkeypatch):
+    monkeypatch.setenv("KAGGLE_USERNAME", "from-env")
+    config = bundle_config(small_competition, trained_runs, tmp_path, "kaggle.username=null")
+    assert kaggle.target(config).dataset_id == "from-env/small-kit"
