@@ -1,6 +1,7 @@
-"""Training augmentations on a whole (B, H, W, C) float32 batch in 0..255, in
-place: flips and brightness/contrast vectorised over the batch with NumPy; the
-small affine (rotate, scale, shift) per image with OpenCV, only when enabled."""
+"""Training augmentations on a whole (B, H, W, C) batch in 0..255, in place:
+flips (uint8 or float32, so a flips-only pipeline never leaves uint8) and
+brightness/contrast vectorised over the batch; the small affine (rotate,
+scale, shift) per image with OpenCV, only when enabled."""
 
 from __future__ import annotations
 
@@ -58,6 +59,13 @@ def distort_batch(batch: np.ndarray, rng: np.random.Generator, cfg: AugmentConfi
         batch += offset.reshape(shape)
         np.clip(batch, 0, 255, out=batch)
     return batch
+
+
+def needs_float(cfg: AugmentConfig | None) -> bool:
+    """Whether the augmentation goes beyond flips (which stay in uint8)."""
+    return cfg is not None and bool(
+        cfg.rotate or cfg.scale or cfg.shift or cfg.contrast or cfg.brightness
+    )
 
 
 def augment_batch(batch: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:

@@ -39,8 +39,10 @@ def test_cache_serves_exactly_what_the_dicom_path_reads(small_competition, tmp_p
     for image_id in ids[::3]:
         np.testing.assert_array_equal(source.load(image_id), dicom.load(image_id))
     labels = np.zeros((len(ids), 6), np.float32)
-    batches = [DataGenerator(ids, s, labels, batch_size=16)[2][0] for s in (source, dicom)]
-    np.testing.assert_array_equal(*batches)
+    gens = [DataGenerator(ids, s, labels, batch_size=16, workers=2) for s in (source, dicom)]
+    np.testing.assert_array_equal(gens[0][2][0], gens[1][2][0])
+    # One thread for single-read cache batches, the configured ones to decode DICOM.
+    assert [g.workers for g in gens] == [1, 2]
     again = build_split(config, "train")
     assert again["status"] == "up to date"
     restored = pickle.loads(pickle.dumps(source))

@@ -67,6 +67,13 @@ def test_batches_have_stable_shapes_and_dtypes():
     np.testing.assert_array_equal(gen[0][0], again)  # pure: same batch twice
 
 
+def test_uint8_batches_unless_the_augmentation_needs_floats():
+    flips = AugmentConfig(rotate=0, scale=0, shift=0, brightness=0, contrast=0)
+    for augment, dtype in [(None, np.uint8), (flips, np.uint8), (AugmentConfig(), np.float32)]:
+        gen = generator(augment=augment)
+        assert gen.dtype == dtype and gen[0][0].dtype == dtype
+
+
 def test_no_augmentation_for_inference_or_validation():
     plain = generator(labels=None)[0]
     assert all((img == k).all() for k, img in enumerate(plain))
