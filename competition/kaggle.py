@@ -193,6 +193,7 @@ def download_wheels(pins: list[str], python: str, dest: Path) -> list[Path]:
     """Binary wheels of `pins` for Kaggle's Python on Linux x86-64."""
     if not pins:
         return []
+    before = set(dest.glob("*.whl"))  # the kit's own wheel may already be there
     platforms = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
     _pip(
         "download",
@@ -205,7 +206,7 @@ def download_wheels(pins: list[str], python: str, dest: Path) -> list[Path]:
         str(dest),
         *pins,
     )
-    return sorted(dest.glob("*.whl"))
+    return sorted(set(dest.glob("*.whl")) - before)
 
 
 # --- what comes out -----------------------------------------------------------

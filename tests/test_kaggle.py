@@ -64,6 +64,7 @@ def test_bundle_holds_the_wheels_folds_config_and_metadata(bundle):
         "competition", "pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg"
     ]  # fmt: skip
     assert not any(w.startswith(("tensorflow", "keras", "numpy", "pandas")) for w in wheels)
+    assert sorted(Path(w).name for w in summary["wheels"]) == wheels  # each listed once
     (kit,) = (dataset / "wheels").glob("competition-*.whl")
     names = zipfile.ZipFile(kit).namelist()
     assert "competition/kernel.py" in names and not any(n.startswith("tests/") for n in names)
