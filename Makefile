@@ -24,7 +24,7 @@ PY := $(VENV)/bin/python
 CLI := $(PY) -m competition
 CLI_ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA_DIR),--set data.root=$(DATA_DIR)) $(ARGS)
 
-.PHONY: help setup data index folds cache train predict report validate kaggle kaggle-push bench test lint clean
+.PHONY: help setup data index folds cache train predict report data-report validate kaggle kaggle-push bench test lint clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [CONFIG=configs/x.yaml] [DATA_DIR=path] [GPU=1]"
@@ -60,6 +60,9 @@ predict: $(STAMP) ## ensemble the trained folds (FOLDS=0,1; default all) -> subm
 
 report: $(STAMP) ## cross-validation report over the out-of-fold predictions
 	$(CLI) report $(CLI_ARGS)
+
+data-report: $(STAMP) ## images left out at each stage (index, labels, cache, training, prediction) and why
+	$(CLI) data-report $(CLI_ARGS)
 
 validate: $(STAMP) ## check FILE (default submissions/submission.csv) against the sample
 	$(CLI) validate $(or $(FILE),submissions/submission.csv) $(CLI_ARGS)

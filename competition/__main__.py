@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from competition.config import Config, load_config
+from competition.config import Config, check_fold, load_config
 from competition.errors import KitError
 from competition.layout import Layout
 
@@ -90,14 +90,16 @@ def cmd_bench(config: Config, args: argparse.Namespace) -> None:
 
 
 def _fold_list(text: str, k: int) -> list[int]:
+    """Checked before any work starts (data set-up can take minutes)."""
     if text == "all":
         return list(range(k))
     try:
-        return [int(part) for part in text.split(",")]
+        folds = [int(part) for part in text.split(",")]
     except ValueError:
         raise KitError(
             f"--fold takes a fold number, a comma list or 'all'. Received: {text!r}"
         ) from None
+    return [check_fold(fold, k) for fold in folds]
 
 
 def cmd_train(config: Config, args: argparse.Namespace) -> None:
@@ -117,6 +119,13 @@ def cmd_train(config: Config, args: argparse.Namespace) -> None:
         )
     if len(folds) > 1:
         _print_cv(config)
+    _print_data_report(config)
+
+
+def _print_data_report(config: Config) -> None:
+    from competition.data_report import write_report
+
+    write_report(config, echo=True)
 
 
 def _print_cv(config: Config) -> None:
@@ -141,8 +150,11 @@ def cmd_predict(config: Config, args: argparse.Namespace) -> None:
         f"{len(summary['tta'])} TTA views ({summary['ensemble']} ensemble): "
         f"{summary['images_per_second']} images/s"
     )
-    for image_id, reason in summary["unreadable"].items():
-        print(f"unreadable test image {image_id}: {reason} (given the training prevalence)")
+    if summary["unreadable"]:
+        print(
+            f"{len(summary['unreadable'])} unreadable test images were given the training "
+            "prevalence (listed in the data report below)"
+        )
     score = summary["test_score"]
     if score:
         print(
@@ -153,6 +165,7 @@ def cmd_predict(config: Config, args: argparse.Namespace) -> None:
     print(f"Wrote {summary['test_preds']}")
     print(f"Wrote {summary['submission']} ({summary['rows']} rows, checked) and submission.csv")
     _print_cv(config)
+    _print_data_report(config)
 
 
 def cmd_validate(config: Config, args: argparse.Namespace) -> int:
@@ -191,6 +204,10 @@ def cmd_report(config: Config, args: argparse.Namespace) -> None:
     _print_cv(config)
 
 
+def cmd_data_report(config: Config, args: argparse.Namespace) -> None:
+    _print_data_report(config)
+
+
 def cmd_gallery(config: Config, args: argparse.Namespace) -> None:
     from competition.gallery import save_gallery
 
@@ -214,6 +231,10 @@ COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int | None], st
     ),
     "validate": (cmd_validate, "check a submission file against the sample submission"),
     "report": (cmd_report, "cross-validation report over the out-of-fold predictions"),
+    "data-report": (
+        cmd_data_report,
+        "images left out at each stage and why -> runs/<experiment>/data_report.json",
+    ),
     "kaggle": (
         cmd_kaggle,
         "bundle the kit and trained folds as a Kaggle dataset + an offline submission kernel",

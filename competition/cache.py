@@ -42,7 +42,7 @@ import pandas as pd
 from competition.config import Config
 from competition.dicom import PIXEL_FIXES, READER_VERSION, DicomReadError
 from competition.errors import KitError
-from competition.fileio import write_csv_atomic, write_text_atomic
+from competition.fileio import disk_full_is_an_error, write_csv_atomic, write_text_atomic
 from competition.images import DicomSource, input_shape, load_windowed
 from competition.index import read_index
 from competition.layout import Layout
@@ -99,7 +99,7 @@ def is_complete(config: Config, split: str) -> bool:
 # --- building ---------------------------------------------------------------
 
 
-def _read_unreadable(folder: Path) -> dict[str, str]:
+def read_unreadable(folder: Path) -> dict[str, str]:
     """ID -> reason; a line cut short by a kill is ignored (its row is redone)."""
     found = {}
     path = folder / "unreadable.jsonl"
@@ -221,7 +221,7 @@ def split_ids(config: Config, split: str) -> tuple[list[str], dict[str, str]]:
 
 def _skip_known_unreadable(folder: Path, ids: list[str], known_bad: dict[str, str]) -> None:
     state = np.load(folder / "state.npy", mmap_mode="r+")
-    recorded = _read_unreadable(folder)
+    recorded = read_unreadable(folder)
     for row in np.flatnonzero(state == TODO):
         if ids[row] in known_bad:
             if ids[row] not in recorded:
@@ -292,7 +292,13 @@ def summary(folder: Path, status: str, **extra) -> dict:
 
 
 def build(config: Config, splits: list[str], workers: int = 0) -> list[dict]:
-    return [s for split in splits if (s := build_split(config, split, workers))]
+    results = []
+    for split in splits:
+        with disk_full_is_an_error(split_dir(config, split)):
+            result = build_split(config, split, workers)
+        if result:
+            results.append(result)
+    return results
 
 
 # --- reading ----------------------------------------------------------------
@@ -311,7 +317,7 @@ class CacheSource:
         self.fallback = fallback
         self.index = pd.Index(pd.read_csv(self.folder / "ids.csv", dtype=str)["image_id"])
         self.state = np.load(self.folder / "state.npy")
-        self.unreadable = _read_unreadable(self.folder)
+        self.unreadable = read_unreadable(self.folder)
         self.shape = tuple(np.load(self.folder / "images.npy", mmap_mode="r").shape[1:])
         self._images = None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -108,6 +109,7 @@ class ModelConfig:
     ] = "efficientnet_b0"
     weights: str | None = None
     dropout: float = knob(0.2, ge=0, le=0.9)
+    safe_mode: bool = True
 
 
 @dataclass
@@ -233,6 +235,8 @@ def _fits(value: Any, annotation: Any) -> bool:
 def _range_error(value: Any, meta: typing.Mapping[str, Any]) -> str | None:
     if not isinstance(value, int | float) or isinstance(value, bool):
         return None
+    if not math.isfinite(value):  # YAML reads .nan and .inf as floats
+        return "a finite number"
     if meta.get("ge") is not None and value < meta["ge"]:
         return f">= {meta['ge']}"
     if meta.get("gt") is not None and value <= meta["gt"]:
@@ -373,6 +377,13 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     config = _build(Config, _unflatten(checked))
     validate(config)
     return config
+
+
+def check_fold(fold: int, k: int) -> int:
+    """A fold number that exists for folds.k = k."""
+    if not 0 <= fold < k:
+        raise ConfigError(f"fold must be in 0..{k - 1} (folds.k={k}). Received: fold={fold}")
+    return fold
 
 
 def validate(config: Config) -> None:

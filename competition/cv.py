@@ -14,8 +14,8 @@ from competition.config import Config
 from competition.errors import KitError
 from competition.fileio import atomic_path, write_text_atomic
 from competition.labels import SUBTYPES
+from competition.layout import run_dir
 from competition.metrics import per_class_auc, per_class_log_loss, weighted_log_loss
-from competition.train import run_dir
 
 PRED = [f"pred_{name}" for name in SUBTYPES]
 LABEL = [f"label_{name}" for name in SUBTYPES]

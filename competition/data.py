@@ -11,8 +11,10 @@ sample exactly once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import re
 import threading
 from collections.abc import Sequence
 
@@ -22,8 +24,38 @@ import numpy as np
 from competition.augment import distort_batch, flip_batch, needs_float
 from competition.config import AugmentConfig
 from competition.dicom import DicomReadError
+from competition.errors import KitError
+from competition.layout import check_image_ids
 
 log = logging.getLogger(__name__)
+
+
+class ImageLoadError(KitError, RuntimeError):
+    """Reading an image failed in a way that is not a bad file (an I/O error,
+    a bug in a custom source): it stops the run, naming the image."""
+
+
+# Keras runs the generator inside tf.data, which re-raises a worker's error
+# as a TensorFlow error whose text holds the original "ImageLoadError: ...".
+_WRAPPED = re.compile(r"ImageLoadError: (.+)")
+
+
+@contextlib.contextmanager
+def surfacing_load_errors(*generators: DataGenerator):
+    """Around fit / predict: an error of a generator's worker comes out as the
+    ImageLoadError naming the image, not as TensorFlow's wrapper of it."""
+    try:
+        yield
+    except ImageLoadError:
+        raise
+    except Exception as exc:
+        for gen in generators:
+            if gen.error is not None:
+                raise gen.error from exc
+        found = _WRAPPED.search(str(exc))  # raised in a worker process
+        if found:
+            raise ImageLoadError(found.group(1)) from exc
+        raise
 
 
 class DataGenerator(keras.utils.PyDataset):
@@ -44,6 +76,7 @@ class DataGenerator(keras.utils.PyDataset):
         self.image_ids = np.asarray(image_ids, dtype=str)
         if len(self.image_ids) == 0:
             raise ValueError("DataGenerator needs at least one image ID. Received: 0")
+        check_image_ids(self.image_ids.tolist(), "DataGenerator")  # before any file is opened
         if labels is not None and len(labels) != len(self.image_ids):
             raise ValueError(
                 f"labels must have one row per image ID. Received: {len(labels)} rows "
@@ -55,6 +88,7 @@ class DataGenerator(keras.utils.PyDataset):
         self.epoch = 0
         self.order = self._permutation()
         self.failed: dict[str, str] = {}  # image ID -> why it could not be read
+        self.error: ImageLoadError | None = None  # the first unexpected failure
         # Where each image sits in a source that reads batches at once (the cache).
         locate = getattr(source, "locate", None)
         self._source_rows = locate(self.image_ids) if locate is not None else None
@@ -147,7 +181,25 @@ class DataGenerator(keras.utils.PyDataset):
         if self._source_rows is None:
             return None
         located = self._source_rows[rows]
-        return None if (located < 0).any() else self.source.take(located)
+        if (located < 0).any():
+            return None
+        try:
+            return self.source.take(located)
+        except Exception as exc:
+            names = ", ".join(self.image_ids[rows][:4]) + (" ..." if len(rows) > 4 else "")
+            raise self._load_error(names, exc) from exc
+
+    def _load_error(self, image_id: str, exc: Exception) -> ImageLoadError:
+        """The error that stops the run, remembered for surfacing_load_errors."""
+        split = getattr(self.source, "split", "")
+        error = ImageLoadError(
+            f"Reading {split} image {image_id} failed ({type(exc).__name__}: {exc}); "
+            "the run stopped. A bad DICOM file would have been skipped: this is an "
+            "I/O or code error, fix it and run again (training resumes)."
+        )
+        with self._lock:
+            self.error = self.error or error
+        return error
 
     def _load_readable(self, row: int) -> tuple[int, np.ndarray]:
         """Training: the next readable sample from `row` on. Inference keeps
@@ -165,6 +217,8 @@ class DataGenerator(keras.utils.PyDataset):
                 with self._lock:
                     self.failed[image_id] = exc.cause
                 log.warning("Unreadable image %s: %s", image_id, exc.cause)
+            except Exception as exc:
+                raise self._load_error(image_id, exc) from exc
         if not self.training:
             return row, np.zeros(self.source.shape, dtype=np.uint8)
         raise DicomReadError(self.source.layout.root, "no readable image left in this split")

@@ -8,29 +8,88 @@ over the final name; a crash or ENOSPC leaves the previous file intact.
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 
+from competition.errors import KitError
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class NoSpaceError(KitError, OSError):
+    """The disk (or quota) filled up while writing a file."""
+
+
+def no_space_error(path: str | Path) -> NoSpaceError:
+    error = NoSpaceError(
+        f"No space left on the device writing {path}. Files are written under a temporary "
+        "name and renamed only when complete, so nothing was half-written and the previous "
+        f"file, if any, is intact. Free some space on {Path(path).parent} (or point the "
+        "config's folder for it at another disk) and run the command again"
+    )
+    error.errno = errno.ENOSPC
+    return error
+
+
+@contextlib.contextmanager
+def disk_full_is_an_error(path: str | Path) -> Iterator[None]:
+    """An OSError(ENOSPC / EDQUOT) inside becomes a NoSpaceError naming `path`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _FULL and not isinstance(exc, NoSpaceError):
+            raise no_space_error(path) from exc
+        raise
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it to `path` on success.
-    `suffix` ends the temporary name (Keras wants `.keras` / `.weights.h5`)."""
+    `suffix` ends the temporary name (Keras wants `.keras` / `.weights.h5`).
+    The temporary name holds the writer's PID, so temporary files left by a
+    killed writer are recognised and removed by the next successful write."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    with disk_full_is_an_error(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{path.name}.{os.getpid()}-", suffix=suffix, dir=path.parent
+        )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
-        _fsync(tmp)
+        with disk_full_is_an_error(path):
+            yield tmp
+            _fsync(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    _remove_orphans(path, suffix)
+
+
+def _remove_orphans(path: Path, suffix: str) -> None:
+    """Temporary files of `path` whose writer process no longer exists."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-\w+{re.escape(suffix)}")
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        found = pattern.fullmatch(candidate.name)
+        if found and not _alive(int(found.group(1))):
+            candidate.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _fsync(path: Path) -> None:

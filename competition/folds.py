@@ -11,7 +11,7 @@ from competition.config import FoldsConfig
 from competition.errors import KitError
 from competition.fileio import write_csv_atomic
 from competition.index import MissingTableError
-from competition.layout import Layout
+from competition.layout import Layout, check_image_ids
 
 
 class FoldError(KitError, ValueError):
@@ -94,4 +94,6 @@ def read_folds(layout: Layout) -> pd.DataFrame:
         raise MissingTableError(
             f"No folds at {layout.folds_csv}. Run `make folds` (python -m competition folds)."
         )
-    return pd.read_csv(layout.folds_csv, dtype={"image_id": str, "patient_id": str})
+    folds = pd.read_csv(layout.folds_csv, dtype={"image_id": str, "patient_id": str})
+    check_image_ids(folds["image_id"].tolist(), str(layout.folds_csv))
+    return folds

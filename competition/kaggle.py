@@ -132,8 +132,8 @@ def title_of(slug: str) -> str:
 
 def fold_files(config: Config) -> dict[str, Path]:
     """Bundle path -> file, for every finished fold of the experiment."""
+    from competition.layout import fold_dir
     from competition.predict import select_folds
-    from competition.train import fold_dir
 
     files = {}
     for fold in select_folds(config):

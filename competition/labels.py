@@ -45,7 +45,15 @@ def _rows(frame: pd.DataFrame, mask: pd.Series) -> str:
 
 def read_long_csv(path: str | Path) -> pd.DataFrame:
     """Read a long label CSV as strings, checking its columns."""
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise LabelError(f"No label file at {path}") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise LabelError(
+            f"{path}: expected a CSV file with columns ID,Label. It could not be read as CSV "
+            f"({type(exc).__name__}: {str(exc).strip()})"
+        ) from None
     missing = {"ID", "Label"} - set(frame.columns)
     if missing:
         raise LabelError(

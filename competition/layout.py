@@ -21,12 +21,19 @@ class UnsafeIdError(KitError, ValueError):
 
 
 def check_image_id(image_id: str) -> str:
-    if not isinstance(image_id, str) or not _SAFE_ID.fullmatch(image_id):
-        raise UnsafeIdError(
-            "Image IDs must be plain file names (letters, digits, '_', '.', '-'; no path "
-            f"separators, no leading dot). Received: {image_id!r}"
-        )
+    check_image_ids([image_id], "image ID")
     return image_id
+
+
+def check_image_ids(image_ids, source: str) -> None:
+    """Every ID is a plain file name; the error names the bad ones."""
+    bad = [i for i in image_ids if not (isinstance(i, str) and _SAFE_ID.fullmatch(i))]
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise UnsafeIdError(
+            f"{source}: image IDs must be plain file names (letters, digits, '_', '.', '-'; no "
+            f"path separators, no leading dot). Received: {', '.join(map(repr, bad[:5]))}{more}"
+        )
 
 
 @dataclass(frozen=True)
@@ -77,3 +84,12 @@ class Layout:
     @property
     def folds_excluded_csv(self) -> Path:
         return self.root / "folds_excluded.csv"
+
+
+def run_dir(config: Config) -> Path:
+    """runs/<experiment>/: the folds, the CV report, the test predictions."""
+    return Path(config.runs_dir) / config.experiment
+
+
+def fold_dir(config: Config, fold: int) -> Path:
+    return run_dir(config) / f"fold{fold}"

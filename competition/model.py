@@ -7,6 +7,7 @@ serializable layers (no Lambda), so checkpoints load with safe_mode=True.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import keras
@@ -157,6 +158,19 @@ def check_input_shape(model: keras.Model, shape: tuple[int, int, int], source: s
         )
 
 
-def load_checkpoint(path) -> keras.Model:
-    """A saved model for inference, in safe mode (no code from the file runs)."""
-    return keras.models.load_model(path, safe_mode=True, compile=False)
+def load_checkpoint(path, safe_mode: bool = True) -> keras.Model:
+    """A saved model for inference. In safe mode (the default) no code from
+    the file runs: a file that carries some (a Lambda layer) is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"No model file at {path}")
+    try:
+        return keras.models.load_model(path, safe_mode=safe_mode, compile=False)
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:
+        if "safe_mode" in str(exc):
+            raise ModelError(
+                f"{path} holds Python code (a Lambda layer), which would run when it is "
+                "loaded, so it was refused. If you trust the file (you made it, or know who "
+                "did), load it with --set model.safe_mode=false."
+            ) from None
+        raise ModelError(f"{path} is not a readable Keras model file ({exc})") from None

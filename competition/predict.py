@@ -21,12 +21,13 @@ import yaml
 
 from competition.cache import open_source
 from competition.config import Config
-from competition.data import DataGenerator
+from competition.data import DataGenerator, surfacing_load_errors
+from competition.data_report import write_report
 from competition.errors import KitError
 from competition.fileio import write_csv_atomic, write_text_atomic
 from competition.images import input_shape
 from competition.labels import SUBTYPES
-from competition.layout import Layout
+from competition.layout import Layout, fold_dir, run_dir
 from competition.model import check_input_shape, load_checkpoint
 from competition.progress import keras_verbose
 from competition.submission import (
@@ -37,7 +38,6 @@ from competition.submission import (
     submission_name,
     write_submission,
 )
-from competition.train import fold_dir, run_dir
 
 # Axes flipped by each TTA view, on (batch, H, W, C).
 TTA_AXES = {"identity": (), "hflip": (2,), "vflip": (1,), "hvflip": (1, 2)}
@@ -97,7 +97,7 @@ def load_fold_model(config: Config, fold: int) -> keras.Model:
     """The fold's best checkpoint, loaded in safe mode and checked against the config."""
     _check_preprocessing(config, fold)
     path = fold_dir(config, fold) / "best.keras"
-    model = load_checkpoint(path)
+    model = load_checkpoint(path, config.model.safe_mode)
     check_input_shape(model, input_shape(config), str(path))
     model.name = f"fold{fold}"  # nested models need distinct names
     return model
@@ -181,7 +181,8 @@ def predict_test(config: Config, folds: list[int]) -> tuple[pd.DataFrame, dict]:
     model = ensemble_model(models, config.predict.tta, input_shape(config))
     generator = inference_generator(config, image_ids)
     started = time.perf_counter()
-    outputs = model.predict(generator, verbose=keras_verbose())  # (N, folds, views, 6)
+    with surfacing_load_errors(generator):
+        outputs = model.predict(generator, verbose=keras_verbose())  # (N, folds, views, 6)
     seconds = time.perf_counter() - started
     if len(outputs) != len(image_ids):
         raise PredictError(f"predict returned {len(outputs)} rows for {len(image_ids)} images")
@@ -244,5 +245,6 @@ def predict_and_submit(config: Config, folds: list[int] | None = None) -> dict:
     summary["submission"] = str(path)
     summary["rows"] = len(sample)
     summary["test_score"] = score_if_labelled(config, final)
+    summary["data_report"] = str(write_report(config, echo=False))
     write_text_atomic(run_dir(config) / "predict.json", json.dumps(summary, indent=2))
     return summary

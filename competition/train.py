@@ -16,13 +16,14 @@ import pandas as pd
 from competition import accelerate
 from competition import callbacks as cb
 from competition.cache import open_source
-from competition.config import Config
-from competition.data import DataGenerator
+from competition.config import Config, check_fold
+from competition.data import DataGenerator, surfacing_load_errors
+from competition.data_report import write_report
 from competition.errors import KitError
-from competition.fileio import write_csv_atomic, write_text_atomic
+from competition.fileio import disk_full_is_an_error, write_csv_atomic, write_text_atomic
 from competition.folds import read_folds
 from competition.labels import SUBTYPES, read_labels
-from competition.layout import Layout
+from competition.layout import Layout, fold_dir
 from competition.metrics import (
     WeightedBCE,
     WeightedLogLoss,
@@ -41,20 +42,10 @@ class TrainError(KitError, ValueError):
     """A fold that cannot be trained as asked."""
 
 
-def run_dir(config: Config) -> Path:
-    """runs/<experiment>/: the folds, the CV report, the test predictions."""
-    return Path(config.runs_dir) / config.experiment
-
-
-def fold_dir(config: Config, fold: int) -> Path:
-    return run_dir(config) / f"fold{fold}"
-
-
 def split_fold(config: Config, fold: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(train rows, valid rows): image_id + the six labels, from folds.csv."""
     k = config.folds.k
-    if not 0 <= fold < k:
-        raise TrainError(f"fold must be in 0..{k - 1} (folds.k={k}). Received: fold={fold}")
+    check_fold(fold, k)
     layout = Layout.from_config(config)
     folds = read_folds(layout)
     if folds["fold"].max() >= k or folds["fold"].nunique() != k:
@@ -158,18 +149,19 @@ def fit_fold(config: Config, fold: int, out: Path) -> tuple[keras.Model, DataGen
     if start:
         print(f"Resuming fold {fold} at epoch {start + 1} from {out / 'backup'}")
     fit_train, fit_valid = accelerate.feed(strategy, train_gen, valid_gen, config.train.workers)
-    model.fit(
-        fit_train,
-        validation_data=fit_valid,
-        epochs=config.train.epochs,
-        initial_epoch=start,
-        shuffle=False,
-        verbose=keras_verbose(),
-        callbacks=[
-            *_callbacks(out, cb.best_so_far(out / "best.keras", MONITOR)),
-            _early_stopping(config),
-        ],
-    )
+    with surfacing_load_errors(train_gen, valid_gen):
+        model.fit(
+            fit_train,
+            validation_data=fit_valid,
+            epochs=config.train.epochs,
+            initial_epoch=start,
+            shuffle=False,
+            verbose=keras_verbose(),
+            callbacks=[
+                *_callbacks(out, cb.best_so_far(out / "best.keras", MONITOR)),
+                _early_stopping(config),
+            ],
+        )
     return model, train_gen
 
 
@@ -178,13 +170,15 @@ def predict_rows(
 ) -> tuple[np.ndarray, dict[str, str]]:
     """Predictions in `rows` order; unreadable images get `fallback`."""
     gen = make_generator(config, rows, training=False, labelled=False)
-    return gen.fill_unreadable(model.predict(gen, verbose=0), fallback), gen.failed
+    with surfacing_load_errors(gen):
+        predictions = model.predict(gen, verbose=0)
+    return gen.fill_unreadable(predictions, fallback), gen.failed
 
 
 def evaluate_fold(config: Config, fold: int, out: Path, prevalence: np.ndarray) -> dict:
     """Out-of-fold predictions and metrics from the best checkpoint."""
     _, valid_rows = split_fold(config, fold)
-    model = load_checkpoint(out / "best.keras")
+    model = load_checkpoint(out / "best.keras", config.model.safe_mode)
     predictions, failed = predict_rows(model, config, valid_rows, prevalence)
     truth = valid_rows[list(SUBTYPES)].to_numpy(np.float32)
     oof = pd.DataFrame({"image_id": valid_rows["image_id"]})
@@ -220,7 +214,8 @@ def train_fold(config: Config, fold: int, force: bool = False) -> dict:
     keras.utils.set_random_seed(config.seed + fold)
     accelerate.set_precision(config.train.mixed_precision)
     started = time.perf_counter()
-    _, train_gen = fit_fold(config, fold, out)
+    with disk_full_is_an_error(out):  # Keras' own history.csv appends, too
+        _, train_gen = fit_fold(config, fold, out)
     prevalence = train_gen.labels.mean(axis=0)
     metrics = evaluate_fold(config, fold, out, prevalence)
     metrics["prevalence"] = dict(zip(SUBTYPES, map(float, prevalence), strict=True))
@@ -229,6 +224,7 @@ def train_fold(config: Config, fold: int, force: bool = False) -> dict:
     save_curves(out / "history.csv", out / "curves.png", MONITOR)
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     shutil.rmtree(out / "backup", ignore_errors=True)
+    write_report(config, echo=False)
     print(fold_table(metrics))
     return metrics
 

@@ -72,3 +72,21 @@ def test_missing_columns(tmp_path):
     path.write_text("Image,Label\nID_1_any,0\n")
     with pytest.raises(LabelError, match=r"expected columns ID,Label. Missing: \['ID'\]"):
         read_labels(path)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "No label file at"),
+        (b"", "could not be read as CSV (EmptyDataError"),
+        (b"\x89PNG\r\n\x1a\n\xff\xfe\x00\x01", "could not be read as CSV"),
+        (b'ID,Label\n"ID_1_any,0\n', "could not be read as CSV (ParserError"),
+    ],
+)
+def test_unreadable_label_files_name_the_file(tmp_path, content, message):
+    path = tmp_path / "stage_2_train.csv"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(LabelError) as info:
+        read_labels(path)
+    assert str(path) in str(info.value) and message in str(info.value)

@@ -12,7 +12,7 @@ import pytest
 
 from competition.config import ConfigError, load_config
 from competition.index import MissingTableError
-from competition.train import TrainError, fold_dir, split_fold, train_fold
+from competition.train import fold_dir, split_fold, train_fold
 
 from conftest import small_config
 from helpers import REPO, cli
@@ -92,7 +92,7 @@ def test_killed_run_resumes_at_the_epoch_it_reached(small_competition, tmp_path)
 
 def test_bad_fold_and_missing_folds_are_clear_errors(small_competition, tmp_path):
     config = run_config(small_competition, tmp_path)
-    with pytest.raises(TrainError, match=r"fold must be in 0..2 \(folds.k=3\). Received: fold=3"):
+    with pytest.raises(ConfigError, match=r"fold must be in 0..2 \(folds.k=3\). Received: fold=3"):
         train_fold(config, 3)
     empty = small_config(tmp_path / "nothing", f"runs_dir={tmp_path / 'runs'}")
     with pytest.raises(MissingTableError, match="make folds"):

@@ -1,0 +1,59 @@
+"""Fault injection for the kit's processes in tests, loaded through PYTHONPATH.
+
+KIT_KILL_ON=<moment>:<file name> makes the process send itself SIGKILL (a
+real kill -9: no cleanup, no finally blocks) at an exact moment of writing
+<file name>, found through Python's audit events:
+
+- open:   when the temporary file for <file name> is opened for writing
+          (nothing written yet);
+- rename: when the complete temporary file is about to be renamed onto
+          <file name>.
+
+KIT_FAIL_LOAD=<n> makes the n-th image read from DICOM raise an I/O error
+(OSError EIO) after writing the image ID to $KIT_FAIL_LOAD_LOG: a loader that
+fails mid-epoch.
+"""
+
+import os
+import signal
+import sys
+
+
+def _kill_on(moment: str, name: str):
+    def hook(event, args):
+        if moment == "open" and event == "open":
+            path, mode = str(args[0]), args[1]
+            if os.path.basename(path).startswith(f".{name}.") and mode and "w" in str(mode):
+                os.kill(os.getpid(), signal.SIGKILL)
+        elif moment == "rename" and event == "os.rename":
+            if os.path.basename(str(args[1])) == name:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    sys.addaudithook(hook)
+
+
+def _fail_load(n: int, log: str):
+    import errno
+    import itertools
+    import threading
+
+    from competition import images
+
+    counter, lock, original = itertools.count(1), threading.Lock(), images.DicomSource.load
+
+    def load(self, image_id):
+        with lock:
+            call = next(counter)
+        if call == n:
+            with open(log, "w") as handle:
+                handle.write(image_id)
+            raise OSError(errno.EIO, "Input/output error", f"{image_id}.dcm")
+        return original(self, image_id)
+
+    images.DicomSource.load = load
+
+
+if os.environ.get("KIT_KILL_ON"):
+    _kill_on(*os.environ["KIT_KILL_ON"].split(":", 1))
+if os.environ.get("KIT_FAIL_LOAD"):
+    _fail_load(int(os.environ["KIT_FAIL_LOAD"]), os.environ["KIT_FAIL_LOAD_LOG"])
