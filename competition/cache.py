@@ -27,7 +27,6 @@ reader's version and pixel fixes. Other settings get another folder.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -42,7 +41,7 @@ import pandas as pd
 from competition.config import Config
 from competition.dicom import PIXEL_FIXES, READER_VERSION, DicomReadError
 from competition.errors import KitError
-from competition.fileio import disk_full_is_an_error, write_csv_atomic, write_text_atomic
+from competition.fileio import is_disk_full, write_csv_atomic, write_text_atomic
 from competition.images import DicomSource, input_shape, load_windowed
 from competition.index import read_index
 from competition.layout import Layout
@@ -142,11 +141,8 @@ def _allocate(path: Path) -> None:
         try:
             os.posix_fallocate(handle.fileno(), 0, size)
         except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise CacheError(
-                    f"No space left for the cache: {path} needs {size / 2**30:.2f} GiB. "
-                    "Free some space or set data.cache_dir to another disk."
-                ) from None
+            if is_disk_full(exc):
+                raise
             # EOPNOTSUPP/EINVAL: a filesystem without it; the writes allocate instead.
 
 
@@ -294,11 +290,27 @@ def summary(folder: Path, status: str, **extra) -> dict:
 def build(config: Config, splits: list[str], workers: int = 0) -> list[dict]:
     results = []
     for split in splits:
-        with disk_full_is_an_error(split_dir(config, split)):
+        try:
             result = build_split(config, split, workers)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            raise _no_space(config, split) from exc
         if result:
             results.append(result)
     return results
+
+
+def _no_space(config: Config, split: str) -> CacheError:
+    images = len(split_ids(config, split)[0])
+    size = images * int(np.prod(input_shape(config)))
+    return CacheError(
+        f"No space left for the {split} cache at {split_dir(config, split)}: it needs "
+        f"{size / 2**20:,.1f} MiB ({images} images of {input_shape(config)} bytes). Finished "
+        "caches are intact and an unfinished one is never served (the DICOM files are read "
+        "instead). Free some space or set data.cache_dir to another disk, then run "
+        "`make cache` again: it goes on from where it stopped."
+    )
 
 
 # --- reading ----------------------------------------------------------------

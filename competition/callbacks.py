@@ -71,9 +71,9 @@ class BestCheckpoint(keras.callbacks.Callback):
         value = (logs or {}).get(self.monitor)
         if value is None or not np.isfinite(value) or value >= self.best:
             return
-        self.best = float(value)
         with atomic_path(self.path, suffix=".keras") as tmp:
             self.model.save(tmp)
+        self.best = float(value)  # only once it is saved
         write_text_atomic(
             self.path.with_suffix(".json"),
             json.dumps({"epoch": epoch + 1, self.monitor: self.best}),

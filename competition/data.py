@@ -73,10 +73,11 @@ class DataGenerator(keras.utils.PyDataset):
         use_multiprocessing: bool = False,
         max_queue_size: int = 10,
     ):
+        # Checked before numpy, which drops a trailing NUL ("ID_x\0" -> "ID_x").
+        check_image_ids(list(image_ids), "DataGenerator")
         self.image_ids = np.asarray(image_ids, dtype=str)
         if len(self.image_ids) == 0:
             raise ValueError("DataGenerator needs at least one image ID. Received: 0")
-        check_image_ids(self.image_ids.tolist(), "DataGenerator")  # before any file is opened
         if labels is not None and len(labels) != len(self.image_ids):
             raise ValueError(
                 f"labels must have one row per image ID. Received: {len(labels)} rows "

@@ -111,15 +111,22 @@ def build_report(config: Config) -> dict:
     }
 
 
+def _one_line(reason: str, width: int = 100) -> str:
+    text = " ".join(reason.split())  # decoder messages span lines
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def summary(report: dict) -> str:
     """A few lines: per stage the count, and per reason a few IDs."""
+    if not report["images_excluded"]:
+        return f"Data report: no image left out ({', '.join(report['stages'])})."
     lines = [f"Data report ({report['images_excluded']} images left out):"]
     for name, stage in report["stages"].items():
         lines.append(f"  {name}: {stage['count']}")
         for reason, count in stage["reasons"].items():
             ids = [i["image_id"] for i in stage["images"] if i["reason"] == reason]
             more = f" and {count - _SHOWN} more" if count > _SHOWN else ""
-            lines.append(f"    {count} x {reason}: {', '.join(ids[:_SHOWN])}{more}")
+            lines.append(f"    {count} x {_one_line(reason)}: {', '.join(ids[:_SHOWN])}{more}")
     return "\n".join(lines)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
+import functools
 import os
 import re
 import tempfile
@@ -38,13 +38,17 @@ def no_space_error(path: str | Path) -> NoSpaceError:
     return error
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _FULL
+
+
 @contextlib.contextmanager
 def disk_full_is_an_error(path: str | Path) -> Iterator[None]:
     """An OSError(ENOSPC / EDQUOT) inside becomes a NoSpaceError naming `path`."""
     try:
         yield
     except OSError as exc:
-        if exc.errno in _FULL and not isinstance(exc, NoSpaceError):
+        if is_disk_full(exc) and not isinstance(exc, KitError):
             raise no_space_error(path) from exc
         raise
 
@@ -54,13 +58,15 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it to `path` on success.
     `suffix` ends the temporary name (Keras wants `.keras` / `.weights.h5`).
     The temporary name holds the writer's PID, so temporary files left by a
-    killed writer are recognised and removed by the next successful write."""
+    killed writer are recognised and removed by the next successful write
+    into the same folder."""
     path = Path(path)
     with disk_full_is_an_error(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(
             prefix=f".{path.name}.{os.getpid()}-", suffix=suffix, dir=path.parent
         )
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; others read these files
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -70,15 +76,31 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    _remove_orphans(path, suffix)
+    remove_orphans(path.parent)
 
 
-def _remove_orphans(path: Path, suffix: str) -> None:
-    """Temporary files of `path` whose writer process no longer exists."""
-    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-\w+{re.escape(suffix)}")
-    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*"):
-        found = pattern.fullmatch(candidate.name)
-        if found and not _alive(int(found.group(1))):
+@functools.cache
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would, for a moment)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+# `.name.<pid>-<8 random>suffix`, as atomic_path names its temporary files
+_TEMPORARY = re.compile(r"\.(.+)\.(\d+)-[a-z0-9_]{8}(\..+)?")
+
+
+def remove_orphans(folder: Path) -> None:
+    """Temporary files in `folder` whose writer process no longer exists
+    (killed mid-write): they are never read, only take space."""
+    for candidate in Path(folder).glob(".*"):
+        found = _TEMPORARY.fullmatch(candidate.name)
+        if found and candidate.is_file() and not _alive(int(found.group(2))):
             candidate.unlink(missing_ok=True)
 
 

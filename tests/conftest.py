@@ -33,3 +33,15 @@ def small_competition(tmp_path_factory) -> Config:
     write_index(layout, workers=2)
     write_folds(layout, read_labels(layout.train_csv), read_index(layout), config.folds)
     return config
+
+
+@pytest.fixture(scope="session")
+def trained(small_competition, tmp_path_factory):
+    """A runs folder with folds 0 and 1 of the small preset trained, one epoch
+    each (fold 2 left untrained). Tests that write into it copy it first."""
+    from competition.train import train_folds
+
+    runs = tmp_path_factory.mktemp("runs")
+    config = small_config(small_competition.data.root, f"runs_dir={runs}", "train.epochs=1")
+    train_folds(config, [0, 1])
+    return runs

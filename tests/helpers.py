@@ -60,6 +60,21 @@ def _dataset(pixels, bits_stored, intercept, slope, photometric, image_id, resca
     ds.SeriesInstanceUID = "ID_series001"
     ds.ImagePositionPatient = [0, 0, 10.0]
     ds.SamplesPerPixel = 1
+    set_pixels(ds, pixels, bits_stored, intercept, slope, photometric, rescale)
+    return ds
+
+
+def set_pixels(
+    ds,
+    pixels,
+    bits_stored=12,
+    intercept=-1024.0,
+    slope=1.0,
+    photometric="MONOCHROME2",
+    rescale=True,
+):
+    """Replace the dataset's pixels (uint16 or int16), stored uncompressed."""
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.PhotometricInterpretation = photometric
     ds.Rows, ds.Columns = pixels.shape
     ds.BitsAllocated = 16
@@ -70,7 +85,6 @@ def _dataset(pixels, bits_stored, intercept, slope, photometric, image_id, resca
         ds.RescaleIntercept = f"{intercept:g}"
         ds.RescaleSlope = f"{slope:g}"
     ds.PixelData = pixels.tobytes()
-    return ds
 
 
 def write_dataset(ds: pydicom.Dataset, path: Path) -> Path:
@@ -81,6 +95,14 @@ def write_dataset(ds: pydicom.Dataset, path: Path) -> Path:
 
 def write_dicom(path: Path, pixels: np.ndarray, **kwargs) -> Path:
     return write_dataset(make_dataset(pixels, **kwargs), path)
+
+
+def reencode(path: Path, pixels: np.ndarray, **kwargs) -> Path:
+    """Rewrite a DICOM file in place with other pixels or encoding (see
+    set_pixels), keeping its IDs and position."""
+    ds = pydicom.dcmread(path)
+    set_pixels(ds, pixels, **kwargs)
+    return write_dataset(ds, path)
 
 
 class IndexSource:

@@ -32,7 +32,7 @@ from competition.submission import (
     validate_file,
     write_submission,
 )
-from competition.train import fold_dir, train_folds
+from competition.train import fold_dir
 
 from conftest import small_config
 from helpers import REPO, cli
@@ -45,15 +45,6 @@ def predict_config(base, runs, tmp_path, *overrides):
         f"predict.submissions_dir={tmp_path / 'submissions'}",
         *overrides,
     )
-
-
-@pytest.fixture(scope="module")
-def trained(small_competition, tmp_path_factory):
-    """Folds 0 and 1 of the small preset, one epoch each (fold 2 left untrained)."""
-    runs = tmp_path_factory.mktemp("runs")
-    config = small_config(small_competition.data.root, f"runs_dir={runs}", "train.epochs=1")
-    train_folds(config, [0, 1])
-    return runs
 
 
 def test_submission_is_the_sample_rows_checked_and_named_by_what_made_it(

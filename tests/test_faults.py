@@ -1,0 +1,289 @@
+"""Faults injected into real runs: kill -9 at random and at exact moments,
+a loader that fails mid-epoch, a full disk. Every process a test starts is
+bounded in time and killed (with its process group) when the test ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import pandas as pd
+import pytest
+
+from competition.model import load_checkpoint
+
+from helpers import REPO
+
+HOOKS = REPO / "tests" / "fault_hooks"
+
+
+def start(*args: str, env: dict | None = None) -> subprocess.Popen:
+    """`python -m competition ARGS` in its own process group."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.Popen(
+        [sys.executable, "-m", "competition", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str, str]:
+    """Wait (bounded); on a timeout the whole process group is killed and the test fails."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"{proc.args} did not finish within {timeout} s")
+    return proc.returncode, out, err
+
+
+def kill_after(proc: subprocess.Popen, seconds: float) -> str | None:
+    """kill -9 the process group after `seconds`; its stdout, or None if it
+    ended before."""
+    try:
+        proc.wait(timeout=seconds)
+        return None
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.communicate()[0]
+
+
+def epochs_logged(history: Path) -> int:
+    try:
+        return max(0, len(history.read_text().splitlines()) - 1)
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for_epoch(proc: subprocess.Popen, history: Path, timeout: float = 120) -> None:
+    """Until the run logs one more epoch (or ends)."""
+    start_count, deadline = epochs_logged(history), time.monotonic() + timeout
+    while epochs_logged(history) <= start_count and proc.poll() is None:
+        assert time.monotonic() < deadline, "no epoch finished in time"
+        time.sleep(0.02)
+
+
+def hooked(**variables: str) -> dict:
+    """Environment that loads tests/fault_hooks/sitecustomize.py with these settings."""
+    path = os.pathsep.join(filter(None, [str(HOOKS), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path, **variables}
+
+
+def small_args(command: str, data_root, *overrides: str) -> list[str]:
+    args = [command, "--config", "configs/small.yaml", "--set", f"data.root={data_root}"]
+    for override in overrides:
+        args += ["--set", override]
+    return args
+
+
+# --- kill -9 during training ------------------------------------------------------
+
+
+def assert_no_half_written_checkpoint(out: Path) -> None:
+    """Every checkpoint under its final name loads; history has no repeated epoch."""
+    if (out / "best.keras").exists():
+        load_checkpoint(out / "best.keras")
+    for backup in (out / "backup").glob("epoch-*.weights.h5"):
+        with h5py.File(backup, "r") as handle:
+            assert len(handle.keys()) > 0, backup
+    if (out / "history.csv").exists():
+        epochs = pd.read_csv(out / "history.csv").epoch.tolist()
+        assert epochs == list(range(len(epochs))), epochs
+
+
+@pytest.mark.slow
+def test_training_killed_at_random_points_resumes_with_every_epoch_once(
+    small_competition, tmp_path
+):
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    args = small_args(
+        "train", small_competition.data.root, f"runs_dir={tmp_path}", "train.epochs=5"
+    )
+    out = tmp_path / "small" / "fold0"
+    history = out / "history.csv"
+    outputs = []
+    # First during start-up (imports, data, model build), then twice at a
+    # random moment after an epoch of that run has ended: mid-epoch, in the
+    # validation pass, or while a checkpoint or the history is written.
+    proc = start(*args)
+    outputs.append(kill_after(proc, rng.uniform(0.5, 4.0)))
+    assert_no_half_written_checkpoint(out)
+    for _ in range(2):
+        proc = start(*args)
+        wait_for_epoch(proc, history)
+        outputs.append(kill_after(proc, rng.uniform(0.0, 2.0)))
+        assert_no_half_written_checkpoint(out)
+    code, stdout, stderr = finish(start(*args), timeout=300)
+    assert code == 0, f"seed {seed}: {stderr[-3000:]}"
+    killed = [o for o in outputs if o is not None]
+    assert len(killed) >= 2, f"seed {seed}: runs ended before their kill"
+    resumed = [o for o in [*killed, stdout] if "Resuming fold 0 at epoch" in o]
+    assert resumed, f"seed {seed}: no run resumed from a backup"
+    assert pd.read_csv(history).epoch.tolist() == [0, 1, 2, 3, 4], f"seed {seed}"
+    assert (out / "metrics.json").exists()
+    assert_no_half_written_checkpoint(out)
+    assert not [p.name for p in out.rglob(".*") if p.is_file()]  # no temporary file left
+
+
+# --- kill -9 during prediction and submission writing -----------------------------
+
+
+@pytest.fixture
+def predict_run(small_competition, trained, tmp_path):
+    """A private runs folder with fold 0 and a first, good submission."""
+    runs, subs = tmp_path / "runs", tmp_path / "subs"
+    shutil.copytree(trained / "small" / "fold0", runs / "small" / "fold0")
+    args = small_args(
+        "predict",
+        small_competition.data.root,
+        f"runs_dir={runs}",
+        f"predict.submissions_dir={subs}",
+    )
+    code, _, stderr = finish(start(*args), timeout=300)
+    assert code == 0, stderr[-3000:]
+    return args, subs
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """The files a user sees (temporary files are hidden: .name.pid-xxx.tmp)."""
+    return {p.name: p.read_bytes() for p in folder.iterdir() if not p.name.startswith(".")}
+
+
+@pytest.mark.slow
+def test_kill_during_prediction_or_writing_keeps_the_previous_submission(predict_run):
+    args, subs = predict_run
+    good = snapshot(subs)
+    name = next(n for n in good if n != "submission.csv")
+    moments = [
+        f"open:{name}",  # the temporary file was just opened for writing
+        f"rename:{name}",  # complete, about to replace the previous file
+        "rename:submission.csv",  # the named file replaced, the copy not yet
+    ]
+    seed = random.randrange(2**32)
+    delays = [random.Random(seed + i).uniform(2.0, 9.0) for i in range(2)]
+    for moment in moments:
+        code, _, stderr = finish(start(*args, env=hooked(KIT_KILL_ON=moment)), timeout=300)
+        assert code == -signal.SIGKILL, f"{moment}: not killed ({code}): {stderr[-2000:]}"
+        now = snapshot(subs)
+        assert set(now) == set(good), moment
+        if moment == "rename:submission.csv":  # the named file may be the new, whole one
+            assert now["submission.csv"] == good["submission.csv"]
+            assert now[name].count(b"\n") == good[name].count(b"\n")
+        else:
+            assert now == good, moment
+    for delay in delays:
+        kill_after(start(*args), delay)
+        now = snapshot(subs)
+        assert set(now) == set(good), f"seed {seed}"
+        for content in now.values():  # whole files only: the same rows as before
+            assert content.count(b"\n") == good[name].count(b"\n"), f"seed {seed}"
+    code, _, stderr = finish(start(*args), timeout=300)
+    assert code == 0, stderr[-3000:]
+    assert not [p.name for p in subs.iterdir() if p.name.startswith(".")]  # orphans removed
+
+
+# --- a loader that fails mid-epoch ----------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_worker_error_mid_epoch_names_the_image_and_nothing_hangs(
+    small_competition, tmp_path, processes
+):
+    log = tmp_path / "failed_id.txt"
+    args = small_args(
+        "train",
+        small_competition.data.root,
+        f"runs_dir={tmp_path / 'runs'}",
+        "data.source=dicom",
+        "train.workers=2",
+        f"train.use_multiprocessing={str(processes).lower()}",
+    )
+    env = hooked(KIT_FAIL_LOAD="150", KIT_FAIL_LOAD_LOG=str(log))  # past a few batches
+    started = time.monotonic()
+    code, _, stderr = finish(start(*args, env=env), timeout=180)
+    image_id = log.read_text()
+    assert code == 2, stderr[-3000:]
+    assert f"Reading train image {image_id} failed (OSError: [Errno 5] Input/output error" in stderr
+    assert "Traceback" not in stderr
+    assert time.monotonic() - started < 180
+
+
+# --- a full disk ------------------------------------------------------------------
+
+
+def small_tmpfs_works() -> bool:
+    probe = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=1m tmpfs /mnt"],
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not shutil.which("unshare") or not small_tmpfs_works(),
+    reason="needs user + mount namespaces to mount a small tmpfs",
+)
+def test_full_disk_is_a_clear_error_and_the_previous_file_is_intact(
+    small_competition, trained, tmp_path
+):
+    small = tmp_path / "small"
+    small.mkdir()
+    runs = tmp_path / "runs"
+    shutil.copytree(trained / "small" / "fold0", runs / "small" / "fold0")
+    out = tmp_path / "found.json"
+    script = f'mount -t tmpfs -o size=6m tmpfs "{small}" && exec "$@"'
+    driver = [sys.executable, str(REPO / "tests" / "no_space_driver.py")]
+    args = [str(small), str(small_competition.data.root), str(runs), str(out)]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    result = subprocess.run(
+        ["unshare", "-rm", "sh", "-c", script, "sh", *driver, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(out.read_text())
+    for step in found.values():
+        assert "crashed" not in step, step.get("crashed")
+    no_space = "NoSpaceError: No space left on the device writing"
+
+    checkpoint = found["checkpoint"]
+    assert checkpoint["errors"]["best"].startswith(f"{no_space} {small}/fold0/best.keras")
+    assert checkpoint["errors"]["backup"].startswith(no_space)
+    assert checkpoint["intact"] and checkpoint["best_loads_the_good_weights"]
+
+    training = found["training"]
+    assert training["code"] == 2 and "Traceback" not in training["stderr"]
+    assert "No space left on the device writing" in training["stderr"]
+    assert "best.keras" not in training["files"]  # never half-written
+    assert not [name for name in training["files"] if name.startswith(".")]
+
+    cache = found["cache"]
+    assert cache["error"].startswith("CacheError: No space left for the train cache at")
+    assert cache["test_complete"] and cache["test_intact"] and cache["test_served_from_cache"]
+    assert not cache["train_complete"] and cache["train_served_from_dicom"]
+    assert cache["rebuilt"] == "built" and cache["rebuilt_complete"]
+    assert cache["corrupt_after_rebuild"] == []
+
+    submission = found["submission"]
+    assert submission["error"].startswith(no_space)
+    assert submission["intact"]
+    assert not [name for name in submission["names"] if name.startswith(".")]
