@@ -96,5 +96,10 @@ def trim_history(path: Path, start_epoch: int) -> None:
     if start_epoch == 0:
         path.unlink()
         return
-    history = pd.read_csv(path)
-    write_csv_atomic(path, history[history["epoch"] < start_epoch])
+    try:
+        history = pd.read_csv(path)
+    except pd.errors.EmptyDataError:  # killed before Keras wrote the header
+        path.unlink()
+        return
+    epochs = pd.to_numeric(history["epoch"], errors="coerce")  # a row cut short: NaN
+    write_csv_atomic(path, history[epochs < start_epoch])
