@@ -26,7 +26,7 @@ import numpy as np
 from competition.config import AugmentConfig, Config
 from competition.dicom import lenient_uids, read_header
 from competition.fileio import write_text_atomic
-from competition.progress import worker_count
+from competition.workers import worker_count
 
 FLIPS = AugmentConfig(hflip=0.5, vflip=0, rotate=0, scale=0, shift=0, brightness=0, contrast=0)
 TARGETS = {  # ratio name -> minimum

@@ -32,7 +32,6 @@ import json
 import os
 import shutil
 import zlib
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +44,8 @@ from competition.fileio import is_disk_full, write_csv_atomic, write_text_atomic
 from competition.images import DicomSource, input_shape, load_windowed
 from competition.index import read_index
 from competition.layout import Layout
-from competition.progress import Progress, worker_count
+from competition.progress import Progress
+from competition.workers import worker_count, worker_pool
 
 FORMAT_VERSION = 1
 TODO, DONE, UNREADABLE = 0, 1, 2
@@ -236,7 +236,7 @@ def _fill_todo(config: Config, split: str, folder: Path, ids: list[str], workers
     progress = Progress(len(todo), f"cache {split}", unit="images")
     image_dir = Layout.from_config(config).image_dir(split)
     setup = (folder, image_dir, config.preprocess.windows, config.preprocess.image_size)
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=setup) as pool:
+    with worker_pool(workers, initializer=_init_worker, initargs=setup) as pool:
         for rows, crcs, failed in pool.map(_fill, jobs):
             for _, image_id, reason in failed:
                 _record_unreadable(folder, image_id, reason)

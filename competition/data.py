@@ -43,10 +43,11 @@ _WRAPPED = re.compile(r"ImageLoadError: (.+)")
 @contextlib.contextmanager
 def surfacing_load_errors(*generators: DataGenerator):
     """Around fit / predict: an error of a generator's worker comes out as the
-    ImageLoadError naming the image, not as TensorFlow's wrapper of it."""
+    kit's error naming the image (ImageLoadError, CacheError), not as
+    TensorFlow's wrapper of it."""
     try:
         yield
-    except ImageLoadError:
+    except KitError:
         raise
     except Exception as exc:
         for gen in generators:
@@ -89,7 +90,7 @@ class DataGenerator(keras.utils.PyDataset):
         self.epoch = 0
         self.order = self._permutation()
         self.failed: dict[str, str] = {}  # image ID -> why it could not be read
-        self.error: ImageLoadError | None = None  # the first unexpected failure
+        self.error: KitError | None = None  # the first failure that stops the run
         # Where each image sits in a source that reads batches at once (the cache).
         locate = getattr(source, "locate", None)
         self._source_rows = locate(self.image_ids) if locate is not None else None
@@ -196,11 +197,15 @@ class DataGenerator(keras.utils.PyDataset):
         error = ImageLoadError(
             f"Reading {split} image {image_id} failed ({type(exc).__name__}: {exc}); "
             "the run stopped. A bad DICOM file would have been skipped: this is an "
-            "I/O or code error, fix it and run again (training resumes)."
+            "I/O or code error. Fix it and run the command again (training resumes "
+            "from its last completed epoch)."
         )
+        self._remember(error)
+        return error
+
+    def _remember(self, error: KitError) -> None:
         with self._lock:
             self.error = self.error or error
-        return error
 
     def _load_readable(self, row: int) -> tuple[int, np.ndarray]:
         """Training: the next readable sample from `row` on. Inference keeps
@@ -218,6 +223,9 @@ class DataGenerator(keras.utils.PyDataset):
                 with self._lock:
                     self.failed[image_id] = exc.cause
                 log.warning("Unreadable image %s: %s", image_id, exc.cause)
+            except KitError as exc:  # the kit's own message already names the image
+                self._remember(exc)
+                raise
             except Exception as exc:
                 raise self._load_error(image_id, exc) from exc
         if not self.training:

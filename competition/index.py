@@ -4,7 +4,6 @@ in its series, size, and whether the pixels can be read (and why not)."""
 
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,8 @@ from competition.dicom import DicomReadError, read_header
 from competition.errors import KitError
 from competition.fileio import write_csv_atomic
 from competition.layout import SPLITS, Layout, UnsafeIdError, check_image_id
-from competition.progress import Progress, worker_count
+from competition.progress import Progress
+from competition.workers import worker_count, worker_pool
 
 COLUMNS = [
     "image_id",
@@ -82,7 +82,7 @@ def build_index(layout: Layout, workers: int = 0) -> pd.DataFrame:
     progress = Progress(len(jobs), "index", unit="files")
     rows = []
     n = worker_count(workers)
-    with ProcessPoolExecutor(n) as pool:
+    with worker_pool(n) as pool:
         for row in pool.map(_scan_one, jobs, chunksize=max(1, min(256, len(jobs) // (8 * n)))):
             rows.append(row)
             progress.advance()

@@ -3,19 +3,8 @@ scans, synthetic data, caches); Keras shows its own in fit/predict."""
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-
-
-def worker_count(requested: int) -> int:
-    """`0` means every core this process may use."""
-    if requested > 0:
-        return requested
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _clock(seconds: float) -> str:

@@ -14,7 +14,6 @@ import json
 import math
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -31,7 +30,8 @@ from competition.errors import KitError
 from competition.fileio import write_csv_atomic, write_text_atomic
 from competition.labels import LESION_SUBTYPES, SUBTYPES, wide_to_long
 from competition.layout import SPLITS, Layout
-from competition.progress import Progress, worker_count
+from competition.progress import Progress
+from competition.workers import worker_count, worker_pool
 
 GENERATOR_VERSION = 2
 MARKER = "synthetic.json"
@@ -297,7 +297,7 @@ def _render_all(
             rows += write_series(plan, cfg, layout)
             progress.advance(len(plan.image_ids))
     else:
-        with ProcessPoolExecutor(workers) as pool:
+        with worker_pool(workers) as pool:
             jobs = [pool.submit(write_series, plan, cfg, layout) for plan in plans]
             for plan, job in zip(plans, jobs, strict=True):
                 rows += job.result()

@@ -4,7 +4,7 @@ import pytest
 
 from competition.config import Config, load_config
 
-from helpers import REAL_SERIES, REPO
+from helpers import REAL_SERIES, REPO, STARTED, kill_group
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +45,11 @@ def trained(small_competition, tmp_path_factory):
     config = small_config(small_competition.data.root, f"runs_dir={runs}", "train.epochs=1")
     train_folds(config, [0, 1])
     return runs
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind():
+    """Whatever a test started with start_kit is killed, group and all, when it ends."""
+    yield
+    while STARTED:
+        kill_group(STARTED.pop())

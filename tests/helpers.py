@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,41 @@ def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
         text=True,
         **kwargs,
     )
+
+
+STARTED: list[subprocess.Popen] = []  # killed, with their groups, after each test
+
+
+def start_kit(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    """`python -m competition ARGS` in its own process group, output piped."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **(env or {})}
+    kwargs.setdefault("stdout", subprocess.PIPE)
+    kwargs.setdefault("stderr", subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "competition", *args],
+        cwd=REPO,
+        env=env,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
+    STARTED.append(proc)
+    return proc
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    if group_alive(proc.pid):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.wait(timeout=30)
 
 
 def make_dataset(

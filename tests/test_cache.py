@@ -1,11 +1,9 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -20,7 +18,7 @@ from competition.layout import Layout
 from competition.memory import rss_anon_bytes
 
 from conftest import small_config
-from helpers import REPO, cli
+from helpers import cli, group_alive, start_kit
 
 
 def cached_config(base, tmp_path, *overrides):
@@ -114,11 +112,12 @@ def test_killed_build_resumes_and_corrupt_entries_are_redone(many_images):
     folder = split_dir(config, "train")
     args = ["cache", "--config", "configs/small.yaml", "--set", f"data.root={config.data.root}"]
     args += ["--set", "synth.generate=false"]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "competition", *args, "--split", "train", "--workers", "1"],
-        cwd=REPO,
-        env=env,
+    proc = start_kit(
+        *args,
+        "--split",
+        "train",
+        "--workers",
+        "1",
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -129,8 +128,12 @@ def test_killed_build_resumes_and_corrupt_entries_are_redone(many_images):
         if state.exists() and int((np.load(state) == cache.DONE).sum()) >= 200:
             break
         time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(signal.SIGKILL)  # the job's own process, as `kill -9 PID` does
     proc.wait(timeout=30)
+    deadline = time.time() + 10
+    while group_alive(proc.pid):  # its pool workers die with it
+        assert time.time() < deadline, "a cache worker outlived the killed build"
+        time.sleep(0.05)
     assert not (folder / "complete.json").exists()
     assert isinstance(open_source(config, "train"), DicomSource)  # never served unfinished
     state = np.load(folder / "state.npy")

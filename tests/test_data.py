@@ -3,8 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from competition.cache import CacheError
 from competition.config import AugmentConfig
-from competition.data import DataGenerator
+from competition.data import DataGenerator, ImageLoadError, surfacing_load_errors
 from competition.train import make_generator, split_fold
 
 from helpers import IndexSource
@@ -100,3 +101,31 @@ def test_dicom_source_batches_from_the_small_competition(small_competition):
     assert x.min() >= 0 and x.max() <= 255 and x.max() > 200
     assert set(np.unique(y)) <= {0.0, 1.0}
     assert not set(train.image_id) & set(valid.image_id)
+
+
+class FailingSource(IndexSource):
+    """IndexSource whose `ID_7` fails with `error` (not a bad file)."""
+
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+    def load(self, image_id):
+        if image_id == "ID_7":
+            raise self.error
+        return super().load(image_id)
+
+
+def test_loader_errors_that_are_not_bad_files_stop_the_run_naming_the_image():
+    ids = [f"ID_{i}" for i in range(10)]
+    gen = DataGenerator(ids, FailingSource(OSError(5, "Input/output error")), batch_size=4)
+    with pytest.raises(ImageLoadError, match=r"image ID_7 failed \(OSError: \[Errno 5\] Input"):
+        gen[1]
+    assert gen.error is not None and not gen.failed  # not taken for a bad file
+    with pytest.raises(ImageLoadError, match="ID_7"), surfacing_load_errors(gen):
+        raise RuntimeError("what TensorFlow raises in its place")
+    kit_error = CacheError("Image ID_7 is not in the cache at /c")
+    gen = DataGenerator(ids, FailingSource(kit_error), batch_size=4)
+    with pytest.raises(CacheError, match="ID_7 is not in the cache"):
+        gen[1]  # the kit's own message, not wrapped
+    assert gen.error is kit_error

@@ -20,23 +20,9 @@ import pytest
 
 from competition.model import load_checkpoint
 
-from helpers import REPO
+from helpers import REPO, kill_group, start_kit
 
 HOOKS = REPO / "tests" / "fault_hooks"
-
-
-def start(*args: str, env: dict | None = None) -> subprocess.Popen:
-    """`python -m competition ARGS` in its own process group."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.Popen(
-        [sys.executable, "-m", "competition", *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
 
 
 def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str, str]:
@@ -44,8 +30,7 @@ def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str, str]:
     try:
         out, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        kill_group(proc)
         pytest.fail(f"{proc.args} did not finish within {timeout} s")
     return proc.returncode, out, err
 
@@ -58,7 +43,7 @@ def kill_after(proc: subprocess.Popen, seconds: float) -> str | None:
         return None
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        return proc.communicate()[0]
+        return proc.communicate(timeout=30)[0]
 
 
 def epochs_logged(history: Path) -> int:
@@ -124,16 +109,16 @@ def test_training_killed_at_random_points_resumes_with_every_epoch_once(
     # random moment of the third epoch a run trains (timed by the second):
     # mid-batch, in the validation pass, or while a checkpoint or the
     # history is being written.
-    proc = start(*args)
+    proc = start_kit(*args)
     outputs.append(kill_after(proc, rng.uniform(0.5, 4.0)))
     assert_no_half_written_checkpoint(out)
     for _ in range(2):
-        proc = start(*args)
+        proc = start_kit(*args)
         wait_for_epoch(proc, history)
         epoch_seconds = wait_for_epoch(proc, history)
         outputs.append(kill_after(proc, rng.uniform(0.0, epoch_seconds)))
         assert_no_half_written_checkpoint(out)
-    code, stdout, stderr = finish(start(*args), timeout=300)
+    code, stdout, stderr = finish(start_kit(*args), timeout=300)
     assert code == 0, f"seed {seed}: {stderr[-3000:]}"
     killed = [o for o in outputs if o is not None]
     assert len(killed) >= 2, f"seed {seed}: runs ended before their kill"
@@ -159,7 +144,7 @@ def predict_run(small_competition, trained, tmp_path):
         f"runs_dir={runs}",
         f"predict.submissions_dir={subs}",
     )
-    code, _, stderr = finish(start(*args), timeout=300)
+    code, _, stderr = finish(start_kit(*args), timeout=300)
     assert code == 0, stderr[-3000:]
     return args, subs
 
@@ -182,7 +167,7 @@ def test_kill_during_prediction_or_writing_keeps_the_previous_submission(predict
     seed = fault_seed()
     delays = [random.Random(seed + i).uniform(2.0, 9.0) for i in range(2)]
     for moment in moments:
-        code, _, stderr = finish(start(*args, env=hooked(KIT_KILL_ON=moment)), timeout=300)
+        code, _, stderr = finish(start_kit(*args, env=hooked(KIT_KILL_ON=moment)), timeout=300)
         assert code == -signal.SIGKILL, f"{moment}: not killed ({code}): {stderr[-2000:]}"
         now = snapshot(subs)
         assert set(now) == set(good), moment
@@ -192,12 +177,12 @@ def test_kill_during_prediction_or_writing_keeps_the_previous_submission(predict
         else:
             assert now == good, moment
     for delay in delays:
-        kill_after(start(*args), delay)
+        kill_after(start_kit(*args), delay)
         now = snapshot(subs)
         assert set(now) == set(good), f"seed {seed}"
         for content in now.values():  # whole files only: the same rows as before
             assert content.count(b"\n") == good[name].count(b"\n"), f"seed {seed}"
-    code, _, stderr = finish(start(*args), timeout=300)
+    code, _, stderr = finish(start_kit(*args), timeout=300)
     assert code == 0, stderr[-3000:]
     assert not [p.name for p in subs.iterdir() if p.name.startswith(".")]  # orphans removed
 
@@ -221,7 +206,7 @@ def test_worker_error_mid_epoch_names_the_image_and_nothing_hangs(
     )
     env = hooked(KIT_FAIL_LOAD="150", KIT_FAIL_LOAD_LOG=str(log))  # past a few batches
     started = time.monotonic()
-    code, _, stderr = finish(start(*args, env=env), timeout=180)
+    code, _, stderr = finish(start_kit(*args, env=env), timeout=180)
     image_id = log.read_text()
     assert code == 2, stderr[-3000:]
     assert f"Reading train image {image_id} failed (OSError: [Errno 5] Input/output error" in stderr

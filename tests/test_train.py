@@ -15,7 +15,7 @@ from competition.index import MissingTableError
 from competition.train import fold_dir, split_fold, train_fold
 
 from conftest import small_config
-from helpers import REPO, cli
+from helpers import REPO, cli, start_kit
 
 
 def run_config(base, tmp_path, *overrides):
@@ -65,14 +65,7 @@ def test_killed_run_resumes_at_the_epoch_it_reached(small_competition, tmp_path)
         "train.epochs=4",
     ]
     out = tmp_path / "runs" / "small" / "fold0"
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "competition", *args],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_kit(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (out / "backup" / "epoch-0002.weights.h5").exists():
         assert proc.poll() is None and time.time() < deadline, "training ended before epoch 2"
