@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -31,6 +32,26 @@ def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
         text=True,
         **kwargs,
     )
+
+
+def run_checked(argv: list[str], timeout: float, **env: str) -> subprocess.CompletedProcess:
+    """Run `argv` in the repository, bounded; a non-zero exit fails the test
+    with the end of its stderr."""
+    result = subprocess.run(
+        argv,
+        cwd=REPO,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def last_json(result: subprocess.CompletedProcess):
+    """What a test script printed as JSON on its last line."""
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 STARTED: list[subprocess.Popen] = []  # killed, with their groups, after each test

@@ -5,9 +5,7 @@ folder; bad configs; model files that carry code."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -30,7 +28,7 @@ from competition.predict import predict_and_submit
 from competition.submission import read_sample, sample_image_ids, validate_file
 
 from conftest import small_config
-from helpers import REPO, cli, reencode, write_dataset
+from helpers import REPO, cli, last_json, reencode, run_checked, write_dataset
 
 # --- damaged DICOM files through every stage --------------------------------
 
@@ -279,17 +277,9 @@ def test_image_ids_that_could_leave_the_data_folder_are_never_opened(tmp_path):
     secret = tmp_path / "secret"
     secret.mkdir()
     (secret / "ID_secret1.dcm").write_bytes(b"not to be read")
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run(
-        [sys.executable, "-c", ESCAPES, str(tmp_path), str(secret)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    report = last_json(
+        run_checked([sys.executable, "-c", ESCAPES, str(tmp_path), str(secret)], 120)
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["opened"] == []  # the audit hook saw no open of the outside file
     for what, outcome in report["outcomes"]:
         if what == "sample":

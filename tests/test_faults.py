@@ -20,7 +20,7 @@ import pytest
 
 from competition.model import load_checkpoint
 
-from helpers import REPO, kill_group, start_kit
+from helpers import REPO, kill_group, run_checked, start_kit
 
 HOOKS = REPO / "tests" / "fault_hooks"
 
@@ -241,16 +241,7 @@ def test_full_disk_is_a_clear_error_and_the_previous_file_is_intact(
     script = f'mount -t tmpfs -o size=6m tmpfs "{small}" && exec "$@"'
     driver = [sys.executable, str(REPO / "tests" / "no_space_driver.py")]
     args = [str(small), str(small_competition.data.root), str(runs), str(out)]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run(
-        ["unshare", "-rm", "sh", "-c", script, "sh", *driver, *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_checked(["unshare", "-rm", "sh", "-c", script, "sh", *driver, *args], 400)
     found = json.loads(out.read_text())
     for step in found.values():
         assert "crashed" not in step, step.get("crashed")

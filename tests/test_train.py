@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from competition.index import MissingTableError
 from competition.train import fold_dir, split_fold, train_fold
 
 from conftest import small_config
-from helpers import REPO, cli, start_kit
+from helpers import REPO, cli, last_json, run_checked, start_kit
 
 
 def run_config(base, tmp_path, *overrides):
@@ -152,17 +151,8 @@ print(json.dumps({"replicas": strategy.num_replicas_in_sync, "seen": seen,
 
 @pytest.mark.slow
 def test_mirrored_strategy_on_two_cpu_devices_sees_each_sample_once_per_epoch():
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(REPO / "tests")}
-    result = subprocess.run(
-        [sys.executable, "-c", MIRRORED],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    result = run_checked([sys.executable, "-c", MIRRORED], 300, PYTHONPATH=str(REPO / "tests"))
+    report = last_json(result)
     assert report["replicas"] == 2
     n, text = 37, ",".join(map(str, report["seen"]))
     # Loads between epoch-begin markers (-1); Keras reads one pass ahead of
