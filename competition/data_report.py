@@ -27,6 +27,7 @@ import pandas as pd
 
 from competition.config import Config
 from competition.fileio import write_text_atomic
+from competition.index import read_index
 from competition.layout import SPLITS, Layout, run_dir
 
 STAGES = ("index", "labels", "cache", "training", "prediction")
@@ -36,8 +37,8 @@ _SHOWN = 5  # IDs printed per reason
 def _index_stage(layout: Layout) -> list[dict]:
     if not layout.index_csv.is_file():
         return []
-    index = pd.read_csv(layout.index_csv, dtype=str, keep_default_na=False)
-    bad = index[index["readable"].str.lower() != "true"]
+    index = read_index(layout)
+    bad = index[~index["readable"]]
     return [
         {"image_id": r.image_id, "split": r.split, "reason": r.reason}
         for r in bad.itertuples(index=False)
