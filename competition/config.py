@@ -1,9 +1,14 @@
-"""Typed configuration: dataclasses, YAML files that extend each other, and
-`--set key=value` overrides, all checked before any work starts.
+"""Typed configuration: frozen dataclasses, YAML files that extend each
+other, and `--set key=value` overrides, all checked before the work starts.
 
 A config file is a YAML mapping of sections; `extends: parent.yaml` (relative
-to the file) names the file it changes. Keys are handled flat (`train.epochs`)
-so that merging, overriding and error messages all speak the same dotted names.
+to the file) names the file it changes. Keys are handled flat
+(`train.epochs`, `task.metric.name`) so that merging, overriding and error
+messages all speak the same dotted names. Two kinds of leaf hold structure:
+lists of records (`task.heads`: each item a mapping checked field by field,
+errors naming `task.heads[1].kind`) and mappings with free keys
+(`synth.prevalence`, overridable one key at a time:
+`--set synth.prevalence.<label>=0.01`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,12 +25,16 @@ from typing import Any, Literal
 
 import yaml
 
-from competition.errors import KitError
+from competition.data.windows import DEFAULT_WINDOWS
+from competition.errors import ConfigError
 from competition.fileio import write_text_atomic
+from competition.inference.ensemble import ENSEMBLE_METHODS, PROBABILITY_ONLY
+from competition.inference.tta import TTA_VIEWS
+from competition.task import TaskSpec, check_task, check_task_files
+from competition.training.backbones import BACKBONE_NAMES
 
-
-class ConfigError(KitError, ValueError):
-    """A config file or override that does not fit the schema."""
+__all__ = ["Config", "ConfigError", "check_fold", "load_config"]
+ENSEMBLES = tuple(ENSEMBLE_METHODS)
 
 
 def knob(
@@ -41,28 +51,15 @@ def _copy(value: Any) -> Any:
     return yaml.safe_load(yaml.safe_dump(value))
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
-    root: str = "data/rsna-intracranial-hemorrhage-detection"
-    train_dir: str = "stage_2_train"
-    test_dir: str = "stage_2_test"
-    train_csv: str = "stage_2_train.csv"
-    sample_submission: str = "stage_2_sample_submission.csv"
+    root: str = "data/competition"
     workers: int = knob(0, ge=0)
     source: Literal["auto", "cache", "dicom"] = "auto"
     cache_dir: str = "cache"
 
 
-@dataclass
-class PrevalenceConfig:
-    epidural: float = knob(0.006, ge=0, le=0.5)
-    intraparenchymal: float = knob(0.05, ge=0, le=0.5)
-    intraventricular: float = knob(0.035, ge=0, le=0.5)
-    subarachnoid: float = knob(0.047, ge=0, le=0.5)
-    subdural: float = knob(0.063, ge=0, le=0.5)
-
-
-@dataclass
+@dataclass(frozen=True)
 class SynthConfig:
     generate: bool = False
     seed: int = 0
@@ -72,26 +69,23 @@ class SynthConfig:
     slices_per_series: list[int] = knob([20, 40])
     image_size: int = knob(512, ge=32)
     test_fraction: float = knob(0.2, ge=0, le=0.9)
-    noise_hu: float = knob(6.0, ge=0)
-    prevalence: PrevalenceConfig = field(default_factory=PrevalenceConfig)
+    noise_hu: float = knob(5.0, ge=0)
+    prevalence: dict[str, float] = knob({})
 
 
-@dataclass
+@dataclass(frozen=True)
 class PreprocessConfig:
-    windows: list[list[float]] = knob([[40, 80], [80, 200], [40, 380]])
+    windows: list[list[float]] = knob([list(w) for w in DEFAULT_WINDOWS])
     image_size: int = knob(256, ge=8)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FoldsConfig:
     k: int = knob(5, ge=2)
     seed: int = 42
-    stratify: Literal[
-        "epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any"
-    ] = "any"
 
 
-@dataclass
+@dataclass(frozen=True)
 class AugmentConfig:
     hflip: float = knob(0.5, ge=0, le=1)
     vflip: float = knob(0.0, ge=0, le=1)
@@ -102,17 +96,15 @@ class AugmentConfig:
     contrast: float = knob(0.1, ge=0, le=1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
-    backbone: Literal[
-        "efficientnet_b0", "efficientnetv2_b0", "resnet50", "convnext_tiny", "tiny_cnn"
-    ] = "efficientnet_b0"
+    backbone: Literal[BACKBONE_NAMES] = "efficientnet_b0"
     weights: str | None = None
     dropout: float = knob(0.2, ge=0, le=0.9)
     safe_mode: bool = True
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = knob(4, ge=1)
     batch_size: int = knob(32, ge=1)
@@ -131,21 +123,19 @@ class TrainConfig:
     steps_per_execution: int = knob(1, ge=1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class PredictConfig:
     folds: list[int] | None = None
-    tta: list[Literal["identity", "hflip", "vflip", "hvflip"]] = knob(["identity", "hflip"])
-    ensemble: Literal["mean", "geometric", "rank"] = "mean"
+    tta: list[Literal[TTA_VIEWS]] = knob(["identity", "hflip"])
+    ensemble: Literal[ENSEMBLES] = "mean"
     batch_size: int = knob(64, ge=1)
-    clip: float = knob(1e-4, gt=0, le=0.1)
-    any_consistency: bool = True
     submissions_dir: str = "submissions"
 
 
-@dataclass
+@dataclass(frozen=True)
 class KaggleConfig:
     username: str | None = None
-    competition: str = "rsna-intracranial-hemorrhage-detection"
+    competition: str | None = None
     dataset_slug: str | None = None
     kernel_slug: str | None = None
     enable_gpu: bool = True
@@ -155,11 +145,12 @@ class KaggleConfig:
     build_dir: str = "build/kaggle"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     experiment: str = "base"
     seed: int = 42
     runs_dir: str = "runs"
+    task: TaskSpec = field(default_factory=TaskSpec)
     data: DataConfig = field(default_factory=DataConfig)
     synth: SynthConfig = field(default_factory=SynthConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -205,12 +196,37 @@ def _schema(cls: type = Config, prefix: str = "") -> dict[str, _Leaf]:
 SCHEMA = _schema()
 
 
+def _is_mapping(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is dict
+
+
+def _record_type(annotation: Any) -> type | None:
+    """The dataclass of a list-of-records leaf (`list[Head]`), else None."""
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is list and args and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
+
+
 def _type_name(annotation: Any) -> str:
-    origin = typing.get_origin(annotation)
+    """How an error message says what a key expects."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is Literal:
-        return "one of " + ", ".join(map(repr, typing.get_args(annotation)))
-    if origin in (list, types.UnionType, typing.Union):
-        return str(annotation).replace("typing.", "")
+        return "one of " + ", ".join(map(repr, args))
+    if _record_type(annotation):
+        names = [f.name for f in dataclasses.fields(_record_type(annotation))]
+        return f"a list of mappings with keys {', '.join(names)}"
+    if origin is list:
+        inner = args[0]
+        if typing.get_origin(inner) is Literal:
+            return "a list of values among " + ", ".join(map(repr, typing.get_args(inner)))
+        return f"a list of {_type_name(inner)}"
+    if origin is dict:
+        return f"a mapping of {_type_name(args[0])} to {_type_name(args[1])}"
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_type_name(a) for a in args)
+    if annotation is type(None):
+        return "null"
     return annotation.__name__
 
 
@@ -223,6 +239,13 @@ def _fits(value: Any, annotation: Any) -> bool:
     if origin is list:
         (item,) = typing.get_args(annotation)
         return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if origin is dict:
+        key_type, value_type = typing.get_args(annotation)
+        return isinstance(value, dict) and all(
+            _fits(k, key_type) and _fits(v, value_type) for k, v in value.items()
+        )
+    if dataclasses.is_dataclass(annotation):
+        return isinstance(value, annotation)
     if annotation is type(None):
         return value is None
     if annotation is float:
@@ -246,40 +269,101 @@ def _range_error(value: Any, meta: typing.Mapping[str, Any]) -> str | None:
     return None
 
 
-def check_value(key: str, value: Any, source: str) -> Any:
-    """Return `value` converted to the field's type, or raise ConfigError."""
-    if key not in SCHEMA:
-        close = difflib.get_close_matches(key, SCHEMA, n=3)
-        section = key.split(".")[0] + "."
-        known = [k for k in SCHEMA if k.startswith(section)] or sorted(SCHEMA)
-        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+def _floats(value: Any, annotation: Any) -> Any:
+    """Ints where the type says float (YAML reads `2` as an int)."""
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    origin = typing.get_origin(annotation)
+    if origin in (types.UnionType, typing.Union):
+        if value is None:
+            return value
+        (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _floats(value, inner)
+    if origin is list and isinstance(value, list):
+        (item,) = typing.get_args(annotation)
+        return [_floats(v, item) for v in value]
+    if origin is dict and isinstance(value, dict):
+        return {k: _floats(v, typing.get_args(annotation)[1]) for k, v in value.items()}
+    return value
+
+
+def _record(cls: type, key: str, value: Any, source: str) -> Any:
+    """One item of a list-of-records leaf, checked field by field."""
+    if not isinstance(value, dict):
         raise ConfigError(
-            f"Unknown config key '{key}' (from {source}).{hint} Known keys: {', '.join(known)}"
+            f"Config key '{key}' expects a mapping. Received: {value!r} "
+            f"({type(value).__name__}, from {source})"
         )
-    leaf = SCHEMA[key]
-    if not _fits(value, leaf.annotation):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in value:
+        if name not in fields:
+            raise ConfigError(
+                f"Unknown config key '{key}.{name}' (from {source}). "
+                f"Known keys: {', '.join(fields)}"
+            )
+    missing = [
+        n
+        for n, f in fields.items()
+        if n not in value
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ConfigError(f"Config key '{key}' needs {', '.join(missing)} (from {source})")
+    checked = {
+        name: _checked(f"{key}.{name}", item, hints[name], fields[name].metadata, source)
+        for name, item in value.items()
+    }
+    return cls(**checked)
+
+
+def _checked(key: str, value: Any, annotation: Any, meta: typing.Mapping, source: str) -> Any:
+    """`value` converted to the type, or a ConfigError naming the key."""
+    record = _record_type(annotation)
+    if record is not None and isinstance(value, list):
+        return [_record(record, f"{key}[{i}]", item, source) for i, item in enumerate(value)]
+    if not _fits(value, annotation):
         raise ConfigError(
-            f"Config key '{key}' expects {_type_name(leaf.annotation)}. "
+            f"Config key '{key}' expects {_type_name(annotation)}. "
             f"Received: {value!r} ({type(value).__name__}, from {source})"
         )
-    expected = _range_error(value, leaf.meta)
+    expected = _range_error(value, meta)
     if expected:
         raise ConfigError(
             f"Config key '{key}' must be {expected}. Received: {value!r} (from {source})"
         )
-    if leaf.annotation is float:
-        return float(value)
-    return value
+    return _floats(value, annotation)
+
+
+def _unknown_key(key: str, source: str) -> ConfigError:
+    close = difflib.get_close_matches(key, SCHEMA, n=3)
+    section = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    known = [k for k in SCHEMA if k.startswith(section)] or sorted(SCHEMA)
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    return ConfigError(
+        f"Unknown config key '{key}' (from {source}).{hint} Known keys: {', '.join(known)}"
+    )
+
+
+def check_value(key: str, value: Any, source: str) -> Any:
+    """Return `value` converted to the field's type, or raise ConfigError."""
+    if key not in SCHEMA:
+        raise _unknown_key(key, source)
+    leaf = SCHEMA[key]
+    return _checked(key, value, leaf.annotation, leaf.meta, source)
 
 
 # --- files and overrides ----------------------------------------------------
 
 
 def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Dotted keys down to the schema's leaves (a mapping leaf stays whole)."""
     flat: dict[str, Any] = {}
     for key, value in mapping.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
+        leaf = SCHEMA.get(dotted)
+        if isinstance(value, dict) and not (leaf and _is_mapping(leaf.annotation)):
             flat.update(_flatten(value, dotted + "."))
         else:
             flat[dotted] = value
@@ -314,19 +398,49 @@ def _read_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, tuple[Any,
         if not isinstance(parent, str):
             raise ConfigError(f"'extends' in {path} must be a file name. Received: {parent!r}")
         values = _read_chain(path.parent / parent, (*seen, path))
-    values.update({k: (v, str(path)) for k, v in _flatten(data).items()})
+    for key, value in _flatten(data).items():
+        _merge(values, key, value, str(path))
     return values
 
 
+_ITEM_FIELD = re.compile(r"(?P<leaf>.+)\[(?P<index>\d+)\]\.(?P<field>\w+)")
+
+
+def _merge(values: dict[str, tuple[Any, str]], key: str, value: Any, source: str) -> None:
+    """Set `key`. A key below a mapping leaf (`synth.prevalence.x`) sets one
+    entry; `leaf[i].field` (`task.heads[0].columns`) sets one field of one record."""
+    parent, _, name = key.rpartition(".")
+    leaf = SCHEMA.get(parent)
+    item = _ITEM_FIELD.fullmatch(key)
+    if key not in SCHEMA and leaf is not None and _is_mapping(leaf.annotation):
+        mapping = dict(values.get(parent, ({}, source))[0] or {})
+        mapping[name] = value
+        values[parent] = (mapping, source)
+    elif item and item["leaf"] in SCHEMA and _record_type(SCHEMA[item["leaf"]].annotation):
+        records = list(values.get(item["leaf"], ([], source))[0] or [])
+        index = int(item["index"])
+        if index >= len(records) or not isinstance(records[index], dict):
+            raise ConfigError(
+                f"Config key '{key}' ({source}): '{item['leaf']}' has {len(records)} entries, "
+                f"so there is no [{index}]"
+            )
+        records[index] = {**records[index], item["field"]: value}
+        values[item["leaf"]] = (records, source)
+    else:
+        values[key] = (value, source)
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """`section.key=value` -> (key, YAML-parsed value)."""
+    """`section.key=value` -> (key, YAML-parsed value). A value YAML cannot
+    parse is the plain string it is (`{split_dir}/{image_id}.png`); the
+    key's type check still applies."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"An override must look like section.key=value. Received: {text!r}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"Override {text!r}: the value is not valid YAML ({exc})") from None
+    except yaml.YAMLError:
+        value = raw.strip()
     return key.strip(), value
 
 
@@ -366,15 +480,21 @@ def _build(cls: type, values: dict[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Read `path` (default configs/default.yaml) and its parents, apply
-    `section.key=value` overrides, and check every value."""
+def read_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """The config `path` (default configs/default.yaml) and its parents with
+    `section.key=value` overrides, every value type-checked; the checks that
+    span several keys are `validate`'s."""
     chain = _read_chain(Path(path) if path else default_config_path())
     for text in overrides:
         key, value = parse_override(text)
-        chain[key] = (value, f"--set {text}")
+        _merge(chain, key, value, f"--set {text}")
     checked = {key: check_value(key, value, source) for key, (value, source) in chain.items()}
-    config = _build(Config, _unflatten(checked))
+    return _build(Config, _unflatten(checked))
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """read_config, then every check that spans keys (and the task's files)."""
+    config = read_config(path, overrides)
     validate(config)
     return config
 
@@ -409,3 +529,12 @@ def validate(config: Config) -> None:
                 "Config key 'preprocess.windows' expects [center, width] pairs with width > 0. "
                 f"Received: {config.preprocess.windows!r}"
             )
+    check_task(config.task)
+    if config.predict.ensemble in PROBABILITY_ONLY and not all(
+        head.probabilities for head in config.task.heads
+    ):
+        raise ConfigError(
+            f"Config key 'predict.ensemble' cannot be {config.predict.ensemble}: it averages "
+            "log-odds, and the task has a regression (ordinal) head. Use mean or rank."
+        )
+    check_task_files(config.task, Path(config.data.root))

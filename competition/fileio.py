@@ -31,7 +31,7 @@ def no_space_error(path: str | Path) -> NoSpaceError:
     error = NoSpaceError(
         f"No space left on the device writing {path}. Files are written under a temporary "
         "name and renamed only when complete, so nothing was half-written and the previous "
-        f"file, if any, is intact. Free some space on {Path(path).parent} (or point the "
+        f"file, if there was one, is intact. Free some space on {Path(path).parent} (or point the "
         "config's folder for it at another disk) and run the command again"
     )
     error.errno = errno.ENOSPC

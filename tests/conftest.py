@@ -14,6 +14,11 @@ def real_series():
     return REAL_SERIES
 
 
+# What the shared trained folds were trained with: a config that uses them says so too
+# (a fold is only predicted with, or reused, under the config that made it).
+TRAINED_WITH = ("train.epochs=1",)
+
+
 def small_config(root, *overrides: str) -> Config:
     return load_config(REPO / "configs" / "small.yaml", [f"data.root={root}", *overrides])
 
@@ -21,17 +26,10 @@ def small_config(root, *overrides: str) -> Config:
 @pytest.fixture(scope="session")
 def small_competition(tmp_path_factory) -> Config:
     """The `small` synthetic preset, written, indexed and folded once per session."""
-    from competition import synthetic
-    from competition.folds import write_folds
-    from competition.index import read_index, write_index
-    from competition.labels import read_labels
-    from competition.layout import Layout
+    from competition.data.prepare import ensure_data
 
     config = small_config(tmp_path_factory.mktemp("small") / "competition")
-    synthetic.generate(config)
-    layout = Layout.from_config(config)
-    write_index(layout, workers=2)
-    write_folds(layout, read_labels(layout.train_csv), read_index(layout), config.folds)
+    ensure_data(config)
     return config
 
 
@@ -39,10 +37,10 @@ def small_competition(tmp_path_factory) -> Config:
 def trained(small_competition, tmp_path_factory):
     """A runs folder with folds 0 and 1 of the small preset trained, one epoch
     each (fold 2 left untrained). Tests that write into it copy it first."""
-    from competition.train import train_folds
+    from competition.training.fit import train_folds
 
     runs = tmp_path_factory.mktemp("runs")
-    config = small_config(small_competition.data.root, f"runs_dir={runs}", "train.epochs=1")
+    config = small_config(small_competition.data.root, f"runs_dir={runs}", *TRAINED_WITH)
     train_folds(config, [0, 1])
     return runs
 

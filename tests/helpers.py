@@ -14,8 +14,9 @@ import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from competition.dicom import DicomReadError, lenient_uids
+from competition.data.dicom import DicomReadError, lenient_uids
 from competition.layout import Layout
+from competition.task import TaskSpec
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_SERIES = REPO.parent / "shared" / "data" / "rsna_sample_series"
@@ -167,7 +168,7 @@ class IndexSource:
     which samples a generator delivers; IDs in `bad` are unreadable."""
 
     shape = (4, 4, 3)
-    layout = Layout("unused")
+    layout = Layout("unused", TaskSpec())
 
     def __init__(self, bad=(), seen=None):
         self.bad, self.seen = set(bad), seen

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from conftest import small_config
+from conftest import TRAINED_WITH, small_config
 
 SMALL, DATA, RUNS, OUT = (Path(p) for p in sys.argv[1:5])
 FILLER = SMALL / "filler"
@@ -67,13 +67,13 @@ def checkpoint() -> dict:
     import keras
     import numpy as np
 
-    from competition.callbacks import BestCheckpoint, EpochBackup
-    from competition.model import load_checkpoint
+    from competition.training.callbacks import BestCheckpoint, EpochBackup
+    from competition.training.model import load_checkpoint
 
     folder = SMALL / "fold0"
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6)])
     model.compile("adam", "mse")
-    best, backup = BestCheckpoint(folder / "best.keras", "val", np.inf), EpochBackup(folder / "b")
+    best, backup = BestCheckpoint(folder / "best.keras", "val"), EpochBackup(folder / "b")
     for callback in (best, backup):
         callback.set_model(model)
         callback.on_epoch_end(0, {"val": 1.0})
@@ -101,7 +101,7 @@ def training() -> dict:
     import contextlib
     import io
 
-    from competition.__main__ import main
+    from competition.cli import main
 
     fill(leave=48 * 1024)  # room for config and history, not for the checkpoint
     args = ["train", "--config", "configs/small.yaml", "--set", f"data.root={DATA}"]
@@ -119,8 +119,8 @@ def training() -> dict:
 
 
 def cache() -> dict:
-    from competition.cache import CacheSource, build, is_complete, open_source, split_dir, verify
-    from competition.images import DicomSource
+    from competition.data.cache import CacheSource, build, is_complete, split_dir, verify
+    from competition.data.sources import ImageSource, open_source
 
     config = small_config(DATA, f"data.cache_dir={SMALL / 'cache'}")
     build(config, ["test"])
@@ -134,7 +134,7 @@ def cache() -> dict:
         "test_intact": digests(test_folder) == before,
         "test_served_from_cache": isinstance(open_source(config, "test"), CacheSource),
         "train_complete": is_complete(config, "train"),
-        "train_served_from_dicom": isinstance(served, DicomSource),
+        "train_served_from_dicom": isinstance(served, ImageSource),
     }
     free()
     rebuilt = build(config, ["train"])[0]
@@ -148,10 +148,12 @@ def cache() -> dict:
 
 
 def submission() -> dict:
-    from competition.predict import predict_and_submit
+    from competition.inference.predict import predict_and_submit
 
     subs = SMALL / "subs"
-    config = small_config(DATA, f"runs_dir={RUNS}", f"predict.submissions_dir={subs}")
+    config = small_config(
+        DATA, f"runs_dir={RUNS}", f"predict.submissions_dir={subs}", *TRAINED_WITH
+    )
     predict_and_submit(config)
     before = digests(subs)
     fill()

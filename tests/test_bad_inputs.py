@@ -18,14 +18,14 @@ import pytest
 from pydicom.encaps import encapsulate
 from pydicom.uid import MPEG2MPML, RLELossless
 
-from competition.__main__ import main
-from competition.dicom import load_hu
-from competition.images import load_windowed
-from competition.labels import SUBTYPES, read_labels
+from competition.cli import main
+from competition.data.dicom import load_hu
+from competition.data.labels import read_labels
+from competition.data.preprocess import load_windowed
+from competition.inference.predict import predict_and_submit
+from competition.inference.submission import read_sample, validate_file
 from competition.layout import Layout
-from competition.model import ModelError
-from competition.predict import predict_and_submit
-from competition.submission import read_sample, sample_image_ids, validate_file
+from competition.training.model import ModelError
 
 from conftest import small_config
 from helpers import REPO, cli, last_json, reencode, run_checked, write_dataset
@@ -117,8 +117,8 @@ def damaged(small_competition, tmp_path_factory):
     ]
     config = small_config(root, *overrides)
     layout = Layout.from_config(config)
-    train_ids = read_labels(layout.train_csv).index.tolist()
-    test_ids = sample_image_ids(read_sample(layout.sample_submission))
+    train_ids = read_labels(config.task, layout.train_csv).index.tolist()
+    test_ids = read_sample(config.task, layout.sample_submission).images()
     damage = {}  # (split, image ID) -> damage
     for offset, harm in enumerate([*UNREADABLE, *SAME_IMAGE, other_size]):
         damage["train", train_ids[5 * offset + 3]] = harm
@@ -148,7 +148,7 @@ def test_every_stage_goes_on_past_bad_files(damaged):
     assert "images left out of the folds" in runs["train"].stdout  # the label warning
     for command in ("train", "predict"):
         assert "Data report (" in runs[command].stdout
-    assert "unreadable test images were given the training prevalence" in runs["predict"].stdout
+    assert "unreadable test images were given the training mean" in runs["predict"].stdout
 
 
 def test_data_report_lists_each_bad_file_with_its_stage_and_reason(damaged):
@@ -181,7 +181,7 @@ def test_data_report_lists_each_bad_file_with_its_stage_and_reason(damaged):
 
 
 def test_readable_variants_give_the_same_model_input(damaged):
-    from competition.cache import open_source
+    from competition.data.sources import open_source
 
     config, damage, expected, _, _ = damaged
     sources = {split: open_source(config, split) for split in ("train", "test")}
@@ -197,10 +197,10 @@ def test_bad_test_images_get_the_training_prevalence_in_a_valid_submission(damag
     config, damage, _, _, _ = damaged
     layout = Layout.from_config(config)
     summary = json.loads((Path(config.runs_dir) / "small" / "predict.json").read_text())
-    problems, rows = validate_file(summary["submission"], layout.sample_submission)
-    assert problems == [] and rows == len(read_sample(layout.sample_submission))
+    problems, rows = validate_file(config.task, summary["submission"], layout.sample_submission)
+    assert problems == [] and rows == len(read_sample(config.task, layout.sample_submission).ids)
     preds = pd.read_csv(summary["test_preds"], index_col="image_id")
-    fallback = list(summary["fallback_prevalence"].values())
+    fallback = list(summary["fallback"].values())
     for (split, image_id), harm in damage.items():
         if split == "test" and harm in UNREADABLE:
             np.testing.assert_allclose(preds.loc[image_id].to_numpy(), fallback, rtol=1e-5)
@@ -227,7 +227,8 @@ def test_label_rows_that_do_not_fit_stop_train_naming_the_line(small_competition
         timeout=120,
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"{labels}: labels must be 0 or 1. Received: line 8" in result.stderr
+    assert f"{labels}: labels of " in result.stderr
+    assert "must be one of 0, 1. Received: line 8" in result.stderr
     assert not (tmp_path / "runs").exists()
 
 
@@ -241,14 +242,16 @@ opened = []
 sys.addaudithook(lambda event, args: opened.append(str(args[0]))
                  if event == "open" and secret in str(args[0]) else None)
 
-from competition.data import DataGenerator
-from competition.folds import read_folds
-from competition.images import DicomSource
-from competition.layout import Layout
-from competition.submission import read_sample
+from competition.config import load_config
+from competition.data.folds import read_folds
+from competition.data.generator import DataGenerator
+from competition.data.sources import ImageSource
+from competition.inference.submission import read_sample
+from competition.layout import ImagePaths, Layout
 
-layout = Layout(root / "data")
-source = DicomSource(layout, "train", [[40, 80]], 32)
+task = load_config("configs/rsna_ich.yaml").task
+layout = Layout(root / "data", task)
+source = ImageSource(ImagePaths(layout, "train"), [[40, 80]], 32)
 ids = ["../secret/ID_secret1", str(root / "secret" / "ID_secret1"), "secret/ID_secret1",
        "..", ".ID_secret1", "ID_secret1\0", "ID_sec\\ret1", ""]
 outcomes = []
@@ -267,7 +270,7 @@ for image_id in ids:
         attempt(f"folds {image_id!r}", lambda: read_folds(layout))
 sample = layout.root / "sample.csv"
 sample.write_text("ID,Label\nID_../secret/ID_secret1_any,0.5\n")
-attempt("sample", lambda: read_sample(sample))
+attempt("sample", lambda: read_sample(task, sample))
 print(json.dumps({"opened": opened, "outcomes": outcomes}))
 """
 
@@ -283,7 +286,7 @@ def test_image_ids_that_could_leave_the_data_folder_are_never_opened(tmp_path):
     assert report["opened"] == []  # the audit hook saw no open of the outside file
     for what, outcome in report["outcomes"]:
         if what == "sample":
-            assert "expected IDs like ID_<hex>_<subtype>. Malformed: line 2" in outcome
+            assert "expected IDs matching" in outcome and "Malformed: line 2" in outcome
         else:
             assert outcome.startswith("UnsafeIdError: ") and "plain file names" in outcome, what
             if what.startswith("folds"):
@@ -338,16 +341,17 @@ def test_unknown_key_in_a_config_file_names_the_file_and_the_key(tmp_path, capsy
 
 def lambda_fold(config, prevalence):
     """A fold whose checkpoint holds a Lambda layer (Python bytecode)."""
-    from competition.images import input_shape
+    from competition.data.preprocess import input_shape
     from competition.layout import fold_dir
 
     inputs = keras.Input(input_shape(config))
     x = keras.layers.Lambda(lambda t: t / 255.0)(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(6, activation="sigmoid")(x)
+    outputs = keras.layers.Dense(len(config.task.outputs), activation="sigmoid")(x)
     out = fold_dir(config, 0)
     out.mkdir(parents=True)
     keras.Model(inputs, outputs).save(out / "best.keras")
+    # `prevalence`: what folds trained before the task spec recorded (still read)
     (out / "metrics.json").write_text(json.dumps({"prevalence": prevalence}))
     return out / "best.keras"
 
@@ -361,14 +365,12 @@ def test_model_file_with_a_lambda_layer_is_refused_unless_trusted(small_competit
             *extra,
         )
 
-    path = lambda_fold(config(), dict.fromkeys(SUBTYPES, 0.1))
+    path = lambda_fold(config(), dict.fromkeys(config().task.outputs, 0.1))
     with pytest.raises(ModelError) as info:
         predict_and_submit(config())
     message = str(info.value)
     assert str(path) in message and "Lambda" in message and "model.safe_mode=false" in message
     assert not (tmp_path / "subs").exists()
     summary = predict_and_submit(config("model.safe_mode=false"))  # the user trusts it
-    assert (
-        validate_file(summary["submission"], Layout.from_config(config()).sample_submission)[0]
-        == []
-    )
+    sample = Layout.from_config(config()).sample_submission
+    assert validate_file(config().task, summary["submission"], sample)[0] == []

@@ -9,13 +9,13 @@ import time
 import numpy as np
 import pytest
 
-from competition import cache
-from competition.cache import CacheError, CacheSource, build_split, open_source, split_dir
-from competition.data import DataGenerator
-from competition.images import DicomSource
-from competition.index import write_index
+from competition.data import cache
+from competition.data.cache import CacheError, CacheSource, build_split, split_dir
+from competition.data.generator import DataGenerator
+from competition.data.index import write_index
+from competition.data.sources import ImageSource, image_source, open_source
+from competition.devtools.memory import rss_anon_bytes
 from competition.layout import Layout
-from competition.memory import rss_anon_bytes
 
 from conftest import small_config
 from helpers import cli, group_alive, start_kit
@@ -31,7 +31,7 @@ def test_cache_serves_exactly_what_the_dicom_path_reads(small_competition, tmp_p
     assert result["status"] == "built" and result["unreadable"] == 0
     source = open_source(config, "train")
     assert isinstance(source, CacheSource)
-    dicom = DicomSource(Layout.from_config(config), "train", config.preprocess.windows, 64)
+    dicom = image_source(config, "train")
     ids = source.index.tolist()
     assert result["images"] == len(ids)
     for image_id in ids[::3]:
@@ -57,14 +57,14 @@ def test_settings_change_builds_a_new_cache_instead_of_serving_stale_images(
     for override in ("preprocess.image_size=48", "preprocess.windows=[[40, 80], [80, 200]]"):
         other = cached_config(small_competition, tmp_path, override)
         assert split_dir(other, "test") != split_dir(config, "test")
-        assert isinstance(open_source(other, "test"), DicomSource)
+        assert isinstance(open_source(other, "test"), ImageSource)
         strict = cached_config(small_competition, tmp_path, override, "data.source=cache")
         with pytest.raises(CacheError, match="no finished test cache for these settings"):
             open_source(strict, "test")
     before = split_dir(config, "test")
     monkeypatch.setattr(cache, "READER_VERSION", 99)
     assert split_dir(config, "test") != before
-    assert isinstance(open_source(config, "test"), DicomSource)
+    assert isinstance(open_source(config, "test"), ImageSource)
 
 
 def test_unreadable_images_are_recorded_and_left_out(small_competition, tmp_path):
@@ -135,7 +135,7 @@ def test_killed_build_resumes_and_corrupt_entries_are_redone(many_images):
         assert time.time() < deadline, "a cache worker outlived the killed build"
         time.sleep(0.05)
     assert not (folder / "complete.json").exists()
-    assert isinstance(open_source(config, "train"), DicomSource)  # never served unfinished
+    assert isinstance(open_source(config, "train"), ImageSource)  # never served unfinished
     state = np.load(folder / "state.npy")
     done_rows = np.flatnonzero(state == cache.DONE)
     assert 200 <= len(done_rows) < 2000
@@ -148,7 +148,7 @@ def test_killed_build_resumes_and_corrupt_entries_are_redone(many_images):
     summary = json.loads((folder / "complete.json").read_text())
     assert summary["redone"] == 1 and summary["images"] == 2000
     cached = open_source(config, "train")
-    dicom = DicomSource(Layout.from_config(config), "train", config.preprocess.windows, 64)
+    dicom = image_source(config, "train")
     for row in (*done_rows[:10], 1999):
         image_id = f"ID_{row:06d}"
         np.testing.assert_array_equal(cached.load(image_id), dicom.load(image_id))

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from competition.config import Config, ConfigError, load_config
+from competition.config import Config, ConfigError, load_config, read_config
 
 from helpers import REPO, cli
 
@@ -35,7 +35,11 @@ def test_override_is_parsed_as_yaml_and_int_accepted_for_float():
         ("folds.k=abc", "expects int. Received: 'abc'"),
         ("folds.k=1", "must be >= 2. Received: 1"),
         ("synth.generate=3", "expects bool"),
-        ("folds.stratify=bleed", "one of 'epidural'"),
+        ("task.stratify=bleed", "'task.stratify' must be a label column"),
+        ("model.backbone=vgg99", "one of 'efficientnet_b0'"),
+        ("predict.tta=[identity, rot90]", "a list of values among 'identity', 'hflip'"),
+        ("predict.ensemble=median", "one of 'mean', 'geometric', 'rank'"),
+        ("synth.prevalence.epidural=high", "'synth.prevalence' expects a mapping of str to float"),
         ("synth.slices_per_series=[30, 20]", "[min, max]"),
         ("preprocess.windows=[[40, 0]]", "width > 0"),
         ("preprocess.image_size=0", "must be >= 8"),
@@ -79,7 +83,7 @@ def test_resolved_config_round_trips(tmp_path):
 def test_base_yaml_documents_every_knob():
     """Every schema key appears in base.yaml with a comment on its line or above it."""
     text = (REPO / "configs" / "base.yaml").read_text()
-    flat = load_config(REPO / "configs" / "base.yaml").to_dict()
+    flat = read_config(REPO / "configs" / "base.yaml").to_dict()
     assert set(yaml.safe_load(text)) == set(flat)
     for line in text.splitlines():
         if line.strip() and not line.strip().startswith("#") and not line.rstrip().endswith(":"):
@@ -98,14 +102,35 @@ def test_cli_bad_override_exits_non_zero_with_a_clear_message():
     assert "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("command", ["synth", "index", "folds", "train", "gallery", "show-config"])
+@pytest.mark.parametrize(
+    "command",
+    ["synth", "index", "folds", "cache", "train", "predict", "validate", "report", "data-report",
+     "kaggle", "bench", "gallery", "show-config"],
+)  # fmt: skip
 def test_every_command_has_help(command):
     out = cli(command, "--help", check=True).stdout
     assert "--config" in out and "--set" in out
 
 
 def test_config_dataclass_defaults_match_base_yaml():
-    assert load_config(REPO / "configs" / "base.yaml") == Config()
+    assert read_config(REPO / "configs" / "base.yaml") == Config()
+
+
+def test_base_yaml_alone_has_no_task_and_says_where_one_is():
+    with pytest.raises(ConfigError, match=r"'task.heads' needs at least one head.*rsna_ich.yaml"):
+        load_config(REPO / "configs" / "base.yaml")
+
+
+def test_sections_are_frozen():
+    config = load_config()
+    with pytest.raises(AttributeError):
+        config.train.epochs = 3
+
+
+def test_mapping_leaf_takes_one_key_at_a_time():
+    config = load_config(None, ["synth.prevalence.epidural=0.02"])
+    assert config.synth.prevalence["epidural"] == 0.02
+    assert config.synth.prevalence["subdural"] == 0.063  # the rest from rsna_ich.yaml
 
 
 def test_gpu_requirements_pin_the_same_stack():

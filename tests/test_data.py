@@ -3,10 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from competition.cache import CacheError
 from competition.config import AugmentConfig
-from competition.data import DataGenerator, ImageLoadError, surfacing_load_errors
-from competition.train import make_generator, split_fold
+from competition.data.cache import CacheError
+from competition.data.generator import DataGenerator, ImageLoadError, surfacing_load_errors
+from competition.training.fit import fold_data, make_generator, read_inputs
 
 from helpers import IndexSource
 
@@ -94,13 +94,14 @@ def test_unreadable_image_in_inference_keeps_alignment_and_is_reported():
 
 
 def test_dicom_source_batches_from_the_small_competition(small_competition):
-    train, valid = split_fold(small_competition, 0)
-    gen = make_generator(small_competition, train, training=True)
+    data = fold_data(small_competition, read_inputs(small_competition), 0)
+    gen = make_generator(small_competition, data, data.train, data.y_train, training=True)
     x, y = gen[0]
     assert x.shape == (16, 64, 64, 3) and x.dtype == np.float32
     assert x.min() >= 0 and x.max() <= 255 and x.max() > 200
-    assert set(np.unique(y)) <= {0.0, 1.0}
-    assert not set(train.image_id) & set(valid.image_id)
+    assert set(np.unique(y)) <= {0.0, 1.0} and y.shape == (16, 6)
+    assert not set(data.train.image_id) & set(data.valid.image_id)
+    assert data.y_valid.shape == (len(data.valid), 6)
 
 
 class FailingSource(IndexSource):

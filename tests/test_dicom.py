@@ -5,8 +5,8 @@ import pytest
 from pydicom.encaps import encapsulate
 from pydicom.uid import MPEG2MPML, JPEG2000Lossless, RLELossless
 
-from competition import dicom
-from competition.dicom import DicomReadError, load_hu, read_header, window, window_stack
+from competition.data import dicom
+from competition.data.dicom import DicomReadError, load_hu, read_header, window, window_stack
 
 from helpers import make_dataset, write_dataset, write_dicom
 

@@ -18,8 +18,9 @@ import h5py
 import pandas as pd
 import pytest
 
-from competition.model import load_checkpoint
+from competition.training.model import load_checkpoint
 
+from conftest import TRAINED_WITH
 from helpers import REPO, kill_group, run_checked, start_kit
 
 HOOKS = REPO / "tests" / "fault_hooks"
@@ -143,6 +144,7 @@ def predict_run(small_competition, trained, tmp_path):
         small_competition.data.root,
         f"runs_dir={runs}",
         f"predict.submissions_dir={subs}",
+        *TRAINED_WITH,
     )
     code, _, stderr = finish(start_kit(*args), timeout=300)
     assert code == 0, stderr[-3000:]
@@ -280,7 +282,7 @@ def test_full_disk_is_a_clear_error_and_the_previous_file_is_intact(
     ],
 )
 def test_history_left_by_a_kill_is_trimmed_to_the_resumed_epoch(tmp_path, text, kept):
-    from competition.callbacks import trim_history
+    from competition.training.callbacks import trim_history
 
     path = tmp_path / "history.csv"
     path.write_text(text)

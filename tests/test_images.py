@@ -8,12 +8,12 @@ import pydicom
 import pytest
 from pydicom.uid import ImplicitVRLittleEndian, RLELossless
 
-from competition.augment import augment_batch
 from competition.config import AugmentConfig
-from competition.dicom import Rescale, lenient_uids, read_pixels
-from competition.images import load_windowed, preprocess
+from competition.data.augment import augment_batch
+from competition.data.dicom import Rescale, lenient_uids, read_pixels
+from competition.data.preprocess import load_windowed, preprocess
+from competition.data.rawdicom import read_fast
 from competition.layout import Layout
-from competition.rawdicom import read_fast
 
 from helpers import make_dataset, write_dataset, write_dicom
 

@@ -1,24 +1,29 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from competition.config import FoldsConfig
-from competition.folds import FoldError, assign_folds, read_folds, usable_images, write_folds
-from competition.index import MissingTableError, build_index, read_index
-from competition.labels import read_labels
+from competition.data.folds import FoldError, assign_folds, read_folds, usable_images, write_folds
+from competition.data.index import MissingTableError, build_index, read_index
+from competition.data.labels import read_labels
 from competition.layout import Layout, UnsafeIdError
+from competition.task import ImagesSpec, TaskSpec
 
 from conftest import small_config
 
 
 def test_real_series_is_indexed_and_ordered_by_z(real_series, tmp_path):
-    layout = Layout(tmp_path, test_dir=str(real_series / "stage_2_test"))
+    task = small_config(tmp_path).task
+    test_dir = str(real_series / "stage_2_test")
+    layout = Layout(tmp_path, replace(task, images=replace(task.images, test_dir=test_dir)))
     index = build_index(layout, workers=2)
     assert len(index) == 32 and index.readable.all() and (index.split == "test").all()
+    assert (index.path == test_dir + "/" + index.image_id + ".dcm").all()
     assert index.series_id.nunique() == 1 and index.patient_id.iloc[0] == "ID_52c1ab5a"
     ordered = index.sort_values("slice_rank")
     assert ordered.slice_rank.tolist() == list(range(32))
@@ -40,9 +45,9 @@ def test_index_table_round_trips(small_competition):
 def damaged_competition(tmp_path):
     """A small competition with files that cannot be used added to it."""
     config = small_config(tmp_path / "damaged", "synth.patients=8")
-    from competition import synthetic
+    from competition.synthetic import generate
 
-    synthetic.generate(config)
+    generate.generate(config)
     layout = Layout.from_config(config)
     train = sorted(layout.image_dir("train").glob("*.dcm"))
     data = train[0].read_bytes()
@@ -64,9 +69,9 @@ def test_unreadable_files_are_listed_not_fatal(damaged_competition):
 
 def test_folds_leave_out_unusable_images_with_reasons(damaged_competition):
     config, layout, train = damaged_competition
-    from competition.index import write_index
+    from competition.data.index import write_index
 
-    labels = read_labels(layout.train_csv)
+    labels = read_labels(config.task, layout.train_csv)
     folds = write_folds(layout, labels, write_index(layout, workers=1), config.folds)
     excluded = pd.read_csv(layout.folds_excluded_csv).set_index("image_id")
     assert "truncated" in excluded.loc[train[0].stem, "reason"]
@@ -76,14 +81,17 @@ def test_folds_leave_out_unusable_images_with_reasons(damaged_competition):
 
 
 def test_no_patient_in_two_folds_and_balanced_any(small_competition):
-    folds = read_folds(Layout.from_config(small_competition))
-    assert (folds.groupby("patient_id").fold.nunique() == 1).all()
+    layout = Layout.from_config(small_competition)
+    folds = read_folds(layout)
+    assert (folds.groupby("group").fold.nunique() == 1).all()
+    patients = read_index(layout).set_index("image_id").loc[folds.image_id, "patient_id"]
+    assert (folds.group.to_numpy() == patients.to_numpy()).all()  # grouped by PatientID
     assert sorted(folds.fold.unique()) == list(range(small_competition.folds.k))
 
 
 def test_folds_are_deterministic_for_a_seed(small_competition):
-    layout = Layout.from_config(small_competition)
-    usable, _ = usable_images(read_labels(layout.train_csv), read_index(layout))
+    layout, task = Layout.from_config(small_competition), small_competition.task
+    usable, _ = usable_images(task, read_labels(task, layout.train_csv), read_index(layout))
     a = assign_folds(usable, FoldsConfig(k=3, seed=1))
     b = assign_folds(usable, FoldsConfig(k=3, seed=1))
     c = assign_folds(usable, FoldsConfig(k=3, seed=2))
@@ -92,14 +100,14 @@ def test_folds_are_deterministic_for_a_seed(small_competition):
 
 
 def test_more_folds_than_patients_is_a_clear_error(small_competition):
-    layout = Layout.from_config(small_competition)
-    usable, _ = usable_images(read_labels(layout.train_csv), read_index(layout))
-    with pytest.raises(FoldError, match="folds.k=50 needs at least 50 patients"):
+    layout, task = Layout.from_config(small_competition), small_competition.task
+    usable, _ = usable_images(task, read_labels(task, layout.train_csv), read_index(layout))
+    with pytest.raises(FoldError, match="folds.k=50 needs at least 50 groups"):
         assign_folds(usable, FoldsConfig(k=50))
 
 
 def test_missing_tables_say_which_command_makes_them(tmp_path):
-    layout = Layout(tmp_path)
+    layout = Layout(tmp_path, TaskSpec())
     with pytest.raises(MissingTableError, match="make index"):
         read_index(layout)
     with pytest.raises(MissingTableError, match="make folds"):
@@ -109,4 +117,26 @@ def test_missing_tables_say_which_command_makes_them(tmp_path):
 @pytest.mark.parametrize("bad", ["../etc/passwd", "/abs", "a/b", "..", ".hidden", "x\0y", ""])
 def test_image_ids_that_could_escape_are_refused(bad):
     with pytest.raises(UnsafeIdError):
-        Layout("data").image_path("train", bad)
+        Layout("data", TaskSpec()).image_path("train", bad)
+
+
+def test_template_lists_and_reads_back_nested_files(tmp_path):
+    task = TaskSpec(images=ImagesSpec(path="{split_dir}/{patient_id}/{image_id}.dcm"))
+    layout = Layout(tmp_path, task)
+    for patient, image in [("10116", "472095321"), ("10116", "1234"), ("2", "9")]:
+        folder = tmp_path / "train" / patient
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{image}.dcm").write_bytes(b"x")
+    (tmp_path / "train" / "stray.dcm").write_bytes(b"x")  # not in the template's shape
+    from competition.data.index import list_images
+
+    found = [(split, image, path) for _, split, image, path in list_images(layout)]
+    assert found == [
+        ("train", "1234", "train/10116/1234.dcm"),
+        ("train", "472095321", "train/10116/472095321.dcm"),
+        ("train", "9", "train/2/9.dcm"),
+    ]
+    path = layout.image_path("train", "9", {"patient_id": "2"})
+    assert path == tmp_path / "train" / "2" / "9.dcm"
+    with pytest.raises(UnsafeIdError, match="path field 'patient_id'"):
+        layout.image_path("train", "9", {"patient_id": ".."})

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 from kaggle_stand_in import StandIn
 
-from competition import kaggle
 from competition.errors import KitError
-from competition.kaggle import KaggleError, normalise
+from competition.inference.submission import validate_file
+from competition.kaggle import bundle as kaggle
+from competition.kaggle.bundle import KaggleError, normalise
 from competition.layout import Layout
-from competition.submission import validate_file
-from competition.train import train_folds
+from competition.training.fit import train_folds
 
-from conftest import small_config
+from conftest import TRAINED_WITH, small_config
 from helpers import REPO
 
 USER = "kit-tester"
@@ -37,6 +37,7 @@ def bundle_config(base, runs, build, *overrides):
         f"kaggle.build_dir={build}",
         f"kaggle.username={USER}",
         f"kaggle.python='{PYTHON}'",
+        *TRAINED_WITH,
         *overrides,
     )
 
@@ -44,9 +45,7 @@ def bundle_config(base, runs, build, *overrides):
 @pytest.fixture(scope="module")
 def trained_runs(small_competition, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    train_folds(
-        small_config(small_competition.data.root, f"runs_dir={runs}", "train.epochs=1"), [0]
-    )
+    train_folds(small_config(small_competition.data.root, f"runs_dir={runs}", *TRAINED_WITH), [0])
     return runs
 
 
@@ -67,7 +66,10 @@ def test_bundle_holds_the_wheels_folds_config_and_metadata(bundle):
     assert sorted(Path(w).name for w in summary["wheels"]) == wheels  # each listed once
     (kit,) = (dataset / "wheels").glob("competition-*.whl")
     names = zipfile.ZipFile(kit).namelist()
-    assert "competition/kernel.py" in names and not any(n.startswith("tests/") for n in names)
+    assert (
+        "competition/kaggle/kernel.py" in names and "competition/kaggle/kernel_script.py" in names
+    )
+    assert not any(n.startswith(("tests/", "competition/devtools")) for n in names)  # not shipped
     assert (dataset / "runs" / config.experiment / "fold0" / "best.keras").is_file()
     assert (dataset / "config.yaml").is_file()
     meta = json.loads((dataset / "dataset-metadata.json").read_text())
@@ -130,7 +132,7 @@ def fake_kaggle_root(root: Path, dataset: Path, competition) -> Path:
     shutil.copytree(dataset, inputs / "small-kit")
     comp = inputs / "rsna-intracranial-hemorrhage-detection"
     comp.mkdir(parents=True)
-    (comp / layout.test_dir).symlink_to(layout.image_dir("test"))
+    (comp / layout.task.images.test_dir).symlink_to(layout.image_dir("test"))
     shutil.copy2(layout.sample_submission, comp)
     (root / "working").mkdir()
     return root
@@ -158,13 +160,13 @@ def test_kernel_runs_offline_in_a_kaggle_like_environment(bundle, small_competit
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     submission = root / "working" / "submission.csv"
     sample = Layout.from_config(small_competition).sample_submission
-    problems, rows = validate_file(submission, sample)
+    problems, rows = validate_file(small_competition.task, submission, sample)
     assert problems == [] and rows > 0
     assert "rows, checked against the sample" in done.stdout
 
 
 def test_kernel_names_what_it_could_not_find(bundle, tmp_path):
-    from competition.kernel import KernelError, kernel_config
+    from competition.kaggle.kernel import KernelError, kernel_config
 
     _, summary = bundle
     inputs = tmp_path / "input"
@@ -204,7 +206,7 @@ def test_make_kaggle_push_uploads_the_dataset_then_the_kernel(
     env = client_env(tmp_path, KAGGLE_USERNAME=USER, KAGGLE_KEY="not-a-real-key")
     overrides = [
         f"data.root={small_competition.data.root}", f"runs_dir={trained_runs}",
-        f"kaggle.build_dir={tmp_path / 'kaggle'}", f"kaggle.python='{PYTHON}'",
+        f"kaggle.build_dir={tmp_path / 'kaggle'}", f"kaggle.python='{PYTHON}'", *TRAINED_WITH,
     ]  # fmt: skip
     args = ["kaggle", "--push", "--config", str(REPO / "configs/small.yaml")]
     done = cli([*args, *(x for o in overrides for x in ("--set", o))], env)

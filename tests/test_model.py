@@ -4,29 +4,61 @@ import keras
 import numpy as np
 import pytest
 
-from competition.config import ModelConfig
-from competition.model import ModelError, build_model, prevalence_bias
+from competition.config import ModelConfig, load_config
+from competition.training.model import ModelError, build_model, initial_bias
+
+from helpers import REPO
+
+RSNA = load_config(REPO / "configs" / "rsna_ich.yaml").task
+TWO_HEADS = load_config(
+    REPO / "configs" / "small.yaml",
+    [
+        "task.heads=[{name: grade, kind: ordinal, columns: [any], classes: [0, 1]},"
+        " {name: kind, kind: multiclass, columns: [subdural], classes: [0, 1, 2]},"
+        " {name: lesions, kind: multilabel, columns: [epidural, intraventricular]}]",
+        "task.labels.derived=[]",
+        "task.metric.head=lesions",
+        "task.stratify=epidural",
+        "task.submission.postprocess=[clip]",
+    ],
+).task
 
 
 @pytest.mark.parametrize("backbone", ["tiny_cnn", "efficientnet_b0", "resnet50"])
 def test_backbones_build_and_reload_in_safe_mode(backbone, tmp_path):
     prevalence = np.array([0.01, 0.05, 0.04, 0.05, 0.06, 0.14])
-    model = build_model(ModelConfig(backbone=backbone, weights=None), (64, 64, 3), prevalence)
+    model = build_model(ModelConfig(backbone=backbone, weights=None), (64, 64, 3), RSNA, prevalence)
     x = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
     y = model.predict(x, verbose=0)
     assert y.shape == (2, 6) and y.dtype == np.float32
     bias = model.get_layer("subtypes").get_weights()[1]
-    np.testing.assert_allclose(bias, prevalence_bias(prevalence), rtol=1e-6)
+    np.testing.assert_allclose(bias, np.log(prevalence / (1 - prevalence)), rtol=1e-5)
     model.save(tmp_path / "m.keras")
     again = keras.models.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
     np.testing.assert_allclose(again.predict(x, verbose=0), y, rtol=1e-5, atol=1e-6)
 
 
+def test_heads_sit_side_by_side_in_the_task_order():
+    mean = np.array([0.4, 0.2, 0.5, 0.3, 0.1, 0.3])  # ordinal, 3 classes, 2 labels
+    model = build_model(ModelConfig(backbone="tiny_cnn"), (32, 32, 3), TWO_HEADS, mean)
+    assert TWO_HEADS.outputs == ["any", "subdural=0", "subdural=1", "subdural=2", "epidural",
+                                 "intraventricular"]  # fmt: skip
+    out = model.predict(np.zeros((3, 32, 32, 3), np.float32), verbose=0)
+    assert out.shape == (3, 6)
+    np.testing.assert_allclose(out[:, 1:4].sum(axis=1), 1, rtol=1e-5)  # softmax
+    assert ((out[:, 4:] > 0) & (out[:, 4:] < 1)).all()  # sigmoids
+    np.testing.assert_allclose(model.get_layer("grade").get_weights()[1], [0.4], rtol=1e-6)
+    np.testing.assert_allclose(
+        model.get_layer("kind").get_weights()[1], np.log([0.2, 0.5, 0.3]), rtol=1e-5
+    )
+    assert initial_bias(TWO_HEADS.heads[2], None).tolist() == [0, 0]
+
+
 def test_local_weights_file_is_loaded(tmp_path):
-    first = build_model(ModelConfig(backbone="tiny_cnn"), (32, 32, 3))
+    first = build_model(ModelConfig(backbone="tiny_cnn"), (32, 32, 3), RSNA)
     path = tmp_path / "tiny.weights.h5"
     keras.Model(first.input, first.get_layer("pool").input).save_weights(path)
-    second = build_model(ModelConfig(backbone="tiny_cnn", weights=str(path)), (32, 32, 3))
+    second = build_model(ModelConfig(backbone="tiny_cnn", weights=str(path)), (32, 32, 3), RSNA)
     kernels = [[w.numpy() for w in m.weights if "conv2d" in w.path] for m in (first, second)]
     assert len(kernels[0]) == 4
     for a, b in zip(*kernels, strict=True):
@@ -34,5 +66,6 @@ def test_local_weights_file_is_loaded(tmp_path):
 
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):
+    cfg = ModelConfig(backbone="tiny_cnn", weights=str(tmp_path / "x.h5"))
     with pytest.raises(ModelError, match="no weights file at"):
-        build_model(ModelConfig(backbone="tiny_cnn", weights=str(tmp_path / "x.h5")), (32, 32, 3))
+        build_model(cfg, (32, 32, 3), RSNA)

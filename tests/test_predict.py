@@ -8,34 +8,33 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from competition.cv import ReportError, cv_report
+from competition.data.preprocess import input_shape
 from competition.errors import KitError
-from competition.labels import SUBTYPES
-from competition.layout import Layout
-from competition.metrics import weighted_log_loss
-from competition.model import ModelError, build_model
-from competition.predict import (
-    PredictError,
-    combine_folds,
+from competition.evaluation.cv import ReportError, cv_report
+from competition.evaluation.metrics import weighted_log_loss
+from competition.inference.ensemble import combine_folds
+from competition.inference.predict import (
     ensemble_model,
     inference_generator,
-    input_shape,
     load_fold_model,
     predict_and_submit,
-    select_folds,
 )
-from competition.submission import (
+from competition.inference.submission import (
     SubmissionError,
     build_submission,
     read_sample,
-    sample_image_ids,
     validate_file,
     write_submission,
 )
-from competition.train import fold_dir
+from competition.layout import Layout, fold_dir
+from competition.runs import RunError, select_folds
+from competition.training.model import ModelError, build_model
 
-from conftest import small_config
+from conftest import TRAINED_WITH, small_config
 from helpers import REPO, cli
+
+TASK = small_config("unused").task
+SUBTYPES = TASK.label_columns
 
 
 def predict_config(base, runs, tmp_path, *overrides):
@@ -43,6 +42,7 @@ def predict_config(base, runs, tmp_path, *overrides):
         base.data.root,
         f"runs_dir={runs}",
         f"predict.submissions_dir={tmp_path / 'submissions'}",
+        *TRAINED_WITH,
         *overrides,
     )
 
@@ -53,8 +53,8 @@ def test_submission_is_the_sample_rows_checked_and_named_by_what_made_it(
     config = predict_config(small_competition, trained, tmp_path)
     summary = predict_and_submit(config)
     layout = Layout.from_config(config)
-    sample = read_sample(layout.sample_submission)
-    ids = sample_image_ids(sample)
+    sample = read_sample(TASK, layout.sample_submission)
+    ids = sample.images()
 
     preds = pd.read_csv(trained / "small" / "test_preds.csv")
     assert preds.columns.tolist() == ["image_id", *SUBTYPES]
@@ -65,12 +65,12 @@ def test_submission_is_the_sample_rows_checked_and_named_by_what_made_it(
     assert summary["submission"] == str(path) and summary["folds"] == [0, 1]
     sub = pd.read_csv(path)
     assert sub.columns.tolist() == ["ID", "Label"]
-    assert sub.ID.tolist() == sample.ID.tolist()
+    assert sub.ID.tolist() == sample.ids.tolist()
     assert sub.Label.between(1e-4, 1 - 1e-4).all() and sub.Label.notna().all()
     wide = sub.Label.to_numpy().reshape(-1, 6)
     assert (wide[:, 5] >= wide[:, :5].max(axis=1) - 1e-6).all()  # any consistency
     assert (tmp_path / "submissions" / "submission.csv").read_bytes() == path.read_bytes()
-    assert validate_file(path, layout.sample_submission) == ([], len(sample))
+    assert validate_file(TASK, path, layout.sample_submission) == ([], len(sample.ids))
     assert summary["unreadable"] == {} and summary["test_score"]["images"] == len(ids)
     saved = json.loads((trained / "small" / "predict.json").read_text())
     assert saved["submission"] == str(path)
@@ -80,7 +80,7 @@ def test_generator_predictions_equal_in_memory_predictions_per_fold_and_view(
     small_competition, trained, tmp_path
 ):
     config = predict_config(small_competition, trained, tmp_path, "predict.batch_size=7")
-    ids = sample_image_ids(read_sample(Layout.from_config(config).sample_submission))[:30]
+    ids = read_sample(TASK, Layout.from_config(config).sample_submission).images()[:30]
     models = [load_fold_model(config, fold) for fold in (0, 1)]
     model = ensemble_model(models, ["identity", "hflip", "vflip"], input_shape(config))
     generator = inference_generator(config, ids)
@@ -115,17 +115,20 @@ def test_unreadable_test_image_gets_the_training_prevalence_and_is_reported(
     layout = Layout.from_config(small_competition)
     test_dir = tmp_path / "test_copy"
     shutil.copytree(layout.image_dir("test"), test_dir)
-    bad = sample_image_ids(read_sample(layout.sample_submission))[3]
+    bad = read_sample(TASK, layout.sample_submission).images()[3]
     (test_dir / f"{bad}.dcm").write_bytes(b"not a dicom file")
-    config = predict_config(small_competition, trained, tmp_path, f"data.test_dir={test_dir}")
+    config = predict_config(
+        small_competition, trained, tmp_path, f"task.images.test_dir={test_dir}"
+    )
     summary = predict_and_submit(config)
     assert list(summary["unreadable"]) == [bad]
     assert "not a DICOM file" in summary["unreadable"][bad]
     preds = pd.read_csv(trained / "small" / "test_preds.csv", index_col="image_id")
-    fallback = [summary["fallback_prevalence"][name] for name in SUBTYPES]
+    fallback = [summary["fallback"][name] for name in SUBTYPES]
     np.testing.assert_allclose(preds.loc[bad].to_numpy(), fallback, rtol=1e-5)
     labels = [
-        json.loads((fold_dir(config, f) / "metrics.json").read_text())["prevalence"] for f in (0, 1)
+        json.loads((fold_dir(config, f) / "metrics.json").read_text())["constant_prediction"]
+        for f in (0, 1)
     ]
     expected = [np.mean([fold[name] for fold in labels]) for name in SUBTYPES]
     np.testing.assert_allclose(fallback, expected)
@@ -133,23 +136,23 @@ def test_unreadable_test_image_gets_the_training_prevalence_and_is_reported(
 
 def test_no_trained_fold_and_untrained_fold_are_clear_errors(small_competition, trained, tmp_path):
     empty = predict_config(small_competition, tmp_path / "none", tmp_path)
-    with pytest.raises(PredictError, match="No trained fold found .*make train FOLD=0"):
+    with pytest.raises(RunError, match="No trained fold found .*make train FOLD=0"):
         predict_and_submit(empty)
     config = predict_config(small_competition, trained, tmp_path)
-    with pytest.raises(PredictError, match=r"Fold\(s\) \[2\] .* Finished: \[0, 1\]"):
+    with pytest.raises(RunError, match=r"Fold\(s\) \[2\] .* Finished: \[0, 1\]"):
         select_folds(config, [1, 2])
     assert not (tmp_path / "submissions").exists()
 
 
 def test_checkpoint_that_does_not_fit_the_config_is_refused(small_competition, trained, tmp_path):
     other = predict_config(small_competition, trained, tmp_path, "preprocess.image_size=32")
-    with pytest.raises(PredictError, match="trained with preprocess"):
+    with pytest.raises(RunError, match="other inputs .*\n- preprocess.image_size: 64 then, 32 now"):
         predict_and_submit(other)
     runs = tmp_path / "runs"
     shutil.copytree(trained / "small" / "fold0", runs / "small" / "fold0")
     config = predict_config(small_competition, runs, tmp_path)
     (runs / "small" / "fold0" / "config.yaml").unlink()
-    build_model(config.model, (32, 32, 3)).save(runs / "small" / "fold0" / "best.keras")
+    build_model(config.model, (32, 32, 3), TASK).save(runs / "small" / "fold0" / "best.keras")
     with pytest.raises(ModelError, match=r"takes \(32, 32, 3\) .* needs \(64, 64, 3\)"):
         predict_and_submit(config)
     inputs = keras.Input((64, 64, 3))
@@ -163,7 +166,7 @@ def test_checkpoint_that_does_not_fit_the_config_is_refused(small_competition, t
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ("ID_0000abc_hematoma,0.5", "unknown subtype"),
+        ("ID_0000abc_hematoma,0.5", "unknown label"),
         ("0000abc_any,0.5", "Malformed"),
         ("ID_0000abc_any,0.5\nID_0000abc_any,0.5", "Repeated"),
     ],
@@ -175,7 +178,7 @@ def test_bad_sample_submission_is_an_error_and_nothing_is_written(
     sample = tmp_path / "sample.csv"
     sample.write_text(layout.sample_submission.read_text() + line + "\n")
     config = predict_config(
-        small_competition, trained, tmp_path, f"data.sample_submission={sample}"
+        small_competition, trained, tmp_path, f"task.submission.sample={sample}"
     )
     with pytest.raises(KitError, match=message):
         predict_and_submit(config)
@@ -183,17 +186,18 @@ def test_bad_sample_submission_is_an_error_and_nothing_is_written(
 
 
 def test_failed_check_writes_nothing_and_keeps_the_previous_submission(small_competition, tmp_path):
-    sample = read_sample(Layout.from_config(small_competition).sample_submission)
-    ids = sample_image_ids(sample)
+    sample = read_sample(TASK, Layout.from_config(small_competition).sample_submission)
+    ids = sample.images()
     probs = pd.DataFrame(0.5, index=ids, columns=SUBTYPES)
     probs.iloc[1, 2] = np.nan
     (tmp_path / "submission.csv").write_text("previous")
-    with pytest.raises(SubmissionError, match="nothing was written:\n- 1 labels are not numbers"):
-        write_submission(build_submission(sample, probs), sample, tmp_path, "x.csv")
+    frame = build_submission(TASK, sample, probs)
+    with pytest.raises(SubmissionError, match="nothing was written:\n- 1 values of Label are not"):
+        write_submission(TASK, frame, sample, tmp_path, "x.csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["submission.csv"]
     assert (tmp_path / "submission.csv").read_text() == "previous"
     with pytest.raises(SubmissionError, match=f"No prediction for 1 sample images: {ids[0]}"):
-        build_submission(sample, probs.iloc[1:])
+        build_submission(TASK, sample, probs.iloc[1:])
 
 
 def test_cv_report_pools_the_out_of_fold_predictions(small_competition, trained, tmp_path):
@@ -204,8 +208,8 @@ def test_cv_report_pools_the_out_of_fold_predictions(small_competition, trained,
     truth = pooled.filter(like="label_").to_numpy()
     assert list(report["folds"]) == ["0", "1"]
     assert report["overall"]["images"] == len(pooled)
-    assert report["overall"]["weighted_log_loss"] == pytest.approx(
-        weighted_log_loss(truth, pooled.filter(like="pred_").to_numpy())
+    assert report["overall"]["score"] == pytest.approx(
+        weighted_log_loss(truth, pooled.filter(like="pred_").to_numpy(), [1, 1, 1, 1, 1, 2])
     )
     out = trained / "small"
     assert json.loads((out / "cv.json").read_text()) == report
@@ -227,11 +231,12 @@ def test_real_series_predicts_a_valid_192_row_submission(
         "--set",
         f"runs_dir={trained}",
         "--set",
-        f"data.test_dir={real_series / 'stage_2_test'}",
+        f"task.images.test_dir={real_series / 'stage_2_test'}",
         "--set",
-        f"data.sample_submission={real_series / 'stage_2_sample_submission.csv'}",
+        f"task.submission.sample={real_series / 'stage_2_sample_submission.csv'}",
         "--set",
         f"predict.submissions_dir={tmp_path}",
+        *(a for o in TRAINED_WITH for a in ("--set", o)),
     ]
     result = cli("predict", "--folds", "0", *args, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -259,7 +264,7 @@ def test_validate_lists_what_is_wrong(small_competition, tmp_path):
     assert result.returncode == 1
     assert "2 sample IDs are missing" in result.stdout
     assert "1 IDs are not in the sample submission: ID_ffffffff_any" in result.stdout
-    assert "2 labels are not numbers in [0, 1]" in result.stdout
+    assert "2 values of Label are not what the task allows" in result.stdout
     sample.rename(columns={"Label": "Prob"}).to_csv(path, index=False)
     result = cli("validate", str(path), "--sample", str(sample_path), timeout=60)
     assert result.returncode == 1 and "header must be ID,Label" in result.stdout
@@ -287,6 +292,7 @@ def test_training_several_folds_ends_with_the_cv_report(small_competition, train
         f"data.root={small_competition.data.root}",
         "--set",
         f"runs_dir={trained}",
+        *(a for o in TRAINED_WITH for a in ("--set", o)),
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -4,16 +4,23 @@ import hashlib
 import json
 
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 
-from competition import phantom, synthetic
-from competition.dicom import load_hu, read_header
+from competition.data.dicom import load_hu, read_header
+from competition.data.labels import read_labels
 from competition.errors import KitError
-from competition.labels import LESION_SUBTYPES, SUBTYPES, read_labels, read_long_csv
 from competition.layout import Layout
+from competition.synthetic import generate as synthetic
+from competition.synthetic import phantom
+from competition.synthetic.phantom import LESION_SUBTYPES
 
 from conftest import small_config
+
+
+def read_long_csv(path) -> pd.DataFrame:
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
 def digest(root) -> str:
@@ -31,15 +38,16 @@ def test_layout_is_the_competitions(small_competition):
     assert train and test
     assert all(p.stem.startswith("ID_") and len(p.stem) == 12 for p in train + test)
     long = read_long_csv(layout.train_csv)
-    assert len(long) == 6 * len(train)
-    assert long["ID"].str.rsplit("_", n=1).str[1].tolist()[:6] == list(SUBTYPES)
+    columns = small_competition.task.label_columns
+    assert len(long) == 6 * len(train) and list(long.columns) == ["ID", "Label"]
+    assert long["ID"].str.rsplit("_", n=1).str[1].tolist()[:6] == columns
     sample = read_long_csv(layout.sample_submission)
     assert len(sample) == 6 * len(test) and set(sample["Label"]) == {"0.5"}
 
 
 def test_round_trip_every_image_reads_back(small_competition):
     layout = Layout.from_config(small_competition)
-    labels = read_labels(layout.train_csv)
+    labels = read_labels(small_competition.task, layout.train_csv)
     assert (labels["any"] == labels[list(LESION_SUBTYPES)].max(axis=1)).all()
     for path in layout.image_dir("train").glob("*.dcm"):
         hu = load_hu(path)
@@ -98,8 +106,10 @@ def test_generate_is_idempotent_and_regenerates_on_change(tmp_path):
 def test_refuses_to_overwrite_a_folder_it_did_not_write(tmp_path):
     (tmp_path / "real").mkdir()
     (tmp_path / "real" / "stage_2_train.csv").write_text("ID,Label\n")
-    with pytest.raises(KitError, match="refusing to overwrite"):
+    with pytest.raises(KitError, match="refusing to overwrite") as info:
         synthetic.generate(small_config(tmp_path / "real"))
+    assert "CONFIG=configs/rsna_ich.yaml" in str(info.value)  # the way out
+    assert "--set synth.generate=false" in str(info.value)
 
 
 def test_prevalence_resembles_the_real_data(tmp_path):
@@ -107,7 +117,7 @@ def test_prevalence_resembles_the_real_data(tmp_path):
         tmp_path / "p", "synth.patients=150", "synth.image_size=64", "synth.test_fraction=0"
     )
     synthetic.generate(config)
-    labels = read_labels(Layout.from_config(config).train_csv)
+    labels = read_labels(config.task, Layout.from_config(config).train_csv)
     rate = labels.mean()
     assert 0.09 <= rate["any"] <= 0.20
     assert rate["epidural"] == min(rate)
@@ -141,11 +151,11 @@ def test_real_and_synthetic_headers_index_the_same_way(small_competition):
 
 
 def test_gallery_shows_each_subtype_beside_real_slices(small_competition, real_series, tmp_path):
-    from competition.gallery import pick_synthetic, save_gallery
+    from competition.devtools.gallery import pick_synthetic, save_gallery
 
     layout = Layout.from_config(small_competition)
     picks = pick_synthetic(layout)
-    labels = read_labels(layout.train_csv)
+    labels = read_labels(small_competition.task, layout.train_csv)
     for title, path in picks[:-1]:
         assert labels.loc[path.stem, title] == 1
     out = save_gallery(layout, real_series / "stage_2_test", tmp_path / "g.png", [[40, 80]])

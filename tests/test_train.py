@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from competition.config import ConfigError, load_config
-from competition.index import MissingTableError
-from competition.train import fold_dir, split_fold, train_fold
+from competition.data.index import MissingTableError
+from competition.layout import fold_dir
+from competition.training.fit import fold_data, read_inputs, train_folds
 
 from conftest import small_config
 from helpers import REPO, cli, last_json, run_checked, start_kit
@@ -30,24 +31,34 @@ def test_short_fit_lowers_the_loss_and_writes_the_fold(small_competition, tmp_pa
         "train.augment=false",
         "train.learning_rate=0.003",
     )
-    metrics = train_fold(config, 0)
+    (metrics,) = train_folds(config, [0])
     out = fold_dir(config, 0)
     history = pd.read_csv(out / "history.csv")
     assert history.epoch.tolist() == [0, 1, 2]
     assert history.loss.iloc[-1] < history.loss.iloc[0]
-    for name in ("best.keras", "oof.csv", "metrics.json", "config.yaml", "curves.png"):
+    for name in (
+        "best.keras",
+        "oof.csv",
+        "metrics.json",
+        "config.yaml",
+        "inputs.json",
+        "curves.png",
+    ):
         assert (out / name).exists(), name
     assert not (out / "backup").exists()
     oof = pd.read_csv(out / "oof.csv")
-    _, valid = split_fold(config, 0)
+    valid = fold_data(config, read_inputs(config), 0).valid
     assert oof.image_id.tolist() == valid.image_id.tolist()
     assert oof.filter(like="pred_").to_numpy().min() > 0
-    assert json.loads((out / "metrics.json").read_text())["weighted_log_loss"] == pytest.approx(
-        metrics["weighted_log_loss"]
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["metric"] == "weighted_log_loss"
+    assert (
+        saved["score"] == pytest.approx(metrics["score"])
+        and saved["score"] < saved["baseline_score"]
     )
     assert load_config(out / "config.yaml") == config
-    again = train_fold(config, 0)  # a finished fold is not trained again
-    assert again == json.loads((out / "metrics.json").read_text())
+    (again,) = train_folds(config, [0])  # a finished fold is not trained again
+    assert again == saved
 
 
 @pytest.mark.slow
@@ -85,10 +96,10 @@ def test_killed_run_resumes_at_the_epoch_it_reached(small_competition, tmp_path)
 def test_bad_fold_and_missing_folds_are_clear_errors(small_competition, tmp_path):
     config = run_config(small_competition, tmp_path)
     with pytest.raises(ConfigError, match=r"fold must be in 0..2 \(folds.k=3\). Received: fold=3"):
-        train_fold(config, 3)
+        train_folds(config, [3])
     empty = small_config(tmp_path / "nothing", f"runs_dir={tmp_path / 'runs'}")
     with pytest.raises(MissingTableError, match="make folds"):
-        train_fold(empty, 0)
+        train_folds(empty, [0])
     assert not (tmp_path / "runs").exists()  # nothing written
 
 
@@ -102,7 +113,7 @@ def test_missing_weights_file_is_a_clear_error_before_anything_is_written(
 ):
     config = run_config(small_competition, tmp_path, f"model.weights={tmp_path / 'none.h5'}")
     with pytest.raises(Exception, match="no weights file at"):
-        train_fold(config, 0)
+        train_folds(config, [0])
     assert not (tmp_path / "runs").exists()
 
 
@@ -129,8 +140,8 @@ import numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras
-from competition import accelerate
-from competition.data import DataGenerator
+from competition.data.generator import DataGenerator
+from competition.training import strategy as accelerate
 from helpers import IndexSource
 
 n, epochs, seen = 37, 3, []

@@ -9,7 +9,7 @@ real kill -9: no cleanup, no finally blocks) at an exact moment of writing
 - rename: when the complete temporary file is about to be renamed onto
           <file name>.
 
-KIT_FAIL_LOAD=<n> makes the n-th image read from DICOM raise an I/O error
+KIT_FAIL_LOAD=<n> makes the n-th image read from its file raise an I/O error
 (OSError EIO) after writing the image ID to $KIT_FAIL_LOAD_LOG: a loader that
 fails mid-epoch.
 """
@@ -37,9 +37,9 @@ def _fail_load(n: int, log: str):
     import itertools
     import threading
 
-    from competition import images
+    from competition.data import sources
 
-    counter, lock, original = itertools.count(1), threading.Lock(), images.DicomSource.load
+    counter, lock, original = itertools.count(1), threading.Lock(), sources.ImageSource.load
 
     def load(self, image_id):
         with lock:
@@ -50,7 +50,7 @@ def _fail_load(n: int, log: str):
             raise OSError(errno.EIO, "Input/output error", f"{image_id}.dcm")
         return original(self, image_id)
 
-    images.DicomSource.load = load
+    sources.ImageSource.load = load
 
 
 if os.environ.get("KIT_KILL_ON"):

@@ -1,0 +1,313 @@
+"""The kit's command line: `python -m competition <command> [--config FILE]
+[--set section.key=value ...]`. TensorFlow is imported only by the commands
+that train or predict (and the benchmark)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from competition.config import Config, check_fold, load_config
+from competition.errors import KitError
+from competition.layout import Layout
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config", metavar="FILE", help="config file (default: configs/default.yaml)"
+    )
+    common.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set train.epochs=3 (repeatable)",
+    )
+    return common
+
+
+def cmd_synth(config: Config, args: argparse.Namespace) -> None:
+    from competition.synthetic import generate
+
+    root = generate.generate(config, workers=args.workers, force=args.force)
+    config.save(root / "synthetic.config.yaml")
+    print(f"Synthetic competition at {root}")
+
+
+def cmd_index(config: Config, args: argparse.Namespace) -> None:
+    from competition.data.index import write_index
+    from competition.data.prepare import ensure_synthetic
+
+    ensure_synthetic(config)
+    layout = Layout.from_config(config)
+    write_index(layout, args.workers or config.data.workers)
+    config.save(layout.index_csv.with_suffix(".config.yaml"))
+    print(f"Wrote {layout.index_csv}")
+
+
+def cmd_folds(config: Config, args: argparse.Namespace) -> None:
+    from competition.data.prepare import ensure_index, write_folds_for
+
+    layout = ensure_index(config)
+    write_folds_for(config, layout)
+    print(f"Wrote {layout.folds_csv}")
+
+
+def cmd_cache(config: Config, args: argparse.Namespace) -> None:
+    from competition.data.cache import build, verify
+    from competition.data.prepare import ensure_index
+
+    ensure_index(config)
+    splits = ["train", "test"] if args.split == "all" else [args.split]
+    for result in build(config, splits, args.workers or config.data.workers):
+        folder = Path(result["folder"])
+        if args.verify and result["status"] == "up to date":
+            bad = verify(folder)
+            if bad:
+                print(f"{len(bad)} corrupt entries in {folder}; rebuilding them")
+                result = build(config, [folder.name], args.workers or config.data.workers)[0]
+        rate = (
+            f" at {result['images_per_second']} images/s" if "images_per_second" in result else ""
+        )
+        print(
+            f"Cache {folder.name}: {result['images']} images ({result['unreadable']} unreadable, "
+            f"{result['bytes'] / 2**20:.0f} MiB) {result['status']}{rate}: {folder}"
+        )
+
+
+def _devtool(name: str):
+    """A developer tool (not shipped in the Kaggle bundle)."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"competition.devtools.{name}")
+    except ModuleNotFoundError:
+        raise KitError(
+            f"{name} is a developer tool of the kit's checkout; this installation does not "
+            "have it (the Kaggle bundle leaves the developer tools out)."
+        ) from None
+
+
+def cmd_bench(config: Config, args: argparse.Namespace) -> None:
+    bench = _devtool("bench")
+    report = bench.run(config, args.config, args.overrides, args.quick, args.out)
+    print(bench.table(report))
+    print(f"Wrote {args.out} ({report['machine']['cores']} cores, {report['machine']['cpu']})")
+
+
+def _fold_list(text: str, k: int) -> list[int]:
+    """Checked before the work starts (data set-up can take minutes)."""
+    if text == "all":
+        return list(range(k))
+    try:
+        folds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise KitError(
+            f"--fold takes a fold number, a comma list or 'all'. Received: {text!r}"
+        ) from None
+    return [check_fold(fold, k) for fold in folds]
+
+
+def cmd_train(config: Config, args: argparse.Namespace) -> None:
+    from competition.data.prepare import ensure_data
+
+    folds = _fold_list(args.fold, config.folds.k)
+    ensure_data(config)
+    from competition.evaluation.report import headline
+    from competition.training.fit import train_folds
+
+    results = train_folds(config, folds, force=args.force)
+    for metrics in results:
+        print(f"fold {metrics['fold']}: validation {headline(metrics)}")
+    if len(folds) > 1:
+        _print_cv(config)
+    _print_data_report(config)
+
+
+def _print_data_report(config: Config) -> None:
+    from competition.evaluation.data_report import write_report
+
+    write_report(config, echo=True)
+
+
+def _print_cv(config: Config) -> None:
+    from competition.evaluation.cv import cv_report, markdown
+
+    report = cv_report(config)
+    print(markdown(report), end="")
+    print(f"Wrote {Path(config.runs_dir) / config.experiment / 'cv.json'} (+ cv.md, roc.png)")
+
+
+def cmd_predict(config: Config, args: argparse.Namespace) -> None:
+    if config.synth.generate:
+        from competition.data.prepare import ensure_synthetic
+
+        ensure_synthetic(config)
+    from competition.evaluation.report import headline
+    from competition.inference.predict import predict_and_submit
+
+    folds = _fold_list(args.folds, config.folds.k) if args.folds else None
+    summary = predict_and_submit(config, folds, force=args.force)
+    print(
+        f"Predicted {summary['images']} test images with folds {summary['folds']} x "
+        f"{len(summary['tta'])} TTA views ({summary['ensemble']} ensemble): "
+        f"{summary['images_per_second']} images/s"
+    )
+    if summary["unreadable"]:
+        print(
+            f"{len(summary['unreadable'])} unreadable test images were given the training mean "
+            "(listed in the data report below)"
+        )
+    score = summary["test_score"]
+    if score:
+        print(f"Score on {score['labels']} ({score['images']} images): {headline(score)}")
+    print(f"Wrote {summary['test_preds']}")
+    print(f"Wrote {summary['submission']} ({summary['rows']} rows, checked) and submission.csv")
+    _print_cv(config)
+    _print_data_report(config)
+
+
+def cmd_validate(config: Config, args: argparse.Namespace) -> int:
+    from competition.inference.submission import validate_file
+
+    sample = args.sample or Layout.from_config(config).sample_submission
+    problems, rows = validate_file(config.task, args.file, sample)
+    for problem in problems:
+        print(f"{args.file}: {problem}")
+    if problems:
+        return 1
+    print(f"ok: {rows} rows match {sample}")
+    return 0
+
+
+def cmd_kaggle(config: Config, args: argparse.Namespace) -> int:
+    from competition.kaggle import bundle, push
+
+    if args.push:  # before minutes of bundling
+        push.require_credentials()
+    summary = bundle.build(config)
+    print(
+        f"Wrote {summary['folder']}/dataset ({summary['dataset']}: "
+        f"{len(summary['files'])} fold files, wheels {', '.join(summary['wheels'])}; "
+        f"{summary['bytes'] / 2**20:.1f} MiB) and {summary['folder']}/kernel ({summary['kernel']})"
+    )
+    if args.push:
+        return push.push(Path(summary["folder"]), summary["dataset"])
+    print("Upload with:")
+    for command in summary["commands"]:
+        print(f"  {command}")
+    return 0
+
+
+def cmd_report(config: Config, args: argparse.Namespace) -> None:
+    _print_cv(config)
+
+
+def cmd_data_report(config: Config, args: argparse.Namespace) -> None:
+    _print_data_report(config)
+
+
+def cmd_gallery(config: Config, args: argparse.Namespace) -> None:
+    gallery = _devtool("gallery")
+    out = gallery.save_gallery(
+        Layout.from_config(config), args.real, args.out, config.preprocess.windows
+    )
+    print(f"Wrote {out}")
+
+
+def cmd_show_config(config: Config, args: argparse.Namespace) -> None:
+    print(config.to_yaml(), end="")
+
+
+COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int | None], str]] = {
+    "synth": (cmd_synth, "write the synthetic competition (skipped when up to date)"),
+    "index": (cmd_index, "scan the image headers into <data.root>/index.csv"),
+    "folds": (cmd_folds, "grouped, stratified folds -> <data.root>/folds.csv"),
+    "cache": (cmd_cache, "decode, window and resize every image once into a memory-mapped cache"),
+    "train": (cmd_train, "train folds: runs/<experiment>/fold<k>/ (sets up the data first)"),
+    "predict": (
+        cmd_predict,
+        "fold ensemble + TTA on the test images -> test_preds.csv and a checked submission",
+    ),
+    "validate": (cmd_validate, "check a submission file against the sample submission"),
+    "report": (cmd_report, "cross-validation report over the out-of-fold predictions"),
+    "data-report": (
+        cmd_data_report,
+        "images left out at each stage and why -> runs/<experiment>/data_report.json",
+    ),
+    "kaggle": (
+        cmd_kaggle,
+        "bundle the kit and trained folds as a Kaggle dataset + an offline submission kernel",
+    ),
+    "bench": (cmd_bench, "input pipeline, fit, predict, cache and memory vs their peers"),
+    "gallery": (cmd_gallery, "a PNG of windowed training images, one per label column"),
+    "show-config": (cmd_show_config, "print the resolved config"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m competition", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _common()
+    parsers = {
+        name: sub.add_parser(name, parents=[common], help=text, description=text)
+        for name, (_, text) in COMMANDS.items()
+    }
+    parsers["synth"].add_argument(
+        "--force", action="store_true", help="rewrite even when the dataset is up to date"
+    )
+    parsers["gallery"].add_argument("--real", type=Path, help="also show slices from this folder")
+    parsers["gallery"].add_argument("--out", type=Path, default=Path("docs/gallery.png"))
+    parsers["train"].add_argument("--fold", default="0", help="a fold, a comma list, or all")
+    parsers["train"].add_argument(
+        "--force", action="store_true", help="train again even if the fold has finished"
+    )
+    parsers["predict"].add_argument(
+        "--folds", help="folds to ensemble, e.g. 0,1 (default: predict.folds, else all trained)"
+    )
+    parsers["predict"].add_argument(
+        "--force",
+        action="store_true",
+        help="use the folds even when they were trained from other inputs than the config's",
+    )
+    parsers["validate"].add_argument("file", type=Path, help="the submission CSV to check")
+    parsers["validate"].add_argument(
+        "--sample", type=Path, help="sample submission (default: the config's)"
+    )
+    parsers["kaggle"].add_argument(
+        "--push", action="store_true", help="then upload both with the kaggle client"
+    )
+    parsers["bench"].add_argument("--quick", action="store_true", help="a small smoke run")
+    parsers["bench"].add_argument("--out", type=Path, default=Path("bench.json"))
+    parsers["cache"].add_argument("--split", choices=["train", "test", "all"], default="all")
+    parsers["cache"].add_argument(
+        "--verify", action="store_true", help="re-check every entry of a finished cache"
+    )
+    for name in ("synth", "index", "cache"):
+        parsers[name].add_argument(
+            "--workers",
+            type=int,
+            default=0,
+            help="processes (default: data.workers; 0 = all cores)",
+        )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
+    args = build_parser().parse_args(argv)
+    handler, _ = COMMANDS[args.command]
+    try:
+        return handler(load_config(args.config, args.overrides), args) or 0
+    except KitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The header index: one pass over every image file's header (no pixel
+decoding), in parallel, into `index.csv`: the image ID, its split and path
+(below data.root), patient/study/series, z, the slice's rank in its series,
+size, and whether the pixels can be read (and why not).
+
+The files are those the task's path template matches in each split's
+folder; the template's ID field (and every other field) is read back from
+each file's path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from competition.data.dicom import DicomReadError, read_header
+from competition.errors import KitError
+from competition.fileio import write_csv_atomic
+from competition.layout import SPLITS, Layout, UnsafeIdError, check_image_id
+from competition.progress import Progress
+from competition.workers import worker_count, worker_pool
+
+COLUMNS = [
+    "image_id",
+    "split",
+    "path",
+    "patient_id",
+    "study_id",
+    "series_id",
+    "z",
+    "slice_rank",
+    "rows",
+    "cols",
+    "readable",
+    "reason",
+]
+
+
+class MissingTableError(KitError, FileNotFoundError):
+    """A derived table (index, folds) that has not been built yet."""
+
+
+def scan_file(root: Path, split: str, image_id: str, relative: str) -> dict:
+    """One index row; a file that cannot be used is kept with its reason."""
+    row = {"image_id": image_id, "split": split, "path": relative, "readable": False, "reason": ""}
+    path = root / relative
+    try:
+        check_image_id(image_id)
+        header = read_header(path)
+    except (UnsafeIdError, DicomReadError) as exc:
+        row["reason"] = getattr(exc, "cause", str(exc))
+        return row
+    problem = header.pop("pixel_problem")
+    header.pop("sop_id")
+    row.update(header, readable=problem is None, reason=problem or "")
+    return row
+
+
+def _scan_one(job: tuple) -> dict:
+    return scan_file(*job)
+
+
+def list_images(layout: Layout) -> list[tuple[Path, str, str, str]]:
+    """(root, split, image ID, path below root) of every file the task's
+    template matches in each split's folder, sorted; files that do not fit
+    the template are not images of the task and are left alone."""
+    template = layout.task.template
+    jobs = []
+    for split in SPLITS:
+        folder = layout.image_dir(split)
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.glob(template.glob())):
+            fields = template.parse(path.relative_to(folder).as_posix())
+            if fields is not None and path.is_file():
+                relative = (Path(layout.split_dir(split)) / path.relative_to(folder)).as_posix()
+                jobs.append((layout.root, split, fields[template.id_field], relative))
+    return jobs
+
+
+def add_slice_rank(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rank of each slice in its series by z (0 = lowest); unknown z last."""
+    order = frame.sort_values(["series_id", "z", "image_id"], na_position="last")
+    ranks = order.groupby("series_id", sort=False).cumcount()
+    frame = frame.assign(slice_rank=ranks.reindex(frame.index))
+    frame.loc[frame["series_id"].isna(), "slice_rank"] = np.nan
+    return frame
+
+
+def build_index(layout: Layout, workers: int = 0) -> pd.DataFrame:
+    jobs = list_images(layout)
+    if not jobs:
+        pattern = layout.task.template.glob()
+        raise MissingTableError(
+            f"No image files ({pattern}) under {layout.image_dir('train')} or "
+            f"{layout.image_dir('test')}. Point data.root at the competition folder "
+            "(make ... DATA_DIR=path)."
+        )
+    progress = Progress(len(jobs), "index", unit="files")
+    rows = []
+    n = worker_count(workers)
+    with worker_pool(n) as pool:
+        for row in pool.map(_scan_one, jobs, chunksize=max(1, min(256, len(jobs) // (8 * n)))):
+            rows.append(row)
+            progress.advance()
+    progress.close()
+    frame = add_slice_rank(pd.DataFrame(rows).reindex(columns=COLUMNS))
+    frame["slice_rank"] = frame["slice_rank"].astype("Int64")
+    frame[["rows", "cols"]] = frame[["rows", "cols"]].astype("Int64")
+    print(
+        f"Indexed {len(frame)} files at {progress.rate:.0f} files/s with {n} process(es); "
+        f"{int((~frame.readable).sum())} unreadable"
+    )
+    return frame
+
+
+def write_index(layout: Layout, workers: int = 0) -> pd.DataFrame:
+    frame = build_index(layout, workers)
+    write_csv_atomic(layout.index_csv, frame)
+    return frame
+
+
+def read_index(layout: Layout) -> pd.DataFrame:
+    if not layout.index_csv.exists():
+        raise MissingTableError(
+            f"No header index at {layout.index_csv}. "
+            "Run `make index` (python -m competition index)."
+        )
+    text = ["image_id", "split", "path", "patient_id", "study_id", "series_id", "reason"]
+    frame = pd.read_csv(layout.index_csv, dtype={c: str for c in text} | {"readable": bool})
+    frame[text] = frame[text].fillna("")
+    for column in ("slice_rank", "rows", "cols"):
+        frame[column] = frame[column].astype("Int64")
+    return frame

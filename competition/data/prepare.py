@@ -1,0 +1,76 @@
+"""The data steps a training run needs, in order, each skipped when its
+output is current: synthetic data (when the config generates it), the
+header index, the folds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from competition.config import Config
+from competition.layout import Layout
+
+# The config values folds.csv is made from: other values leave it current.
+FOLD_INPUTS = (
+    "folds",
+    "task.labels",
+    "task.grouping",
+    "task.stratify",
+    "task.heads",
+    "task.images.path",
+    "task.images.train_dir",
+)
+
+
+def config_value(tree: dict, dotted: str):
+    """tree['a']['b'] for 'a.b' (None where a level is missing)."""
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def folds_are_current(layout: Layout, config: Config) -> bool:
+    saved = layout.folds_csv.with_suffix(".config.yaml")
+    if not (layout.folds_csv.exists() and saved.exists()):
+        return False
+    before, now = yaml.safe_load(saved.read_text()) or {}, config.to_dict()
+    return all(config_value(before, key) == config_value(now, key) for key in FOLD_INPUTS)
+
+
+def ensure_synthetic(config: Config) -> None:
+    """Write the synthetic competition when the config generates one and it is stale."""
+    from competition.synthetic import generate
+
+    if config.synth.generate and not generate.is_up_to_date(Path(config.data.root), config.synth):
+        generate.generate(config)
+
+
+def ensure_index(config: Config) -> Layout:
+    """Synthetic data (when generated) and the header index, when missing."""
+    from competition.data.index import write_index
+
+    layout = Layout.from_config(config)
+    ensure_synthetic(config)
+    if not layout.index_csv.exists():
+        write_index(layout, config.data.workers)
+        config.save(layout.index_csv.with_suffix(".config.yaml"))
+    return layout
+
+
+def write_folds_for(config: Config, layout: Layout) -> None:
+    from competition.data.folds import write_folds
+    from competition.data.index import read_index
+    from competition.data.labels import read_labels
+
+    labels = read_labels(config.task, layout.train_csv)
+    write_folds(layout, labels, read_index(layout), config.folds)
+    config.save(layout.folds_csv.with_suffix(".config.yaml"))
+
+
+def ensure_data(config: Config) -> Layout:
+    """Everything training needs: data, index, folds current for the config."""
+    layout = ensure_index(config)
+    if not folds_are_current(layout, config):
+        write_folds_for(config, layout)
+    return layout

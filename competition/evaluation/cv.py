@@ -1,0 +1,124 @@
+"""The cross-validation report: every trained fold's out-of-fold predictions,
+scored per fold and pooled, written to runs/<experiment>/cv.json, cv.md and
+roc.png (one ROC curve per probability output)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from competition.config import Config
+from competition.errors import KitError
+from competition.evaluation.report import ratio
+from competition.evaluation.scores import number, probability_outputs, score
+from competition.fileio import atomic_path, write_text_atomic
+from competition.layout import run_dir
+from competition.task import TaskSpec
+
+
+class ReportError(KitError, ValueError):
+    """No out-of-fold predictions to report on."""
+
+
+def read_oof(config: Config) -> dict[int, pd.DataFrame]:
+    """fold -> its oof.csv, for every fold folder that has one."""
+    found = {}
+    for path in sorted(run_dir(config).glob("fold*/oof.csv")):
+        suffix = path.parent.name.removeprefix("fold")
+        if suffix.isdigit():
+            found[int(suffix)] = pd.read_csv(path, dtype={"image_id": str})
+    if not found:
+        raise ReportError(
+            f"No out-of-fold predictions in {run_dir(config)} (fold<k>/oof.csv). "
+            "Train a fold first: make train FOLD=0"
+        )
+    return dict(sorted(found.items()))
+
+
+def arrays(task: TaskSpec, oof: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, predictions) of an oof table, (N, outputs) each."""
+    truth = oof[[f"label_{name}" for name in task.outputs]].to_numpy(np.float64)
+    return truth, oof[[f"pred_{name}" for name in task.outputs]].to_numpy(np.float64)
+
+
+def cv_report(config: Config) -> dict:
+    """Scores per fold and over all out-of-fold rows; writes cv.json, cv.md, roc.png."""
+    task = config.task
+    folds = read_oof(config)
+    pooled = pd.concat(folds.values(), ignore_index=True)
+    report = {
+        "experiment": config.experiment,
+        "metric": task.metric.name,
+        "folds": {str(k): score(task, *arrays(task, frame)) for k, frame in folds.items()},
+        "overall": score(task, *arrays(task, pooled)),
+    }
+    out = run_dir(config)
+    write_text_atomic(out / "cv.json", json.dumps(report, indent=2))
+    write_text_atomic(out / "cv.md", markdown(report))
+    save_roc(task, pooled, out / "roc.png")
+    return report
+
+
+def markdown(report: dict) -> str:
+    """Two tables: the score per fold, then per output over all folds."""
+    lines = [
+        f"### Cross-validation: {report['experiment']}",
+        "",
+        f"| fold | images | {report['metric']} | constant-prediction baseline |",
+        "|---|---:|---:|---:|",
+    ]
+    rows = [*report["folds"].items(), ("all", report["overall"])]
+    for name, s in rows:
+        lines.append(
+            f"| {name} | {s['images']} | {number(s['score'])} "
+            f"| {number(s['baseline_score'])}{ratio(s)} |"
+        )
+    overall = report["overall"]["per_output"]
+    if overall:
+        lines += ["", "| output | log loss | ROC AUC |", "|---|---:|---:|"]
+        for name, found in overall.items():
+            lines.append(f"| {name} | {number(found['log_loss'])} | {number(found['auc'], 3)} |")
+    return "\n".join(lines) + "\n"
+
+
+def save_roc(task: TaskSpec, oof: pd.DataFrame, out: Path) -> Path | None:
+    """One ROC curve per probability output, pooled over the folds."""
+    columns = [task.outputs[i] for i in probability_outputs(task)]
+    if not columns:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import auc, roc_curve
+
+    cols = min(len(columns), 4)
+    rows = math.ceil(len(columns) / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(3.3 * cols, 3.3 * rows), squeeze=False, sharex=True, sharey=True
+    )
+    for ax in axes.flat[len(columns) :]:
+        ax.axis("off")
+    for ax, name in zip(axes.flat, columns, strict=False):
+        truth, pred = oof[f"label_{name}"], oof[f"pred_{name}"]
+        ax.plot([0, 1], [0, 1], ":", color="grey")
+        if 0 < truth.sum() < len(truth):
+            fpr, tpr, _ = roc_curve(truth, pred)
+            ax.plot(fpr, tpr)
+            ax.set_title(f"{name} (AUC {auc(fpr, tpr):.3f})", fontsize=9)
+        else:
+            ax.text(0.5, 0.5, "one class only", ha="center")
+            ax.set_title(name, fontsize=9)
+    for ax in axes[-1]:
+        ax.set_xlabel("false positive rate")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("true positive rate")
+    fig.tight_layout()
+    with atomic_path(out, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    return out

@@ -1,0 +1,142 @@
+"""The data report: which images the kit left out, at which stage, and why.
+
+Each stage already records what it could not use; the report gathers them
+from disk into `runs/<experiment>/data_report.json` (and prints a summary):
+
+- index: files whose header or pixel data cannot be read (index.csv);
+- labels: label rows without an image file, image files without labels
+  (folds_excluded.csv, minus what the index already excluded);
+- cache: images the cache could not decode (its unreadable.jsonl, minus the
+  index's), for the cache of the config's settings;
+- training: images the finished folds' training or validation skipped
+  (metrics.json);
+- prediction: test images whose rows got the training prevalence
+  (predict.json).
+
+An image can be listed by several stages (the cache could not decode it, so
+training skipped it); `images_excluded` counts each image once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+
+from competition.config import Config
+from competition.data.index import read_index
+from competition.fileio import write_text_atomic
+from competition.layout import SPLITS, Layout, run_dir
+
+STAGES = ("index", "labels", "cache", "training", "prediction")
+_SHOWN = 5  # IDs printed per reason
+
+
+def _index_stage(layout: Layout) -> list[dict]:
+    if not layout.index_csv.is_file():
+        return []
+    index = read_index(layout)
+    bad = index[~index["readable"]]
+    return [
+        {"image_id": r.image_id, "split": r.split, "reason": r.reason}
+        for r in bad.itertuples(index=False)
+    ]
+
+
+def _labels_stage(layout: Layout, known: set[tuple[str, str]]) -> list[dict]:
+    if not layout.folds_excluded_csv.is_file():
+        return []
+    excluded = pd.read_csv(layout.folds_excluded_csv, dtype=str, keep_default_na=False)
+    return [
+        {"image_id": r.image_id, "split": "train", "reason": r.reason}
+        for r in excluded.itertuples(index=False)
+        if ("train", r.image_id) not in known
+    ]
+
+
+def _cache_stage(config: Config, known: set[tuple[str, str]]) -> list[dict]:
+    from competition.data.cache import read_unreadable, split_dir
+
+    found = []
+    for split in SPLITS:
+        for image_id, reason in read_unreadable(split_dir(config, split)).items():
+            if (split, image_id) not in known:
+                found.append({"image_id": image_id, "split": split, "reason": reason})
+    return found
+
+
+def _training_stage(run: Path) -> list[dict]:
+    skipped: dict[str, str] = {}
+    for metrics_path in sorted(run.glob("fold*/metrics.json")):
+        metrics = json.loads(metrics_path.read_text())
+        for key in ("unreadable_in_training", "unreadable_in_validation"):
+            skipped.update(metrics.get(key) or {})
+    return [{"image_id": i, "split": "train", "reason": r} for i, r in sorted(skipped.items())]
+
+
+def _prediction_stage(run: Path) -> list[dict]:
+    path = run / "predict.json"
+    if not path.is_file():
+        return []
+    unreadable = json.loads(path.read_text()).get("unreadable") or {}
+    return [{"image_id": i, "split": "test", "reason": r} for i, r in sorted(unreadable.items())]
+
+
+def _stage(images: list[dict]) -> dict:
+    return {
+        "count": len(images),
+        "reasons": dict(Counter(image["reason"] for image in images).most_common()),
+        "images": images,
+    }
+
+
+def build_report(config: Config) -> dict:
+    layout, run = Layout.from_config(config), run_dir(config)
+    index = _index_stage(layout)
+    known = {(image["split"], image["image_id"]) for image in index}
+    stages = {
+        "index": index,
+        "labels": _labels_stage(layout, known),
+        "cache": _cache_stage(config, known),
+        "training": _training_stage(run),
+        "prediction": _prediction_stage(run),
+    }
+    unique = {(i["split"], i["image_id"]) for images in stages.values() for i in images}
+    return {
+        "experiment": config.experiment,
+        "data_root": str(layout.root),
+        "images_excluded": len(unique),
+        "stages": {name: _stage(images) for name, images in stages.items()},
+    }
+
+
+def _one_line(reason: str, width: int = 100) -> str:
+    text = " ".join(reason.split())  # decoder messages span lines
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def summary(report: dict) -> str:
+    """A few lines: per stage the count, and per reason a few IDs."""
+    if not report["images_excluded"]:
+        return f"Data report: no image left out ({', '.join(report['stages'])})."
+    lines = [f"Data report ({report['images_excluded']} images left out):"]
+    for name, stage in report["stages"].items():
+        lines.append(f"  {name}: {stage['count']}")
+        for reason, count in stage["reasons"].items():
+            ids = [i["image_id"] for i in stage["images"] if i["reason"] == reason]
+            more = f" and {count - _SHOWN} more" if count > _SHOWN else ""
+            lines.append(f"    {count} x {_one_line(reason)}: {', '.join(ids[:_SHOWN])}{more}")
+    return "\n".join(lines)
+
+
+def write_report(config: Config, echo: bool = True) -> Path:
+    """runs/<experiment>/data_report.json, and its summary on stdout."""
+
+    report = build_report(config)
+    path = write_text_atomic(run_dir(config) / "data_report.json", json.dumps(report, indent=2))
+    if echo:
+        print(summary(report))
+        print(f"Wrote {path}")
+    return path

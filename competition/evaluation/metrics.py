@@ -1,0 +1,107 @@
+"""Competition metrics in NumPy (scikit-learn where it has them), by name.
+
+A task names its metric (`task.metric.name`) and the head it scores; the
+registry says which head kinds a metric fits, whether lower is better, and
+whether training can watch it in Keras (`competition.training.losses` has
+the streaming twins). Arrays are (N, columns) in the head's output order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+EPS = 1e-7
+
+
+def _as_2d(values) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    return array.reshape(len(array), -1)
+
+
+def _check_shapes(y_true: np.ndarray, y_pred: np.ndarray, columns: int | None = None) -> None:
+    if y_true.shape != y_pred.shape or (columns is not None and y_true.shape[1] != columns):
+        wanted = f"(N, {columns})" if columns is not None else "the same (N, columns)"
+        raise ValueError(
+            f"expected two arrays of shape {wanted}. Received: {y_true.shape} and {y_pred.shape}"
+        )
+
+
+def column_log_loss(y_true, y_pred, eps: float = EPS) -> np.ndarray:
+    """Binary log loss of each column (predictions clipped to [eps, 1 - eps])."""
+    y_true, y_pred = _as_2d(y_true), np.clip(_as_2d(y_pred), eps, 1 - eps)
+    _check_shapes(y_true, y_pred)
+    return -(y_true * np.log(y_pred) + (1 - y_true) * np.log(1 - y_pred)).mean(axis=0)
+
+
+def weighted_log_loss(y_true, y_pred, weights: Sequence[float] | None = None) -> float:
+    """The columns' binary log losses averaged with `weights` (default equal):
+    RSNA Intracranial Hemorrhage's metric with its weights."""
+    losses = column_log_loss(y_true, y_pred)
+    weights = np.ones(len(losses)) if weights is None else np.asarray(weights, np.float64)
+    if weights.shape != losses.shape:
+        raise ValueError(f"expected {len(losses)} weights. Received: {len(weights)}")
+    return float(np.dot(losses, weights) / weights.sum())
+
+
+def log_loss(y_true, y_pred, weights: Sequence[float] | None = None) -> float:
+    """Mean binary log loss over the columns (the unweighted case)."""
+    return weighted_log_loss(y_true, y_pred)
+
+
+def column_auc(y_true, y_pred) -> list[float | None]:
+    """ROC AUC of each column; None where the column holds a single class."""
+    from sklearn.metrics import roc_auc_score
+
+    y_true, y_pred = _as_2d(y_true), _as_2d(y_pred)
+    _check_shapes(y_true, y_pred)
+    return [
+        float(roc_auc_score(y_true[:, k], y_pred[:, k]))
+        if 0 < y_true[:, k].sum() < len(y_true)
+        else None
+        for k in range(y_true.shape[1])
+    ]
+
+
+def _defined_aucs(y_true, y_pred) -> list[float]:
+    aucs = column_auc(y_true, y_pred)
+    if any(a is None for a in aucs):
+        single = [k for k, a in enumerate(aucs) if a is None]
+        raise ValueError(
+            f"ROC AUC is undefined for column(s) {single}: they hold a single class "
+            "(every label 0, or every label 1)"
+        )
+    return aucs
+
+
+def roc_auc(y_true, y_pred, weights: Sequence[float] | None = None) -> float:
+    """ROC AUC of one binary column."""
+    (auc,) = _defined_aucs(y_true, y_pred)
+    return auc
+
+
+def mean_column_auc(y_true, y_pred, weights: Sequence[float] | None = None) -> float:
+    """The mean of the columns' ROC AUCs."""
+    return float(np.mean(_defined_aucs(y_true, y_pred)))
+
+
+@dataclass(frozen=True)
+class Metric:
+    score: Callable[..., float]
+    kinds: frozenset[str]  # head kinds it can score
+    lower_is_better: bool
+    in_keras: bool  # training can monitor it (a streaming twin exists)
+    weighted: bool = False  # takes per-column weights
+    single_column: bool = False
+
+
+SIGMOID = frozenset({"multilabel", "binary"})
+METRICS: dict[str, Metric] = {
+    "weighted_log_loss": Metric(weighted_log_loss, SIGMOID, True, True, weighted=True),
+    "log_loss": Metric(log_loss, SIGMOID, True, True),
+    "roc_auc": Metric(roc_auc, frozenset({"binary"}), False, True, single_column=True),
+    "mean_column_auc": Metric(mean_column_auc, SIGMOID, False, True),
+}
+METRIC_NAMES = tuple(METRICS)

@@ -1,0 +1,204 @@
+"""Inference: the best checkpoint of each trained fold, every test-time
+augmentation, in one batched `model.predict` over a test DataGenerator.
+
+The folds and the TTA views are wrapped into one Keras model whose output is
+(batch, folds, views, outputs): each test image is read and decoded once,
+however many models and views there are. Views are averaged, then the folds
+are combined as configured, and the table (one row per image, one column
+per model output) goes to runs/<experiment>/test_preds.csv before the
+submission is built from it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from competition import runs
+from competition.config import Config
+from competition.data.generator import DataGenerator, surfacing_load_errors
+from competition.data.preprocess import input_shape
+from competition.data.sources import open_source
+from competition.errors import KitError
+from competition.fileio import write_csv_atomic, write_text_atomic
+from competition.inference import submission as sub
+from competition.inference.ensemble import combine_folds
+from competition.inference.tta import TTA_AXES
+from competition.layout import Layout, fold_dir, run_dir
+from competition.progress import keras_verbose
+from competition.training.model import check_input_shape, load_checkpoint
+
+
+class PredictError(KitError, ValueError):
+    """Nothing to predict with, or a checkpoint that does not fit the config."""
+
+
+def load_fold_model(config: Config, fold: int) -> keras.Model:
+    """The fold's best checkpoint, loaded in safe mode and checked against the config."""
+    path = fold_dir(config, fold) / "best.keras"
+    model = load_checkpoint(path, config.model.safe_mode)
+    check_input_shape(model, input_shape(config), len(config.task.outputs), str(path))
+    model.name = f"fold{fold}"  # nested models need distinct names
+    return model
+
+
+def _view(inputs, name: str):
+    for axis in TTA_AXES[name]:
+        inputs = keras.ops.flip(inputs, axis=axis)
+    return inputs
+
+
+def ensemble_model(models: list[keras.Model], tta: list[str], shape) -> keras.Model:
+    """One model: image -> (folds, views, outputs)."""
+    inputs = keras.Input(shape=shape, name="image")
+    views = [_view(inputs, name) for name in tta]
+    per_fold = [keras.ops.stack([model(view) for view in views], axis=1) for model in models]
+    return keras.Model(inputs, keras.ops.stack(per_fold, axis=1), name="ensemble")
+
+
+def fold_constant(config: Config, folds: list[int]) -> np.ndarray:
+    """The mean training target the folds saw: the fallback for unreadable images."""
+    rows = []
+    for fold in folds:
+        metrics = json.loads((fold_dir(config, fold) / "metrics.json").read_text())
+        # folds trained before the task spec recorded it as `prevalence`
+        constant = metrics.get("constant_prediction") or metrics["prevalence"]
+        rows.append([constant[name] for name in config.task.outputs])
+    return np.asarray(rows, dtype=np.float64).mean(axis=0)
+
+
+def test_images(config: Config, sample: sub.Sample) -> tuple[list[str], pd.DataFrame | None]:
+    """The images to predict and a table of their path fields (when the
+    template needs more than the ID): the sample's images, the test folder's
+    files, or the test CSV's rows, as task.images.test_list says."""
+    task, layout = config.task, Layout.from_config(config)
+    mode = task.images.test_list
+    if mode == "sample":
+        return sample.images(), None
+    if mode == "csv":
+        from competition.data import csvfile
+
+        fields = [task.id_field, *task.template.extra_fields]
+        table = csvfile.read_strings(layout.test_csv, fields, "test CSV").to_pandas()
+        table = table.drop_duplicates(task.id_field).set_index(task.id_field)
+        return table.index.tolist(), table
+    from competition.data.index import list_images
+
+    found = [
+        (image_id, path) for _, split, image_id, path in list_images(layout) if split == "test"
+    ]
+    if not found:
+        raise PredictError(f"No test images in {layout.image_dir('test')}")
+    fields = pd.DataFrame(
+        [
+            task.template.parse(Path(p).relative_to(layout.split_dir("test")).as_posix())
+            for _, p in found
+        ],
+        index=pd.Index([i for i, _ in found]),
+    )
+    return fields.index.tolist(), fields
+
+
+def inference_generator(config: Config, image_ids: list[str], fields=None) -> DataGenerator:
+    """Test images in the given order, unshuffled, unaugmented, last batch kept."""
+    return DataGenerator(
+        image_ids,
+        open_source(config, "test", fields),
+        batch_size=config.predict.batch_size,
+        workers=config.train.workers,
+        use_multiprocessing=config.train.use_multiprocessing,
+        max_queue_size=config.train.max_queue_size,
+    )
+
+
+def check_folds(config: Config, folds: list[int]) -> None:
+    """Every fold was trained from the inputs the current config describes."""
+    for fold in folds:
+        runs.check_same_inputs(
+            config,
+            fold,
+            "Predict with the config these folds were trained with (the same CONFIG, "
+            "DATA_DIR and ARGS as make train), or add --force to use them anyway.",
+        )
+
+
+def predict_test(config: Config, folds: list[int], sample: sub.Sample) -> tuple[pd.DataFrame, dict]:
+    """Per-image outputs (index image_id, columns the task's outputs) for the
+    test images, and a summary of the run."""
+    image_ids, fields = test_images(config, sample)
+    models = [load_fold_model(config, fold) for fold in folds]
+    model = ensemble_model(models, config.predict.tta, input_shape(config))
+    generator = inference_generator(config, image_ids, fields)
+    started = time.perf_counter()
+    with surfacing_load_errors(generator):
+        outputs = model.predict(generator, verbose=keras_verbose())  # (N, folds, views, outputs)
+    seconds = time.perf_counter() - started
+    if len(outputs) != len(image_ids):
+        raise PredictError(f"predict returned {len(outputs)} rows for {len(image_ids)} images")
+    combined = combine_folds(outputs.mean(axis=2), config.predict.ensemble)
+    fallback = fold_constant(config, folds)
+    generator.fill_unreadable(combined, fallback)
+    outputs_names = config.task.outputs
+    table = pd.DataFrame(
+        combined, index=pd.Index(image_ids, name="image_id"), columns=outputs_names
+    )
+    summary = {
+        "folds": folds,
+        "tta": list(config.predict.tta),
+        "ensemble": config.predict.ensemble,
+        "images": len(image_ids),
+        "seconds": round(seconds, 2),
+        "images_per_second": round(len(image_ids) / max(seconds, 1e-9), 1),
+        "fallback": dict(zip(outputs_names, map(float, fallback), strict=True)),
+        "unreadable": dict(sorted(generator.failed.items())),
+    }
+    return table, summary
+
+
+def score_if_labelled(config: Config, final: pd.DataFrame) -> dict | None:
+    """The synthetic competitions ship their test labels: score the predictions."""
+    from competition.data.labels import read_labels
+    from competition.evaluation.scores import score
+    from competition.synthetic.generate import TEST_LABELS
+
+    path = Layout.from_config(config).root / TEST_LABELS
+    if not path.is_file():
+        return None
+    labels = read_labels(config.task, path)
+    common = final.index.intersection(labels.index)
+    if common.empty:
+        return None
+    truth = config.task.targets(labels.loc[common])
+    return {"labels": str(path), **score(config.task, truth, final.loc[common].to_numpy())}
+
+
+def predict_and_submit(config: Config, folds: list[int] | None = None, force: bool = False) -> dict:
+    """test_preds.csv, then the checked submission file; returns the summary."""
+    task = config.task
+    folds = runs.select_folds(config, folds)
+    if not force:
+        check_folds(config, folds)
+    sample = sub.read_sample(task, Layout.from_config(config).sample_submission)
+    table, summary = predict_test(config, folds, sample)
+    summary["test_preds"] = str(
+        write_csv_atomic(
+            run_dir(config) / "test_preds.csv", table.reset_index(), float_format="%.6g"
+        )
+    )
+    final = pd.DataFrame(
+        sub.postprocess(task, table.to_numpy()), index=table.index, columns=table.columns
+    )
+    values = sub.decode(task, final.to_numpy(), final.index)
+    name = sub.submission_name(config.experiment, folds, len(config.predict.tta))
+    frame = sub.build_submission(task, sample, values)
+    path = sub.write_submission(task, frame, sample, config.predict.submissions_dir, name)
+    summary["submission"] = str(path)
+    summary["rows"] = len(frame)
+    summary["test_score"] = score_if_labelled(config, final)
+    write_text_atomic(run_dir(config) / "predict.json", json.dumps(summary, indent=2))
+    return summary

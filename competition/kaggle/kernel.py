@@ -1,0 +1,117 @@
+"""What the Kaggle submission kernel runs once the kit is installed: find the
+competition's files under the input folder by the task's names (not by a
+fixed layout: Kaggle has mounted inputs at different depths over the years),
+predict with the bundled folds, write and validate working/submission.csv."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from competition.config import Config, load_config
+from competition.errors import KitError
+
+
+class KernelError(KitError, FileNotFoundError):
+    """The kernel's inputs are not where, or what, it expects."""
+
+
+def _listing(inputs: Path) -> str:
+    shown = sorted(str(p.relative_to(inputs)) for p in inputs.glob("*/*"))[:20]
+    return "\n  ".join(shown) or "(empty)"
+
+
+def _outside(paths, bundle: Path) -> list[Path]:
+    return sorted(p for p in paths if bundle not in p.parents)
+
+
+def _only(found: list[Path], what: str, inputs: Path) -> Path:
+    if len(found) != 1:
+        listed = "none" if not found else ", ".join(map(str, found))
+        raise KernelError(
+            f"Expected one {what} under {inputs}; found {listed}. Inputs:\n  {_listing(inputs)}"
+        )
+    return found[0]
+
+
+def find_competition_file(inputs: Path, bundle: Path, name: str, pattern: str) -> Path:
+    """The file called `name` under inputs (else the only match of `pattern`)."""
+    found = _outside(inputs.rglob(name), bundle) or _outside(inputs.rglob(pattern), bundle)
+    found = [p for p in found if p.is_file()]
+    return _only(found, f"competition file {name!r} (or {pattern!r})", inputs)
+
+
+def find_test_dir(inputs: Path, bundle: Path, name: str, suffix: str) -> Path:
+    """The test images' folder: called `name`, else the one folder with
+    'test' in its name holding files ending in `suffix`."""
+    named = [p for p in _outside(inputs.rglob(Path(name).name), bundle) if p.is_dir()]
+    if not named:
+        named = [
+            p
+            for p in _outside(inputs.rglob("*test*"), bundle)
+            if p.is_dir() and next(p.rglob(f"*{suffix}"), None) is not None
+        ]
+    return _only(named, f"test image folder {name!r}", inputs)
+
+
+def link_folds(bundle: Path, runs: Path, experiment: str) -> None:
+    """runs/<experiment>/fold<k> -> the bundle's read-only fold folders;
+    predictions are written next to them, in the writable runs folder."""
+    target = runs / experiment
+    target.mkdir(parents=True, exist_ok=True)
+    for fold in sorted((bundle / "runs" / experiment).glob("fold*")):
+        link = target / fold.name
+        if not link.exists():
+            link.symlink_to(fold.resolve(), target_is_directory=True)
+
+
+def kernel_config(bundle: Path, inputs: Path, working: Path) -> Config:
+    """The bundled config, pointed at Kaggle's folders (data.root stays as it
+    was: its label CSV is not there, so no data fingerprint is compared)."""
+    config = load_config(bundle / "config.yaml")
+    task = config.task
+    sample = find_competition_file(
+        inputs, bundle, Path(task.submission.sample).name, "*sample_submission*.csv"
+    )
+    suffix = Path(task.images.path).suffix
+    test_dir = find_test_dir(inputs, bundle, task.images.test_dir, suffix)
+    images = replace(task.images, test_dir=str(test_dir))
+    if task.images.test_list == "csv":
+        test_csv = find_competition_file(
+            inputs, bundle, Path(task.images.test_csv).name, "test.csv"
+        )
+        images = replace(images, test_csv=str(test_csv))
+    task = replace(task, images=images, submission=replace(task.submission, sample=str(sample)))
+    return replace(
+        config,
+        task=task,
+        runs_dir=str(working / "runs"),
+        data=replace(config.data, source="dicom", cache_dir=str(working / "cache")),
+        synth=replace(config.synth, generate=False),
+        predict=replace(config.predict, submissions_dir=str(working)),
+    )
+
+
+def run(bundle: Path, inputs: Path, working: Path) -> int:
+    from competition.inference.predict import predict_and_submit
+    from competition.inference.submission import LATEST, validate_file
+
+    manifest = json.loads((bundle / "kit-bundle.json").read_text())
+    config = kernel_config(bundle, inputs, working)
+    print(f"bundle {bundle} ({manifest['dataset']}, experiment {config.experiment})")
+    print(f"test images {config.task.images.test_dir}; sample {config.task.submission.sample}")
+    link_folds(bundle, Path(config.runs_dir), config.experiment)
+    summary = predict_and_submit(config)
+    for image_id, reason in summary["unreadable"].items():
+        print(f"unreadable test image {image_id}: {reason} (given the training mean)")
+    problems, rows = validate_file(config.task, working / LATEST, config.task.submission.sample)
+    for problem in problems:
+        print(f"{working / LATEST}: {problem}")
+    if problems:
+        return 1
+    print(
+        f"Wrote {working / LATEST}: {rows} rows, checked against the sample; "
+        f"folds {summary['folds']}, {summary['images_per_second']} images/s"
+    )
+    return 0

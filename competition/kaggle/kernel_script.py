@@ -1,0 +1,48 @@
+"""Kaggle submission kernel, written by `make kaggle` (the kit's
+competition/kernel_script.py with the dataset named).
+
+Runs offline: installs the kit's wheels from the bundle dataset with
+`pip install --no-index --no-deps`, finds the competition files under the
+input folder, predicts with the bundled folds, writes and validates
+<root>/working/submission.csv. The root is $KAGGLE_ROOT, default /kaggle.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DATASET_SLUG = "<dataset-slug>"
+MANIFEST = "kit-bundle.json"
+
+
+def find_bundle(inputs: Path) -> Path:
+    """The bundle dataset's folder: wherever Kaggle mounted it under input/."""
+    found = sorted(p.parent for p in inputs.rglob(MANIFEST))
+    named = [p for p in found if DATASET_SLUG in p.parts] or found
+    if not named:
+        raise SystemExit(
+            f"error: no {MANIFEST} under {inputs}: add the dataset {DATASET_SLUG!r} "
+            "to the kernel's inputs (kernel-metadata.json dataset_sources)."
+        )
+    return named[0]
+
+
+def install_wheels(bundle: Path) -> None:
+    wheels = sorted(str(p) for p in bundle.rglob("*.whl"))
+    command = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "-q", *wheels]
+    print("+", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+def main() -> int:
+    root = Path(os.environ.get("KAGGLE_ROOT", "/kaggle"))
+    bundle = find_bundle(root / "input")
+    install_wheels(bundle)
+    from competition.kaggle.kernel import run  # installed just above
+
+    return run(bundle, root / "input", root / "working")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

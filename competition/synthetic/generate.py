@@ -1,0 +1,98 @@
+"""The kit's synthetic competitions: a stand-in written in a preset's real
+on-disk format (today the RSNA Intracranial Hemorrhage one, `head_ct`), plus
+`synthetic_test_labels.csv`, the test set's answers in the label CSV's
+format, which a real competition keeps hidden.
+
+The folder is built under a temporary name and renamed when done; a marker
+records the settings, so an up-to-date folder is not written again, and a
+folder the generator did not write is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from competition.config import Config, SynthConfig
+from competition.errors import KitError
+from competition.fileio import write_csv_atomic, write_text_atomic
+from competition.layout import SPLITS, Layout
+from competition.progress import Progress
+from competition.synthetic import head_ct
+from competition.workers import worker_count, worker_pool
+
+GENERATOR_VERSION = 2
+MARKER = "synthetic.json"
+TEST_LABELS = "synthetic_test_labels.csv"
+
+
+def _marker(cfg: SynthConfig) -> dict:
+    return {"generator_version": GENERATOR_VERSION, "synth": asdict(cfg)}
+
+
+def is_up_to_date(root: Path, cfg: SynthConfig) -> bool:
+    marker = root / MARKER
+    return marker.exists() and json.loads(marker.read_text()) == json.loads(
+        json.dumps(_marker(cfg))
+    )
+
+
+def _refuse_foreign(root: Path) -> None:
+    """A folder the generator did not write is someone's data: never overwritten."""
+    if root.exists() and not (root / MARKER).exists():
+        raise KitError(
+            f"{root} exists and was not written by the synthetic generator (no {MARKER}); "
+            "refusing to overwrite it. This config generates a synthetic competition "
+            "(synth.generate: true). If the folder is a real competition download, use its "
+            "preset instead (CONFIG=configs/rsna_ich.yaml DATA_DIR=<folder>) or add "
+            '--set synth.generate=false (make ... ARGS="--set synth.generate=false"); '
+            "otherwise choose another data.root."
+        )
+
+
+def generate(config: Config, workers: int | None = None, force: bool = False) -> Path:
+    """Write the synthetic competition to config.data.root (idempotent)."""
+    cfg, layout = config.synth, Layout.from_config(config)
+    root = layout.root
+    if not force and is_up_to_date(root, cfg):
+        print(f"Synthetic competition up to date: {root}")
+        return root
+    _refuse_foreign(root)
+    plans = head_ct.plan(cfg)
+    staging = Layout(root.with_name(f".{root.name}.partial"), layout.task)
+    shutil.rmtree(staging.root, ignore_errors=True)
+    for split in SPLITS:
+        staging.image_dir(split).mkdir(parents=True)
+    rows = _render_all(plans, cfg, staging, worker_count(workers or config.data.workers))
+    test_labels = head_ct.write_tables(rows, staging)
+    write_csv_atomic(staging.root / TEST_LABELS, test_labels)
+    write_text_atomic(staging.root / MARKER, json.dumps(_marker(cfg), indent=2))
+    shutil.rmtree(root, ignore_errors=True)
+    staging.root.rename(root)
+    return root
+
+
+def _render_all(plans: list, cfg: SynthConfig, layout: Layout, workers: int) -> list[list]:
+    total = sum(p.size for p in plans)
+    progress = Progress(total, "synth", unit="images")
+    rows: list[list] = []
+    started = time.perf_counter()
+    if workers <= 1:
+        for plan in plans:
+            rows += head_ct.write(plan, cfg, layout)
+            progress.advance(plan.size)
+    else:
+        with worker_pool(workers) as pool:
+            jobs = [pool.submit(head_ct.write, plan, cfg, layout) for plan in plans]
+            for plan, job in zip(plans, jobs, strict=True):
+                rows += job.result()
+                progress.advance(plan.size)
+    progress.close()
+    rate = total / max(time.perf_counter() - started, 1e-9)
+    print(
+        f"Wrote {total} images in {len(plans)} series ({rate:.0f} images/s, {workers} process(es))"
+    )
+    return rows

@@ -1,0 +1,544 @@
+"""The task spec: what a competition is, as one value the kit reads.
+
+The `task:` section of a config says what the labels are and how the model
+predicts them (heads), where the label CSV, the images and the sample
+submission are and what shape they have, how folds are grouped and
+stratified, which metric scores a model, and how the submission is built.
+Every stage reads it; none knows a competition by name. The presets in
+configs/ fill it in (configs/rsna_ich.yaml is the worked example).
+
+Checked when the config loads, with errors naming the key: `check_task`
+for the spec itself, `check_task_files` for the CSV headers it names, when
+the files are there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from competition.errors import ConfigError
+from competition.evaluation.metrics import METRIC_NAMES, METRICS
+from competition.layout import ImageTemplate
+
+HEAD_KINDS = ("multilabel", "binary", "multiclass", "ordinal")
+LABEL_FORMATS = ("long", "wide")
+TEST_LISTS = ("sample", "folder", "csv")
+GROUP_SOURCES = ("none", "column", "dicom")
+# DICOM header keywords folds can be grouped by -> the header index column holding them.
+DICOM_GROUP_KEYS = {
+    "PatientID": "patient_id",
+    "StudyInstanceUID": "study_id",
+    "SeriesInstanceUID": "series_id",
+}
+SUBMISSION_LAYOUTS = ("wide", "long")
+POSTPROCESS_STEPS = ("derived", "clip")
+MONITORS = ("metric", "loss")
+IMAGE_FORMATS = {".dcm": "dicom"}  # file name ending -> reader
+# The named groups a long label CSV's ID pattern must have.
+LONG_GROUPS = ("image_id", "label")
+# Head and task names become Keras layer and model names.
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A label column that is the maximum of others (RSNA's `any`)."""
+
+    name: str
+    max_of: list[str]
+
+
+@dataclass(frozen=True)
+class Head:
+    """One output of the model: its label columns, and how they are predicted.
+
+    multilabel: one sigmoid per column; binary: one column, one sigmoid;
+    multiclass: one column of class values, one softmax over `classes`;
+    ordinal: one column of ordered class values, one regression output
+    decoded to a class by thresholds."""
+
+    name: str
+    kind: Literal[HEAD_KINDS]
+    columns: list[str]
+    loss_weights: list[float] | None = None  # per output (multiclass: per class); None = 1s
+    classes: list[int] | None = None  # multiclass, ordinal: the values, in order
+
+    @property
+    def outputs(self) -> list[str]:
+        """Names of the model outputs this head makes."""
+        if self.kind == "multiclass":
+            return [f"{self.columns[0]}={c}" for c in self.classes]
+        return list(self.columns)
+
+    @property
+    def weights(self) -> np.ndarray:
+        if self.loss_weights is None:
+            return np.ones(len(self.outputs), dtype=np.float32)
+        return np.asarray(self.loss_weights, dtype=np.float32)
+
+    @property
+    def probabilities(self) -> bool:
+        """Outputs in [0, 1] (sigmoid or softmax), as opposed to a regression value."""
+        return self.kind != "ordinal"
+
+    def allowed_values(self) -> list[float]:
+        return [0, 1] if self.kind in ("multilabel", "binary") else list(self.classes)
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        """Label values (N, columns) -> training targets (N, outputs) float32."""
+        values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
+        if self.kind in ("multilabel", "binary"):
+            return values.astype(np.float32)
+        index = np.searchsorted(np.asarray(self.classes, np.float64), values[:, 0])
+        if self.kind == "ordinal":
+            return index.astype(np.float32)[:, None]
+        return np.eye(len(self.classes), dtype=np.float32)[index]
+
+    def decode(self, outputs: np.ndarray, thresholds: Sequence[float] | None = None) -> np.ndarray:
+        """Model outputs (N, outputs) -> submission values (N, columns):
+        probabilities as they are, a class value for multiclass (argmax) and
+        ordinal heads (the regression value cut by `thresholds`, by default
+        half-way between class positions)."""
+        if self.kind in ("multilabel", "binary"):
+            return outputs
+        classes = np.asarray(self.classes)
+        if self.kind == "multiclass":
+            return classes[np.argmax(outputs, axis=1)][:, None]
+        cuts = np.arange(len(classes) - 1) + 0.5 if thresholds is None else np.asarray(thresholds)
+        return classes[np.searchsorted(cuts, outputs[:, 0])][:, None]
+
+
+@dataclass(frozen=True)
+class LabelsSpec:
+    csv: str = "train.csv"
+    format: Literal[LABEL_FORMATS] = "wide"
+    id_column: str = "image_id"
+    value_column: str = "Label"
+    id_pattern: str = r"(?P<image_id>.+)_(?P<label>[^_]+)"
+    derived: list[Derived] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ImagesSpec:
+    path: str = "{split_dir}/{image_id}.dcm"
+    train_dir: str = "train"
+    test_dir: str = "test"
+    test_list: Literal[TEST_LISTS] = "sample"
+    test_csv: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupingSpec:
+    by: Literal[GROUP_SOURCES] = "none"
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: Literal[METRIC_NAMES] = "log_loss"
+    head: str | None = None
+    weights: list[float] | None = None
+    monitor: Literal[MONITORS] = "metric"
+
+
+@dataclass(frozen=True)
+class SubmissionSpec:
+    sample: str = "sample_submission.csv"
+    layout: Literal[SUBMISSION_LAYOUTS] = "wide"
+    id_column: str = "image_id"
+    value_column: str = "Label"
+    postprocess: list[Literal[POSTPROCESS_STEPS]] = field(default_factory=lambda: ["clip"])
+    clip: float = 1e-4
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str = "task"
+    labels: LabelsSpec = field(default_factory=LabelsSpec)
+    images: ImagesSpec = field(default_factory=ImagesSpec)
+    grouping: GroupingSpec = field(default_factory=GroupingSpec)
+    stratify: str | None = None
+    heads: list[Head] = field(default_factory=list)
+    metric: MetricSpec = field(default_factory=MetricSpec)
+    submission: SubmissionSpec = field(default_factory=SubmissionSpec)
+
+    # --- what the spec implies ------------------------------------------------
+
+    @property
+    def label_columns(self) -> list[str]:
+        """Every label column a head predicts, in head order."""
+        return [c for head in self.heads for c in head.columns]
+
+    @property
+    def outputs(self) -> list[str]:
+        """The model's output columns, in order (see Head.outputs)."""
+        return [o for head in self.heads for o in head.outputs]
+
+    def head_slices(self) -> list[tuple[Head, slice]]:
+        """Each head with the slice of the model's outputs it owns."""
+        found, start = [], 0
+        for head in self.heads:
+            found.append((head, slice(start, start + len(head.outputs))))
+            start += len(head.outputs)
+        return found
+
+    def head_slice(self, name: str) -> slice:
+        return next(s for head, s in self.head_slices() if head.name == name)
+
+    @property
+    def id_field(self) -> str:
+        """The image ID's name in the CSVs and the path template."""
+        return self.labels.id_column if self.labels.format == "wide" else LONG_GROUPS[0]
+
+    @property
+    def template(self) -> ImageTemplate:
+        return ImageTemplate(self.images.path, self.id_field)
+
+    @property
+    def image_format(self) -> str:
+        return IMAGE_FORMATS[Path(self.images.path).suffix.lower()]
+
+    @property
+    def metric_head(self) -> Head:
+        wanted = self.metric.head or self.heads[0].name
+        return next(head for head in self.heads if head.name == wanted)
+
+    @property
+    def metric_weights(self) -> list[float] | None:
+        """The weights the metric averages its columns with (weighted metrics)."""
+        if not METRICS[self.metric.name].weighted:
+            return None
+        if self.metric.weights is not None:
+            return list(self.metric.weights)
+        return self.metric_head.weights.tolist()
+
+    @property
+    def lower_is_better(self) -> bool:
+        return METRICS[self.metric.name].lower_is_better
+
+    @property
+    def monitor(self) -> str:
+        """What checkpoints and early stopping watch, as Keras logs it."""
+        return "val_loss" if self.metric.monitor == "loss" else f"val_{self.metric.name}"
+
+    @property
+    def monitor_lower_is_better(self) -> bool:
+        return self.metric.monitor == "loss" or self.lower_is_better
+
+    @property
+    def derived_names(self) -> list[str]:
+        return [d.name for d in self.labels.derived]
+
+    @property
+    def stratify_column(self) -> str:
+        """The column folds are stratified on (default: a single-column metric head's)."""
+        return self.stratify or self.metric_head.columns[0]
+
+    def targets(self, labels) -> np.ndarray:
+        """A label table (one row per image, the label columns) -> the
+        training targets (N, outputs) float32."""
+        parts = [head.encode(labels[head.columns].to_numpy()) for head in self.heads]
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+    def score(self, y_true: np.ndarray, y_pred: np.ndarray) -> float:
+        """The competition metric on the metric head's outputs."""
+        part = self.head_slice(self.metric_head.name)
+        metric = METRICS[self.metric.name]
+        return metric.score(y_true[:, part], y_pred[:, part], weights=self.metric_weights)
+
+
+# --- checks -------------------------------------------------------------------
+
+
+def _fail(key: str, expected: str, received) -> None:
+    raise ConfigError(f"Config key '{key}' {expected}. Received: {received!r}")
+
+
+def _check_heads(task: TaskSpec) -> None:
+    if not task.heads:
+        _fail(
+            "task.heads",
+            "needs at least one head (name, kind, columns); see configs/rsna_ich.yaml",
+            [],
+        )
+    if not NAME.fullmatch(task.name):
+        _fail("task.name", "must be a name of letters, digits and _", task.name)
+    seen_names, seen_columns = set(), set()
+    for i, head in enumerate(task.heads):
+        key = f"task.heads[{i}]"
+        if not NAME.fullmatch(head.name):
+            _fail(
+                f"{key}.name",
+                "must be a name of letters, digits and _ (a Keras layer name)",
+                head.name,
+            )
+        if head.name in seen_names:
+            _fail(f"{key}.name", "must differ from the other heads' names", head.name)
+        seen_names.add(head.name)
+        if not head.columns or len(set(head.columns)) != len(head.columns):
+            _fail(f"{key}.columns", "must list one or more distinct label columns", head.columns)
+        repeated = seen_columns & set(head.columns)
+        if repeated:
+            _fail(f"{key}.columns", "must not repeat another head's columns", sorted(repeated))
+        seen_columns |= set(head.columns)
+        single = head.kind in ("binary", "multiclass", "ordinal")
+        if single and len(head.columns) != 1:
+            _fail(
+                f"{key}.columns",
+                f"of a {head.kind} head must hold exactly one column",
+                head.columns,
+            )
+        if head.kind in ("multiclass", "ordinal"):
+            if (
+                not head.classes
+                or len(head.classes) < 2
+                or len(set(head.classes)) != len(head.classes)
+            ):
+                _fail(
+                    f"{key}.classes",
+                    f"of a {head.kind} head must list 2 or more distinct class values, in order",
+                    head.classes,
+                )
+        elif head.classes is not None:
+            _fail(
+                f"{key}.classes",
+                f"is only for multiclass and ordinal heads, not {head.kind}",
+                head.classes,
+            )
+        weights = head.loss_weights
+        if weights is not None and (
+            len(weights) != len(head.outputs) or not all(np.isfinite(weights)) or min(weights) <= 0
+        ):
+            _fail(
+                f"{key}.loss_weights",
+                f"must hold {len(head.outputs)} positive numbers (one per output: {head.outputs})",
+                weights,
+            )
+
+
+def _check_labels(task: TaskSpec) -> None:
+    labels = task.labels
+    if labels.format == "long":
+        try:
+            pattern = re.compile(labels.id_pattern)
+        except re.error as exc:
+            _fail(
+                "task.labels.id_pattern", f"must be a regular expression ({exc})", labels.id_pattern
+            )
+        if set(LONG_GROUPS) - set(pattern.groupindex):
+            _fail(
+                "task.labels.id_pattern",
+                "must have the named groups (?P<image_id>...) and (?P<label>...)",
+                labels.id_pattern,
+            )
+    columns = set(task.label_columns)
+    kinds = {c: head.kind for head in task.heads for c in head.columns}
+    for i, derived in enumerate(labels.derived):
+        key = f"task.labels.derived[{i}]"
+        missing = [c for c in derived.max_of if c not in columns]
+        if not derived.max_of or missing:
+            _fail(
+                f"{key}.max_of",
+                f"must name label columns of the heads {sorted(columns)}",
+                derived.max_of,
+            )
+        if any(
+            kinds[c] not in ("multilabel", "binary")
+            for c in [*derived.max_of, derived.name]
+            if c in kinds
+        ):
+            _fail(key, "can only combine 0/1 columns (multilabel or binary heads)", derived.name)
+
+
+def _check_images(task: TaskSpec) -> None:
+    images = task.images
+    template = task.template
+    if Path(images.path).suffix.lower() not in IMAGE_FORMATS:
+        _fail(
+            "task.images.path",
+            f"must end in a supported image type ({', '.join(IMAGE_FORMATS)})",
+            images.path,
+        )
+    problem = template.problem()
+    if problem:
+        _fail("task.images.path", problem, images.path)
+    if task.labels.format == "long" and set(template.fields) - {"split_dir", task.id_field}:
+        _fail(
+            "task.images.path",
+            "can only name {split_dir} and {image_id} when the labels are "
+            "long (the label CSV has no other columns)",
+            images.path,
+        )
+    if images.test_list == "csv" and not images.test_csv:
+        _fail(
+            "task.images.test_csv",
+            "must name the test CSV when task.images.test_list is csv",
+            images.test_csv,
+        )
+
+
+def _check_grouping(task: TaskSpec) -> None:
+    grouping = task.grouping
+    if grouping.by == "dicom" and grouping.key not in DICOM_GROUP_KEYS:
+        _fail(
+            "task.grouping.key",
+            f"must be one of {', '.join(DICOM_GROUP_KEYS)} when grouping by a DICOM header field",
+            grouping.key,
+        )
+    if grouping.by == "dicom" and task.image_format != "dicom":
+        _fail("task.grouping.by", "can be dicom only for DICOM images", grouping.by)
+    if grouping.by == "column":
+        if not grouping.key:
+            _fail("task.grouping.key", "must name the CSV column to group folds by", grouping.key)
+        if task.labels.format == "long":
+            _fail(
+                "task.grouping.by",
+                "cannot be column for long labels (no other columns); use dicom or none",
+                grouping.by,
+            )
+    if grouping.by == "none" and grouping.key is not None:
+        _fail("task.grouping.key", "must be null when task.grouping.by is none", grouping.key)
+    known = set(task.label_columns) | set(task.derived_names)
+    if task.stratify is None and len(task.metric_head.columns) > 1:
+        _fail(
+            "task.stratify",
+            "must name the column folds are stratified on (the metric's head "
+            f"has several: {', '.join(task.metric_head.columns)})",
+            None,
+        )
+    if task.labels.format == "long" and task.stratify is not None and task.stratify not in known:
+        _fail(
+            "task.stratify", f"must be a label column ({', '.join(sorted(known))})", task.stratify
+        )
+
+
+def _check_metric(task: TaskSpec) -> None:
+    spec = task.metric
+    names = [head.name for head in task.heads]
+    if spec.head is not None and spec.head not in names:
+        _fail("task.metric.head", f"must name a head ({', '.join(names)})", spec.head)
+    head, metric = task.metric_head, METRICS[spec.name]
+    if head.kind not in metric.kinds:
+        _fail(
+            "task.metric.name",
+            f"{spec.name} scores {'/'.join(sorted(metric.kinds))} heads, but "
+            f"head {head.name!r} is {head.kind}",
+            spec.name,
+        )
+    if metric.single_column and len(head.outputs) != 1:
+        _fail(
+            "task.metric.head",
+            f"{spec.name} scores one column; head {head.name!r} has {len(head.outputs)}",
+            head.name,
+        )
+    if spec.weights is not None:
+        if not metric.weighted:
+            _fail(
+                "task.metric.weights",
+                f"are only for weighted metrics, not {spec.name}",
+                spec.weights,
+            )
+        if len(spec.weights) != len(head.outputs) or min(spec.weights) <= 0:
+            _fail(
+                "task.metric.weights",
+                f"must hold {len(head.outputs)} positive numbers, one per "
+                f"column of head {head.name!r}",
+                spec.weights,
+            )
+    if spec.monitor == "metric" and not metric.in_keras:
+        _fail(
+            "task.metric.monitor",
+            f"cannot be metric: {spec.name} has no Keras counterpart to "
+            "watch during training; use loss",
+            spec.monitor,
+        )
+
+
+def _check_submission(task: TaskSpec) -> None:
+    spec = task.submission
+    if "derived" in spec.postprocess and not task.labels.derived:
+        _fail(
+            "task.submission.postprocess",
+            "lists derived, but task.labels.derived declares no derived column",
+            spec.postprocess,
+        )
+    if not 0 < spec.clip <= 0.1:
+        _fail("task.submission.clip", "must be in (0, 0.1]", spec.clip)
+    if spec.layout == "long" and task.labels.format != "long":
+        _fail(
+            "task.submission.layout",
+            "can be long only when the labels are long (their ID pattern reads the sample's IDs)",
+            spec.layout,
+        )
+
+
+def check_task(task: TaskSpec) -> None:
+    """Everything about the spec that can be checked without its files."""
+    _check_heads(task)
+    _check_labels(task)
+    _check_images(task)
+    _check_grouping(task)
+    _check_metric(task)
+    _check_submission(task)
+
+
+# --- against the files, when they are there ---------------------------------------
+
+
+def csv_header(path: Path) -> list[str] | None:
+    """The column names of a CSV file, or None when it is not there (yet)."""
+    import csv
+
+    if not path.is_file():
+        return None
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        return next(csv.reader(handle), [])
+
+
+def needed_label_columns(task: TaskSpec) -> dict[str, str]:
+    """Label CSV column -> the config key that first asks for it."""
+    labels = task.labels
+    asked = [(labels.id_column, "task.labels.id_column")]
+    if labels.format == "long":
+        return dict([*asked, (labels.value_column, "task.labels.value_column")])
+    derived = set(task.derived_names)
+    for i, head in enumerate(task.heads):
+        asked += [(c, f"task.heads[{i}].columns") for c in head.columns if c not in derived]
+    asked += [(f, "task.images.path") for f in task.template.fields if f != "split_dir"]
+    if task.grouping.by == "column":
+        asked.append((task.grouping.key, "task.grouping.key"))
+    if task.stratify and task.stratify not in set(task.label_columns) | derived:
+        asked.append((task.stratify, "task.stratify"))
+    needed: dict[str, str] = {}
+    for column, key in asked:
+        needed.setdefault(column, key)
+    return needed
+
+
+def _check_header(path: Path, needed: dict[str, str]) -> None:
+    header = csv_header(path)
+    if header is None:
+        return
+    for column, key in needed.items():
+        if column not in header:
+            raise ConfigError(
+                f"Config key '{key}' names the column {column!r}, which {path} lacks. "
+                f"Its columns: {', '.join(header)}"
+            )
+
+
+def check_task_files(task: TaskSpec, root: Path) -> None:
+    """The columns the spec names exist in the CSVs that are there."""
+    _check_header(root / task.labels.csv, needed_label_columns(task))
+    if task.images.test_list == "csv":
+        fields = {f: "task.images.path" for f in task.template.fields if f != "split_dir"}
+        _check_header(root / task.images.test_csv, fields)
+    if task.submission.layout == "wide":
+        sample = {task.submission.id_column: "task.submission.id_column"}
+        _check_header(root / task.submission.sample, sample)

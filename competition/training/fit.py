@@ -1,0 +1,275 @@
+"""Training one fold: `model.fit` on a DataGenerator over the fold's training
+split, validated on its held-out split, resumable after a kill, writing
+everything to runs/<experiment>/fold<k>/.
+
+What a fold needs is read once per command (`read_inputs`: the labels, the
+folds, the image source) and sliced per fold (`fold_data`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+
+from competition import runs
+from competition.config import Config, check_fold
+from competition.data.folds import read_folds
+from competition.data.generator import DataGenerator, surfacing_load_errors
+from competition.data.labels import read_labels
+from competition.data.sources import open_source
+from competition.errors import KitError
+from competition.evaluation.report import fold_table, save_curves
+from competition.evaluation.scores import score
+from competition.fileio import disk_full_is_an_error, write_csv_atomic, write_text_atomic
+from competition.layout import Layout, fold_dir
+from competition.progress import keras_verbose
+from competition.training import callbacks as cb
+from competition.training import strategy as accelerate
+from competition.training.losses import compile_args
+from competition.training.model import build_model, load_checkpoint, resolve_weights
+
+
+class TrainError(KitError, ValueError):
+    """A fold that cannot be trained as asked."""
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What every fold of a command reads: the label table, folds.csv and
+    the training split's image source."""
+
+    labels: pd.DataFrame
+    folds: pd.DataFrame
+    source: object
+
+
+@dataclass(frozen=True)
+class FoldData:
+    fold: int
+    train: pd.DataFrame  # image_id + label columns, in folds.csv order
+    valid: pd.DataFrame
+    y_train: np.ndarray  # (N, outputs) float32
+    y_valid: np.ndarray
+    source: object
+
+
+def read_inputs(config: Config) -> Inputs:
+    """Labels, folds and image source, read once; folds.csv checked against them."""
+    layout = Layout.from_config(config)
+    folds = read_folds(layout)
+    k = config.folds.k
+    if folds["fold"].max() >= k or folds["fold"].nunique() != k:
+        raise TrainError(
+            f"{layout.folds_csv} has folds {sorted(folds['fold'].unique())} but folds.k={k}. "
+            "Run `make folds` again with this config."
+        )
+    labels = read_labels(config.task, layout.train_csv)
+    missing = folds.loc[~folds["image_id"].isin(labels.index), "image_id"]
+    if len(missing):
+        raise TrainError(
+            f"{layout.train_csv} has no labels for {len(missing)} images of {layout.folds_csv} "
+            f"(e.g. {', '.join(missing[:3])}). Run `make folds` again."
+        )
+    return Inputs(labels, folds, open_source(config, "train", fields=labels))
+
+
+def fold_data(config: Config, inputs: Inputs, fold: int) -> FoldData:
+    """The fold's training and validation rows with their targets."""
+    check_fold(fold, config.folds.k)
+    task = config.task
+    table = inputs.folds[["image_id", "fold"]].join(
+        inputs.labels[task.label_columns], on="image_id"
+    )
+    train, valid = table[table["fold"] != fold], table[table["fold"] == fold]
+    for name, part in (("training", train), ("validation", valid)):
+        if part.empty:
+            raise TrainError(f"fold {fold} has an empty {name} split in folds.csv")
+    train, valid = train.reset_index(drop=True), valid.reset_index(drop=True)
+    return FoldData(fold, train, valid, task.targets(train), task.targets(valid), inputs.source)
+
+
+def make_generator(
+    config: Config, data: FoldData, rows: pd.DataFrame, targets, *, training: bool
+) -> DataGenerator:
+    t = config.train
+    return DataGenerator(
+        rows["image_id"].tolist(),
+        data.source,
+        targets,
+        batch_size=t.batch_size,
+        shuffle=training,
+        augment=config.augment if training and t.augment else None,
+        seed=config.seed,
+        workers=t.workers,
+        use_multiprocessing=t.use_multiprocessing,
+        max_queue_size=t.max_queue_size,
+    )
+
+
+def make_optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """AdamW; linear warmup to the learning rate, then cosine decay."""
+    t = config.train
+    total = max(1, t.epochs * steps_per_epoch)
+    warmup = min(total - 1, round(t.warmup_epochs * steps_per_epoch))
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=t.learning_rate * (0.0 if warmup else 1.0),
+        decay_steps=max(1, total - warmup),
+        alpha=t.min_lr_ratio,
+        warmup_target=t.learning_rate if warmup else None,
+        warmup_steps=warmup,
+    )
+    return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay)
+
+
+def compiled_model(config: Config, input_shape, mean_target, steps_per_epoch: int):
+    model = build_model(config.model, input_shape, config.task, mean_target)
+    model.compile(
+        optimizer=make_optimizer(config, steps_per_epoch),
+        jit_compile=config.train.jit_compile,
+        steps_per_execution=config.train.steps_per_execution,
+        **compile_args(config.task),
+    )
+    return model
+
+
+def _callbacks(config: Config, out: Path) -> list[keras.callbacks.Callback]:
+    # The backup goes last: a kill before it re-runs the epoch, and
+    # trim_history drops any row already logged for it.
+    task = config.task
+    lower = task.monitor_lower_is_better
+    found = [
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+        cb.BestCheckpoint(out / "best.keras", task.monitor, lower),
+    ]
+    try:
+        import tensorboard  # noqa: F401
+
+        found.append(keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")))
+    except ImportError:
+        pass
+    early = keras.callbacks.EarlyStopping(
+        monitor=task.monitor,
+        mode="min" if lower else "max",
+        patience=config.train.early_stopping_patience,
+    )
+    return [*found, cb.EpochBackup(out / "backup"), early]
+
+
+def fit_fold(config: Config, data: FoldData, out: Path) -> DataGenerator:
+    """Train (or resume) the fold; returns the training generator."""
+    train_gen = make_generator(config, data, data.train, data.y_train, training=True)
+    valid_gen = make_generator(config, data, data.valid, data.y_valid, training=False)
+    strategy = accelerate.choose_strategy(config.train.strategy)
+    with accelerate.scope(strategy):
+        model = compiled_model(config, data.source.shape, data.y_train.mean(axis=0), len(train_gen))
+    start = cb.restore(model, out / "backup")
+    cb.trim_history(out / "history.csv", start)
+    if start:
+        print(f"Resuming fold {data.fold} at epoch {start + 1} from {out / 'backup'}")
+    fit_train, fit_valid = accelerate.feed(strategy, train_gen, valid_gen, config.train.workers)
+    with surfacing_load_errors(train_gen, valid_gen):
+        model.fit(
+            fit_train,
+            validation_data=fit_valid,
+            epochs=config.train.epochs,
+            initial_epoch=start,
+            shuffle=False,
+            verbose=keras_verbose(),
+            callbacks=_callbacks(config, out),
+        )
+    return train_gen
+
+
+def predict_rows(
+    model: keras.Model, config: Config, data: FoldData, rows: pd.DataFrame, fallback: np.ndarray
+) -> tuple[np.ndarray, dict[str, str]]:
+    """Predictions in `rows` order; unreadable images get `fallback`."""
+    gen = make_generator(config, data, rows, None, training=False)
+    with surfacing_load_errors(gen):
+        predictions = model.predict(gen, verbose=0)
+    return gen.fill_unreadable(predictions, fallback), gen.failed
+
+
+def oof_table(config: Config, rows: pd.DataFrame, truth: np.ndarray, predictions) -> pd.DataFrame:
+    """image_id, pred_<output>..., label_<output>...: the out-of-fold predictions."""
+    outputs = config.task.outputs
+    oof = pd.DataFrame({"image_id": rows["image_id"]})
+    oof[[f"pred_{name}" for name in outputs]] = predictions
+    oof[[f"label_{name}" for name in outputs]] = truth
+    return oof
+
+
+def evaluate_fold(config: Config, data: FoldData, out: Path, constant: np.ndarray) -> dict:
+    """Out-of-fold predictions and scores from the best checkpoint."""
+    model = load_checkpoint(out / "best.keras", config.model.safe_mode)
+    predictions, failed = predict_rows(model, config, data, data.valid, constant)
+    write_csv_atomic(out / "oof.csv", oof_table(config, data.valid, data.y_valid, predictions))
+    scores = score(config.task, data.y_valid, predictions, constant=constant)
+    return {"fold": data.fold, **scores, "unreadable_in_validation": failed}
+
+
+def _finished(config: Config, fold: int) -> dict | None:
+    """The metrics of the fold when it finished training on the same inputs;
+    None when it has not finished; an error naming what differs otherwise
+    (a half-trained fold is not resumed from other inputs either)."""
+    runs.check_same_inputs(
+        config,
+        fold,
+        f"Train it again with --force (make train FOLD={fold} ARGS=--force), or train this "
+        "config under another experiment name (--set experiment=NAME).",
+    )
+    out = fold_dir(config, fold)
+    if not (out / "metrics.json").exists():
+        return None
+    print(f"Fold {fold} already trained ({out / 'metrics.json'}); --force trains it again.")
+    return json.loads((out / "metrics.json").read_text())
+
+
+def train_fold(config: Config, inputs: Inputs, fold: int, force: bool = False) -> dict:
+    """Train, evaluate and report one fold; a finished fold is not trained again."""
+    data = fold_data(config, inputs, fold)  # every input error before anything is written
+    finished = None if force else _finished(config, fold)
+    if finished is not None:
+        return finished
+    resolve_weights(config.model)
+    out = fold_dir(config, fold)
+    if force:
+        shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    runs.record_inputs(config, fold)
+    keras.utils.set_random_seed(config.seed + fold)
+    accelerate.set_precision(config.train.mixed_precision)
+    started = time.perf_counter()
+    with disk_full_is_an_error(out):  # Keras' own history.csv appends, too
+        train_gen = fit_fold(config, data, out)
+    constant = data.y_train.mean(axis=0)
+    metrics = evaluate_fold(config, data, out, constant)
+    metrics["constant_prediction"] = dict(
+        zip(config.task.outputs, map(float, constant), strict=True)
+    )
+    metrics["unreadable_in_training"] = dict(train_gen.failed)
+    metrics["train_seconds"] = round(time.perf_counter() - started, 1)
+    save_curves(out / "history.csv", out / "curves.png", config.task.monitor)
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    shutil.rmtree(out / "backup", ignore_errors=True)
+    print(fold_table(metrics))
+    return metrics
+
+
+def train_folds(config: Config, folds: list[int], force: bool = False) -> list[dict]:
+    """Train the folds one after another; the inputs are read once for all."""
+    for fold in folds:
+        check_fold(fold, config.folds.k)
+    inputs = read_inputs(config)
+    results = []
+    for fold in folds:
+        results.append(train_fold(config, inputs, fold, force))
+        keras.backend.clear_session()
+    return results

@@ -1,0 +1,132 @@
+"""The model: a backbone, global average pooling, dropout, and one Dense
+layer per task head (sigmoid for multilabel and binary heads, softmax for
+multiclass, linear for ordinal), side by side in one float32 output in the
+task's output order.
+
+Every model takes the same input: windowed images in 0..255 (B, H, W, C),
+uint8 or float32 (cast in-graph). The backbone's own input preprocessing is
+inside the model, as serializable layers (no Lambda), so checkpoints load
+with safe_mode=True.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from competition.config import ModelConfig
+from competition.errors import KitError
+from competition.task import Head, TaskSpec
+from competition.training import layers  # noqa: F401  (registers the kit's layers for loading)
+from competition.training.backbones import BACKBONES
+
+ACTIVATIONS = {
+    "multilabel": "sigmoid",
+    "binary": "sigmoid",
+    "multiclass": "softmax",
+    "ordinal": None,
+}
+
+
+class ModelError(KitError, ValueError):
+    """A model that cannot be built or loaded as configured."""
+
+
+def resolve_weights(cfg: ModelConfig) -> str | None:
+    """None, 'imagenet', or an existing local file (checked here, not deep in Keras)."""
+    if cfg.weights in (None, "imagenet"):
+        return cfg.weights
+    path = Path(cfg.weights).expanduser()
+    if not path.is_file():
+        raise ModelError(
+            f"model.weights: no weights file at {path}. Expected null, imagenet, or the path "
+            "of a local weights file (e.g. the backbone's *_notop.h5)."
+        )
+    return str(path)
+
+
+def _build_backbone(cfg: ModelConfig, inputs):
+    weights = resolve_weights(cfg)
+    try:
+        return BACKBONES[cfg.backbone](inputs, weights)
+    except Exception as exc:
+        if weights != "imagenet":
+            raise
+        raise ModelError(
+            f"ImageNet weights for {cfg.backbone} could not be loaded ({type(exc).__name__}: "
+            f"{exc}). Offline, download the backbone's no-top weights file from the Keras "
+            "applications release on a machine with internet, copy it here and set "
+            "model.weights to its path (or put it in ~/.keras/models/)."
+        ) from None
+
+
+def initial_bias(head: Head, mean_target: np.ndarray | None) -> np.ndarray:
+    """The head's starting bias, so that it first predicts the training mean:
+    log-odds of the prevalence (sigmoid), log of the class shares (softmax),
+    the mean class position (ordinal)."""
+    if mean_target is None:
+        return np.zeros(len(head.outputs), dtype=np.float32)
+    mean_target = np.asarray(mean_target, dtype=np.float64)
+    if head.kind == "ordinal":
+        return mean_target.astype(np.float32)
+    p = np.clip(mean_target, 1e-4, 1 - 1e-4)
+    bias = np.log(p) if head.kind == "multiclass" else np.log(p / (1 - p))
+    return bias.astype(np.float32)
+
+
+def build_model(
+    cfg: ModelConfig,
+    input_shape: tuple[int, int, int],
+    task: TaskSpec,
+    mean_target: np.ndarray | None = None,
+) -> keras.Model:
+    """Backbone + global average pooling + dropout + the task's heads.
+    `mean_target` (the training targets' mean per output) sets the biases."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    backbone = _build_backbone(cfg, inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone.output)
+    x = keras.layers.Dropout(cfg.dropout, name="dropout")(x)
+    heads = []
+    for head, part in task.head_slices():
+        start = None if mean_target is None else np.asarray(mean_target)[part]
+        dense = keras.layers.Dense(
+            len(head.outputs),
+            activation=ACTIVATIONS[head.kind],
+            dtype="float32",
+            name=head.name,
+            bias_initializer=keras.initializers.Constant(initial_bias(head, start)),
+        )
+        heads.append(dense(x))
+    outputs = heads[0] if len(heads) == 1 else keras.layers.Concatenate(name="outputs")(heads)
+    return keras.Model(inputs, outputs, name=f"{cfg.backbone}_{task.name}")
+
+
+def check_input_shape(model: keras.Model, shape: tuple[int, int, int], outputs: int, source: str):
+    """A checkpoint trained at another size or with other outputs is refused."""
+    got, given = tuple(model.input_shape[1:]), model.output_shape[-1]
+    if got != tuple(shape) or given != outputs:
+        raise ModelError(
+            f"{source}: the model takes {got} and gives {given} outputs; the config needs "
+            f"{tuple(shape)} and {outputs}"
+        )
+
+
+def load_checkpoint(path, safe_mode: bool = True) -> keras.Model:
+    """A saved model for inference. In safe mode (the default) no code from
+    the file runs: a file that carries some (a Lambda layer) is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"No model file at {path}")
+    try:
+        return keras.models.load_model(path, safe_mode=safe_mode, compile=False)
+    except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+        if "safe_mode" in str(exc):
+            raise ModelError(
+                f"{path} holds Python code (a Lambda layer), which would run when it is "
+                "loaded, so it was refused. If you trust the file (you made it, or know who "
+                "did), load it with --set model.safe_mode=false."
+            ) from None
+        raise ModelError(f"{path} is not a readable Keras model file ({exc})") from None
