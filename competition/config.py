@@ -25,11 +25,13 @@ from typing import Any, Literal
 
 import yaml
 
+from competition.data.preprocess import CROPS, DICOM_ONLY, MODES
 from competition.data.windows import DEFAULT_WINDOWS
 from competition.errors import ConfigError
 from competition.fileio import write_text_atomic
 from competition.inference.ensemble import ENSEMBLE_METHODS, PROBABILITY_ONLY
 from competition.inference.tta import TTA_VIEWS
+from competition.synthetic import STAND_INS
 from competition.task import TaskSpec, check_task, check_task_files
 from competition.training.backbones import BACKBONE_NAMES
 
@@ -62,8 +64,10 @@ class DataConfig:
 @dataclass(frozen=True)
 class SynthConfig:
     generate: bool = False
+    kind: Literal[STAND_INS] = "head_ct"
     seed: int = 0
     patients: int = knob(60, ge=2)
+    images_per_patient: list[int] = knob([1, 4])
     max_studies_per_patient: int = knob(3, ge=1)
     multi_study_fraction: float = knob(0.25, ge=0, le=1)
     slices_per_series: list[int] = knob([20, 40])
@@ -75,8 +79,12 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
+    mode: Literal[MODES] = "ct_windows"
     windows: list[list[float]] = knob([list(w) for w in DEFAULT_WINDOWS])
-    image_size: int = knob(256, ge=8)
+    image_size: int | list[int] = knob(256, ge=8)
+    keep_aspect: bool = False
+    crop: Literal[CROPS] = "none"
+    channels: int | None = knob(None, ge=1, le=4)
 
 
 @dataclass(frozen=True)
@@ -274,11 +282,9 @@ def _floats(value: Any, annotation: Any) -> Any:
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     origin = typing.get_origin(annotation)
-    if origin in (types.UnionType, typing.Union):
-        if value is None:
-            return value
-        (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _floats(value, inner)
+    if origin in (types.UnionType, typing.Union):  # the first member the value fits
+        fitting = [a for a in typing.get_args(annotation) if _fits(value, a)]
+        return _floats(value, fitting[0]) if fitting else value
     if origin is list and isinstance(value, list):
         (item,) = typing.get_args(annotation)
         return [_floats(v, item) for v in value]
@@ -506,14 +512,37 @@ def check_fold(fold: int, k: int) -> int:
     return fold
 
 
+def _check_preprocess(config: Config) -> None:
+    p = config.preprocess
+    size = p.image_size
+    if isinstance(size, list) and (len(size) != 2 or min(size) < 8):
+        raise ConfigError(
+            "Config key 'preprocess.image_size' expects rows = cols (>= 8) or [rows, cols], "
+            f"each >= 8. Received: {size!r}"
+        )
+    image_format = config.task.image_format
+    if p.mode in DICOM_ONLY and image_format != "dicom":
+        raise ConfigError(
+            f"Config key 'preprocess.mode' {p.mode} reads DICOM headers; the task's images are "
+            f"{image_format} (task.images.path). Use color or gray. Received: {p.mode!r}"
+        )
+    natural = {"ct_windows": len(p.windows), "color": 3}.get(p.mode, 1)
+    if p.channels not in (None, natural) and natural != 1 and p.channels != 1:
+        raise ConfigError(
+            f"Config key 'preprocess.channels' can be {natural} (the {p.mode} channels), 1 "
+            f"(their gray average) or null for mode {p.mode}. Received: {p.channels!r}"
+        )
+
+
 def validate(config: Config) -> None:
     """Checks that span several keys."""
-    span = config.synth.slices_per_series
-    if len(span) != 2 or not 1 <= span[0] <= span[1]:
-        raise ConfigError(
-            "Config key 'synth.slices_per_series' expects [min, max] with 1 <= min <= max. "
-            f"Received: {config.synth.slices_per_series!r}"
-        )
+    for key in ("slices_per_series", "images_per_patient"):
+        span = getattr(config.synth, key)
+        if len(span) != 2 or not 1 <= span[0] <= span[1]:
+            raise ConfigError(
+                f"Config key 'synth.{key}' expects [min, max] with 1 <= min <= max. "
+                f"Received: {span!r}"
+            )
     if not config.predict.tta:
         raise ConfigError("Config key 'predict.tta' needs at least one entry, e.g. [identity].")
     if config.predict.folds is not None and not all(
@@ -530,6 +559,7 @@ def validate(config: Config) -> None:
                 f"Received: {config.preprocess.windows!r}"
             )
     check_task(config.task)
+    _check_preprocess(config)
     if config.predict.ensemble in PROBABILITY_ONLY and not all(
         head.probabilities for head in config.task.heads
     ):

@@ -37,9 +37,15 @@ DICOM_GROUP_KEYS = {
     "SeriesInstanceUID": "series_id",
 }
 SUBMISSION_LAYOUTS = ("wide", "long")
+REDUCTIONS = ("mean", "max")
 POSTPROCESS_STEPS = ("derived", "clip")
 MONITORS = ("metric", "loss")
-IMAGE_FORMATS = {".dcm": "dicom"}  # file name ending -> reader
+IMAGE_FORMATS = {
+    ".dcm": "dicom",
+    ".png": "png",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+}  # ending -> reader
 # The named groups a long label CSV's ID pattern must have.
 LONG_GROUPS = ("image_id", "label")
 # Head and task names become Keras layer and model names.
@@ -145,6 +151,15 @@ class MetricSpec:
     head: str | None = None
     weights: list[float] | None = None
     monitor: Literal[MONITORS] = "metric"
+    group_by: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class ReduceSpec:
+    """Several images make one submission row (a breast's views)."""
+
+    key: str | None = None
+    how: Literal[REDUCTIONS] = "mean"
 
 
 @dataclass(frozen=True)
@@ -155,6 +170,7 @@ class SubmissionSpec:
     value_column: str = "Label"
     postprocess: list[Literal[POSTPROCESS_STEPS]] = field(default_factory=lambda: ["clip"])
     clip: float = 1e-4
+    reduce: ReduceSpec = field(default_factory=ReduceSpec)
 
 
 @dataclass(frozen=True)
@@ -246,11 +262,23 @@ class TaskSpec:
         parts = [head.encode(labels[head.columns].to_numpy()) for head in self.heads]
         return np.concatenate(parts, axis=1).astype(np.float32)
 
-    def score(self, y_true: np.ndarray, y_pred: np.ndarray) -> float:
-        """The competition metric on the metric head's outputs."""
-        part = self.head_slice(self.metric_head.name)
-        metric = METRICS[self.metric.name]
-        return metric.score(y_true[:, part], y_pred[:, part], weights=self.metric_weights)
+    def default_thresholds(self, head: Head) -> list[float] | None:
+        """An ordinal head's cuts half-way between class positions."""
+        if head.kind != "ordinal":
+            return None
+        return (np.arange(len(head.classes) - 1) + 0.5).tolist()
+
+    def score(self, y_true: np.ndarray, y_pred: np.ndarray, thresholds=None) -> float:
+        """The competition metric on the metric head's outputs (`thresholds`:
+        an ordinal head's cuts; default half-way between classes)."""
+        head = self.metric_head
+        part = self.head_slice(head.name)
+        return METRICS[self.metric.name].score(
+            y_true[:, part],
+            y_pred[:, part],
+            weights=self.metric_weights,
+            thresholds=thresholds if thresholds is not None else self.default_thresholds(head),
+        )
 
 
 # --- checks -------------------------------------------------------------------
@@ -451,6 +479,8 @@ def _check_metric(task: TaskSpec) -> None:
                 f"column of head {head.name!r}",
                 spec.weights,
             )
+    if spec.group_by is not None and (not spec.group_by or task.labels.format != "wide"):
+        _fail("task.metric.group_by", "must name label CSV columns (of a wide CSV)", spec.group_by)
     if spec.monitor == "metric" and not metric.in_keras:
         _fail(
             "task.metric.monitor",
@@ -460,7 +490,32 @@ def _check_metric(task: TaskSpec) -> None:
         )
 
 
+def _check_reduce(task: TaskSpec) -> None:
+    spec, reduce = task.submission, task.submission.reduce
+    if reduce.key is None:
+        return
+    if task.images.test_list != "csv":
+        _fail(
+            "task.submission.reduce.key",
+            "needs task.images.test_list csv (the test CSV maps each image to its row)",
+            reduce.key,
+        )
+    if spec.layout != "wide" or spec.id_column != reduce.key:
+        _fail(
+            "task.submission.reduce.key",
+            f"must be the wide sample's ID column ({spec.id_column})",
+            reduce.key,
+        )
+    if not all(head.probabilities for head in task.heads):
+        _fail(
+            "task.submission.reduce.key",
+            "reduces probabilities: the task has an ordinal head",
+            reduce.key,
+        )
+
+
 def _check_submission(task: TaskSpec) -> None:
+    _check_reduce(task)
     spec = task.submission
     if "derived" in spec.postprocess and not task.labels.derived:
         _fail(
@@ -515,6 +570,7 @@ def needed_label_columns(task: TaskSpec) -> dict[str, str]:
         asked.append((task.grouping.key, "task.grouping.key"))
     if task.stratify and task.stratify not in set(task.label_columns) | derived:
         asked.append((task.stratify, "task.stratify"))
+    asked += [(c, "task.metric.group_by") for c in task.metric.group_by or []]
     needed: dict[str, str] = {}
     for column, key in asked:
         needed.setdefault(column, key)
@@ -538,6 +594,8 @@ def check_task_files(task: TaskSpec, root: Path) -> None:
     _check_header(root / task.labels.csv, needed_label_columns(task))
     if task.images.test_list == "csv":
         fields = {f: "task.images.path" for f in task.template.fields if f != "split_dir"}
+        if task.submission.reduce.key:
+            fields[task.submission.reduce.key] = "task.submission.reduce.key"
         _check_header(root / task.images.test_csv, fields)
     if task.submission.layout == "wide":
         sample = {task.submission.id_column: "task.submission.id_column"}

@@ -38,10 +38,10 @@ import numpy as np
 import pandas as pd
 
 from competition.config import Config
-from competition.data.dicom import PIXEL_FIXES, READER_VERSION, DicomReadError
+from competition.data.dicom import PIXEL_FIXES, READER_VERSION
 from competition.data.index import read_index
-from competition.data.preprocess import input_shape, load_windowed
-from competition.errors import KitError
+from competition.data.preprocess import PixelSpec, input_shape, load_input
+from competition.errors import ImageReadError, KitError
 from competition.fileio import is_disk_full, write_csv_atomic, write_text_atomic
 from competition.layout import Layout
 from competition.progress import Progress
@@ -60,20 +60,30 @@ class CacheError(KitError, ValueError):
 
 
 def settings(config: Config) -> dict:
-    return {
-        "windows": [[float(v) for v in w] for w in config.preprocess.windows],
-        "image_size": config.preprocess.image_size,
+    """Everything that changes the cached pixels."""
+    spec = PixelSpec.from_config(config)
+    made_from = {
+        "image_format": spec.image_format,
+        "mode": spec.mode,
+        "shape": list(spec.shape),
+        "keep_aspect": spec.keep_aspect,
+        "crop": spec.crop,
+        "channels": spec.input_shape[2],
         "reader_version": READER_VERSION,
         "pixel_fixes": list(PIXEL_FIXES),
         "format_version": FORMAT_VERSION,
     }
+    if spec.mode == "ct_windows":
+        made_from["windows"] = [list(w) for w in spec.windows]
+    return made_from
 
 
 def cache_root(config: Config) -> Path:
-    """<data.root>/<data.cache_dir>/<size>px-<channels>ch-<key>/"""
+    """<data.root>/<data.cache_dir>/<rows>x<cols>-<channels>ch-<key>/"""
     made_from = settings(config)
     key = hashlib.sha1(json.dumps(made_from, sort_keys=True).encode()).hexdigest()[:10]
-    name = f"{made_from['image_size']}px-{len(made_from['windows'])}ch-{key}"
+    rows, cols = made_from["shape"]
+    name = f"{rows}x{cols}-{made_from['channels']}ch-{key}"
     return Layout.from_config(config).root / config.data.cache_dir / name
 
 
@@ -177,13 +187,8 @@ def verify(folder: Path) -> list[int]:
 _worker: dict = {}
 
 
-def _init_worker(folder: Path, root: Path, windows: list, size: int) -> None:
-    _worker.update(
-        images=np.load(folder / "images.npy", mmap_mode="r+"),
-        root=root,
-        windows=windows,
-        size=size,
-    )
+def _init_worker(folder: Path, root: Path, spec: PixelSpec) -> None:
+    _worker.update(images=np.load(folder / "images.npy", mmap_mode="r+"), root=root, spec=spec)
 
 
 def _fill(job: tuple[np.ndarray, list[str], list[str]]) -> tuple[np.ndarray, list, list]:
@@ -192,8 +197,8 @@ def _fill(job: tuple[np.ndarray, list[str], list[str]]) -> tuple[np.ndarray, lis
     images, crcs, failed = _worker["images"], [], []
     for row, image_id, path in zip(rows, ids, paths, strict=True):
         try:
-            image = load_windowed(_worker["root"] / path, _worker["windows"], _worker["size"])
-        except DicomReadError as exc:
+            image = load_input(_worker["root"] / path, _worker["spec"])
+        except ImageReadError as exc:
             failed.append((int(row), image_id, exc.cause))
             crcs.append(0)
             continue
@@ -236,7 +241,7 @@ def _fill_todo(
     jobs = [(rows, [ids[r] for r in rows], [paths[r] for r in rows]) for rows in chunks]
     progress = Progress(len(todo), f"cache {split}", unit="images")
     root = Layout.from_config(config).root
-    setup = (folder, root, config.preprocess.windows, config.preprocess.image_size)
+    setup = (folder, root, PixelSpec.from_config(config))
     with worker_pool(workers, initializer=_init_worker, initargs=setup) as pool:
         for rows, crcs, failed in pool.map(_fill, jobs):
             for _, image_id, reason in failed:
@@ -320,7 +325,7 @@ def _no_space(config: Config, split: str) -> CacheError:
 class CacheSource:
     """Images from a finished cache split. IDs it does not hold are read from
     their files (`files`, an ImageSource) when `fallback` is on; unreadable
-    ones raise DicomReadError like the file path. The array is opened
+    ones raise ImageReadError like the file path. The array is opened
     lazily, so the source pickles small (process workers open their own map)."""
 
     def __init__(self, folder: Path, files, fallback: bool = True):
@@ -355,7 +360,7 @@ class CacheSource:
             return self._missing(image_id)
         if self.state[row] != DONE:
             reason = self.unreadable.get(image_id, "not decoded into the cache")
-            raise DicomReadError(self.layout.image_dir(self.split) / image_id, reason)
+            raise ImageReadError(self.layout.image_dir(self.split) / image_id, reason)
         return self.images[row]
 
     def locate(self, image_ids) -> np.ndarray:

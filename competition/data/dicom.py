@@ -20,9 +20,9 @@ import pydicom
 from pydicom.config import IGNORE, settings
 from pydicom.errors import InvalidDicomError
 
-from competition.errors import KitError
 from competition.data.rawdicom import read_fast
 from competition.data.windows import DEFAULT_WINDOWS, window, window_stack
+from competition.errors import ImageReadError
 
 PIXEL_DATA = 0x7FE00010
 # Values (not the pixel data) larger than this are not read by read_header.
@@ -43,13 +43,8 @@ __all__ = [
 ]
 
 
-class DicomReadError(KitError):
+class DicomReadError(ImageReadError):
     """A DICOM file that cannot be turned into an image."""
-
-    def __init__(self, path: str | Path, cause: str):
-        self.path = str(path)
-        self.cause = cause
-        super().__init__(f"{path}: {cause}")
 
 
 @contextlib.contextmanager
@@ -113,6 +108,8 @@ def pixel_problem(ds: pydicom.Dataset, file_size: int) -> str | None:
     tell = getattr(element, "value_tell", None)
     if (syntax is not None and syntax.is_compressed) or length in (None, 0xFFFFFFFF):
         return None
+    if syntax is not None and syntax.is_deflated:
+        tell = None  # a position in the inflated stream: the file's size says nothing
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
     expected = (
         rows * cols * int(ds.get("SamplesPerPixel", 1)) * int(ds.get("BitsAllocated", 16)) // 8
@@ -154,7 +151,9 @@ def _header_fields(path: str | Path, ds: pydicom.Dataset) -> dict[str, Any]:
         raise DicomReadError(path, f"bad header value ({type(exc).__name__}: {exc})") from None
 
 
-def _decode(ds: pydicom.Dataset, path: str | Path) -> np.ndarray:
+def _decode(ds: pydicom.Dataset, path: str | Path, colour: bool = False) -> np.ndarray:
+    """One frame: (rows, cols) grayscale, or (rows, cols, 3) RGB when `colour`
+    (pydicom converts YBR_FULL and YBR_FULL_422 to RGB)."""
     problem = pixel_problem(ds, os.path.getsize(path))
     if problem:
         raise DicomReadError(path, problem)
@@ -162,9 +161,15 @@ def _decode(ds: pydicom.Dataset, path: str | Path) -> np.ndarray:
         pixels = ds.pixel_array
     except Exception as exc:  # the decoders raise many types for bad data
         raise DicomReadError(path, f"corrupt pixel data ({type(exc).__name__}: {exc})") from None
-    if pixels.ndim != 2:
+    samples = int(ds.get("SamplesPerPixel", 1))
+    if colour and samples == 3 and pixels.ndim == 3 and pixels.shape[-1] == 3:
+        return pixels
+    if pixels.ndim != 2 or samples != 1:
+        wanted = "one grayscale or RGB frame" if colour else "one grayscale frame"
         raise DicomReadError(
-            path, f"expected one grayscale frame. Received pixel array of shape {pixels.shape}"
+            path,
+            f"expected {wanted}. Received pixel array of shape {pixels.shape} "
+            f"({samples} samples per pixel, {ds.get('PhotometricInterpretation', '?')})",
         )
     return pixels
 
@@ -245,3 +250,88 @@ def load_hu(path: str | Path) -> np.ndarray:
     pixels, rescale = read_pixels(path)
     return rescale.to_hu(pixels)
 
+
+# --- display values: the modality and VOI LUTs of the header -----------------------
+
+
+def read_dataset(path: str | Path) -> pydicom.Dataset:
+    """The whole file, parsed (DicomReadError when it cannot be)."""
+    with lenient_uids():
+        return _read(path)
+
+
+def _voi_range(ds: pydicom.Dataset) -> tuple[float, float]:
+    """The output range of the header's VOI transform (DICOM PS3.3 C.11.2, as
+    pydicom computes it): an explicit LUT's bit depth, else the stored bits
+    after the rescale."""
+    if ds.get("VOILUTSequence"):
+        return 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
+    bits = int(ds.get("BitsStored", 16))
+    if ds.get("ModalityLUTSequence"):
+        low, high = 0.0, float(2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
+    elif int(ds.get("PixelRepresentation", 0)) == 0:
+        low, high = 0.0, float(2**bits - 1)
+    else:
+        low, high = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope is not None and intercept is not None:
+        low, high = low * float(slope) + float(intercept), high * float(slope) + float(intercept)
+    return low, high
+
+
+def has_voi(ds: pydicom.Dataset) -> bool:
+    return bool(ds.get("VOILUTSequence")) or "WindowCenter" in ds
+
+
+def _to_display(values: np.ndarray, ds: pydicom.Dataset) -> np.ndarray:
+    """Modality LUT + VOI LUT (window LINEAR / LINEAR_EXACT / SIGMOID, or an
+    explicit LUT) -> 0..255 float, higher = brighter on a MONOCHROME2 screen."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    out = apply_voi_lut(apply_modality_lut(values, ds), ds)
+    low, high = _voi_range(ds)
+    out = (np.asarray(out, np.float64) - low) * (255.0 / max(high - low, 1e-9))
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+        out = 255.0 - out
+    return out
+
+
+def display_table(ds: pydicom.Dataset, dtype: np.dtype) -> np.ndarray:
+    """Every 16-bit stored value (of `dtype`) -> its display value, uint8 (65536,)."""
+    codes = np.arange(65536, dtype=np.uint16).view(dtype)
+    return np.clip(np.rint(_to_display(codes, ds)), 0, 255).astype(np.uint8)
+
+
+def _stretch(pixels: np.ndarray, monochrome1: bool) -> np.ndarray:
+    """No VOI in the header: the image's own range -> 0..255."""
+    low, high = float(pixels.min()), float(pixels.max())
+    out = (pixels.astype(np.float32) - low) * np.float32(255.0 / max(high - low, 1e-9))
+    out = np.rint(out).astype(np.uint8)
+    return 255 - out if monochrome1 else out
+
+
+def load_display(path: str | Path) -> np.ndarray:
+    """A grayscale DICOM as it is meant to be shown: uint8 (rows, cols) by the
+    header's modality and VOI LUTs (the first window of several), MONOCHROME1
+    inverted; without VOI information, the image's own range."""
+    ds = read_dataset(path)
+    pixels = _decode(ds, path)
+    if not has_voi(ds):
+        return _stretch(pixels, ds.get("PhotometricInterpretation") == "MONOCHROME1")
+    if pixels.dtype.itemsize == 2:
+        return np.take(display_table(ds, pixels.dtype), pixels.view(np.uint16))
+    return np.clip(np.rint(_to_display(pixels, ds)), 0, 255).astype(np.uint8)
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """A DICOM as colour: uint8 (rows, cols, 3) RGB for RGB and YBR files; a
+    grayscale one as its display values, (rows, cols, 1)."""
+    ds = read_dataset(path)
+    pixels = _decode(ds, path, colour=True)
+    if pixels.ndim == 2:
+        return load_display(path)[..., None]
+    if pixels.dtype != np.uint8:  # more than 8 bits per sample
+        bits = int(ds.get("BitsStored", 8))
+        pixels = np.clip(pixels.astype(np.float32) * (255.0 / (2**bits - 1)), 0, 255)
+        pixels = np.rint(pixels).astype(np.uint8)
+    return np.ascontiguousarray(pixels)

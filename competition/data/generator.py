@@ -23,8 +23,7 @@ import numpy as np
 
 from competition.config import AugmentConfig
 from competition.data.augment import distort_batch, flip_batch, needs_float
-from competition.data.dicom import DicomReadError
-from competition.errors import KitError
+from competition.errors import ImageReadError, KitError
 from competition.layout import check_image_ids
 
 log = logging.getLogger(__name__)
@@ -196,7 +195,7 @@ class DataGenerator(keras.utils.PyDataset):
         split = getattr(self.source, "split", "")
         error = ImageLoadError(
             f"Reading {split} image {image_id} failed ({type(exc).__name__}: {exc}); "
-            "the run stopped. A bad DICOM file would have been skipped: this is an "
+            "the run stopped. A bad image file would have been skipped: this is an "
             "I/O or code error. Fix it and run the command again (training resumes "
             "from its last completed epoch)."
         )
@@ -219,7 +218,7 @@ class DataGenerator(keras.utils.PyDataset):
                 continue
             try:
                 return candidate, self.source.load(image_id)
-            except DicomReadError as exc:
+            except ImageReadError as exc:
                 with self._lock:
                     self.failed[image_id] = exc.cause
                 log.warning("Unreadable image %s: %s", image_id, exc.cause)
@@ -230,4 +229,4 @@ class DataGenerator(keras.utils.PyDataset):
                 raise self._load_error(image_id, exc) from exc
         if not self.training:
             return row, np.zeros(self.source.shape, dtype=np.uint8)
-        raise DicomReadError(self.source.layout.root, "no readable image left in this split")
+        raise ImageReadError(self.source.layout.root, "no readable image left in this split")

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from competition.data.dicom import DicomReadError, read_header
-from competition.errors import KitError
+from competition.data import raster
+from competition.data.dicom import read_header
+from competition.errors import ImageReadError, KitError
 from competition.fileio import write_csv_atomic
 from competition.layout import SPLITS, Layout, UnsafeIdError, check_image_id
 from competition.progress import Progress
@@ -47,14 +48,21 @@ def scan_file(root: Path, split: str, image_id: str, relative: str) -> dict:
     path = root / relative
     try:
         check_image_id(image_id)
-        header = read_header(path)
-    except (UnsafeIdError, DicomReadError) as exc:
+        header = read_header(path) if path.suffix.lower() == ".dcm" else _raster_header(path)
+    except (UnsafeIdError, ImageReadError) as exc:
         row["reason"] = getattr(exc, "cause", str(exc))
         return row
     problem = header.pop("pixel_problem")
     header.pop("sop_id")
     row.update(header, readable=problem is None, reason=problem or "")
     return row
+
+
+def _raster_header(path: Path) -> dict:
+    """A PNG's or JPEG's size and problem, in the DICOM header's fields."""
+    found = raster.header(path)
+    return {"patient_id": "", "study_id": "", "series_id": "", "sop_id": "", "z": float("nan"),
+            **found}
 
 
 def _scan_one(job: tuple) -> dict:

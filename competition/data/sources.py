@@ -5,20 +5,17 @@ result for the same ID. `open_source` picks one as `data.source` says."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from competition.data.preprocess import input_shape, load_windowed
+from competition.data.preprocess import PixelSpec, input_shape, load_input
 from competition.layout import ImagePaths, Layout
 
 
 class ImageSource:
-    """Reads each image from its file (raises DicomReadError on a bad one)."""
+    """Reads each image from its file (raises ImageReadError on a bad one)."""
 
-    def __init__(self, paths: ImagePaths, windows: Sequence[Sequence[float]], size: int):
-        self.paths, self.split = paths, paths.split
-        self.windows, self.size = [list(w) for w in windows], size
+    def __init__(self, paths: ImagePaths, spec: PixelSpec):
+        self.paths, self.split, self.spec = paths, paths.split, spec
 
     @property
     def layout(self) -> Layout:
@@ -26,16 +23,16 @@ class ImageSource:
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return self.size, self.size, len(self.windows)
+        return self.spec.input_shape
 
     def load(self, image_id: str) -> np.ndarray:
-        return load_windowed(self.paths(image_id), self.windows, self.size)
+        return load_input(self.paths(image_id), self.spec)
 
 
 def image_source(config, split: str, fields=None) -> ImageSource:
     """The split's images read from their files; `fields`: see ImagePaths."""
     paths = ImagePaths(Layout.from_config(config), split, fields)
-    return ImageSource(paths, config.preprocess.windows, config.preprocess.image_size)
+    return ImageSource(paths, PixelSpec.from_config(config))
 
 
 def open_source(config, split: str, fields=None):

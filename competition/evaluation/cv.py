@@ -39,10 +39,12 @@ def read_oof(config: Config) -> dict[int, pd.DataFrame]:
     return dict(sorted(found.items()))
 
 
-def arrays(task: TaskSpec, oof: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(truth, predictions) of an oof table, (N, outputs) each."""
+def scored(task: TaskSpec, oof: pd.DataFrame) -> dict:
+    """An oof table scored (per group when it has a `group` column)."""
     truth = oof[[f"label_{name}" for name in task.outputs]].to_numpy(np.float64)
-    return truth, oof[[f"pred_{name}" for name in task.outputs]].to_numpy(np.float64)
+    predictions = oof[[f"pred_{name}" for name in task.outputs]].to_numpy(np.float64)
+    groups = oof["group"].astype(str).to_numpy() if "group" in oof else None
+    return score(task, truth, predictions, groups=groups)
 
 
 def cv_report(config: Config) -> dict:
@@ -53,8 +55,8 @@ def cv_report(config: Config) -> dict:
     report = {
         "experiment": config.experiment,
         "metric": task.metric.name,
-        "folds": {str(k): score(task, *arrays(task, frame)) for k, frame in folds.items()},
-        "overall": score(task, *arrays(task, pooled)),
+        "folds": {str(k): scored(task, frame) for k, frame in folds.items()},
+        "overall": scored(task, pooled),
     }
     out = run_dir(config)
     write_text_atomic(out / "cv.json", json.dumps(report, indent=2))

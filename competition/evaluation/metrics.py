@@ -36,7 +36,7 @@ def column_log_loss(y_true, y_pred, eps: float = EPS) -> np.ndarray:
     return -(y_true * np.log(y_pred) + (1 - y_true) * np.log(1 - y_pred)).mean(axis=0)
 
 
-def weighted_log_loss(y_true, y_pred, weights: Sequence[float] | None = None) -> float:
+def weighted_log_loss(y_true, y_pred, weights: Sequence[float] | None = None, **_) -> float:
     """The columns' binary log losses averaged with `weights` (default equal):
     RSNA Intracranial Hemorrhage's metric with its weights."""
     losses = column_log_loss(y_true, y_pred)
@@ -46,7 +46,7 @@ def weighted_log_loss(y_true, y_pred, weights: Sequence[float] | None = None) ->
     return float(np.dot(losses, weights) / weights.sum())
 
 
-def log_loss(y_true, y_pred, weights: Sequence[float] | None = None) -> float:
+def log_loss(y_true, y_pred, weights: Sequence[float] | None = None, **_) -> float:
     """Mean binary log loss over the columns (the unweighted case)."""
     return weighted_log_loss(y_true, y_pred)
 
@@ -76,15 +76,62 @@ def _defined_aucs(y_true, y_pred) -> list[float]:
     return aucs
 
 
-def roc_auc(y_true, y_pred, weights: Sequence[float] | None = None) -> float:
+def roc_auc(y_true, y_pred, **_) -> float:
     """ROC AUC of one binary column."""
     (auc,) = _defined_aucs(y_true, y_pred)
     return auc
 
 
-def mean_column_auc(y_true, y_pred, weights: Sequence[float] | None = None) -> float:
+def mean_column_auc(y_true, y_pred, **_) -> float:
     """The mean of the columns' ROC AUCs."""
     return float(np.mean(_defined_aucs(y_true, y_pred)))
+
+
+def class_positions(y_true, y_pred, thresholds: Sequence[float] | None = None):
+    """(true, predicted) class positions of a multiclass head (one-hot and
+    probabilities: argmax) or an ordinal one (the regression value cut by
+    `thresholds`, by default half-way between positions)."""
+    y_true, y_pred = _as_2d(y_true), _as_2d(y_pred)
+    _check_shapes(y_true, y_pred)
+    if y_true.shape[1] > 1:
+        return y_true.argmax(axis=1), y_pred.argmax(axis=1)
+    truth = np.rint(y_true[:, 0]).astype(int)
+    if thresholds is None:  # the nearest position
+        return truth, np.maximum(np.rint(y_pred[:, 0]), 0).astype(int)
+    return truth, np.searchsorted(np.asarray(thresholds, np.float64), y_pred[:, 0])
+
+
+def quadratic_kappa(y_true, y_pred, thresholds: Sequence[float] | None = None, **_) -> float:
+    """Cohen's kappa with quadratic weights (APTOS 2019) between the true and
+    the predicted classes (see class_positions). Undefined, and an error,
+    when truth and predictions are one and the same single class."""
+    from sklearn.metrics import cohen_kappa_score
+
+    truth, predicted = class_positions(y_true, y_pred, thresholds)
+    if len(np.union1d(truth, predicted)) < 2:
+        raise ValueError(
+            "quadratic kappa is undefined when the truth and the predictions are all the "
+            f"same class ({int(truth[0])})"
+        )
+    return float(cohen_kappa_score(truth, predicted, weights="quadratic"))
+
+
+def pf1(y_true, y_pred, **_) -> float:
+    """Probabilistic F1 (RSNA Screening Mammography 2023): predictions
+    clipped to [0, 1]; ctp = sum of p over positives, cfp = over negatives;
+    precision = ctp / (ctp + cfp), recall = ctp / positives. Without a
+    positive label it is undefined (an error); predictions all 0 score 0,
+    as the competition's code scores a zero precision or recall."""
+    y_true, y_pred = _as_2d(y_true), np.clip(_as_2d(y_pred), 0, 1)
+    _check_shapes(y_true, y_pred, columns=1)
+    positives = y_true[:, 0] > 0.5
+    if not positives.any():
+        raise ValueError("pF1 is undefined without a positive label (its recall divides by 0)")
+    ctp, cfp = float(y_pred[positives, 0].sum()), float(y_pred[~positives, 0].sum())
+    if ctp == 0:
+        return 0.0
+    precision, recall = ctp / (ctp + cfp), ctp / int(positives.sum())
+    return 2 * precision * recall / (precision + recall)
 
 
 @dataclass(frozen=True)
@@ -103,5 +150,7 @@ METRICS: dict[str, Metric] = {
     "log_loss": Metric(log_loss, SIGMOID, True, True),
     "roc_auc": Metric(roc_auc, frozenset({"binary"}), False, True, single_column=True),
     "mean_column_auc": Metric(mean_column_auc, SIGMOID, False, True),
+    "quadratic_kappa": Metric(quadratic_kappa, frozenset({"ordinal", "multiclass"}), False, False),
+    "pf1": Metric(pf1, frozenset({"binary"}), False, False, single_column=True),
 }
 METRIC_NAMES = tuple(METRICS)

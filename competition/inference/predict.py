@@ -25,6 +25,7 @@ from competition.data.generator import DataGenerator, surfacing_load_errors
 from competition.data.preprocess import input_shape
 from competition.data.sources import open_source
 from competition.errors import KitError
+from competition.evaluation import thresholds
 from competition.fileio import write_csv_atomic, write_text_atomic
 from competition.inference import submission as sub
 from competition.inference.ensemble import combine_folds
@@ -61,6 +62,16 @@ def ensemble_model(models: list[keras.Model], tta: list[str], shape) -> keras.Mo
     return keras.Model(inputs, keras.ops.stack(per_fold, axis=1), name="ensemble")
 
 
+def fold_cuts(config: Config, folds: list[int]) -> dict[str, list[float]]:
+    """Each ordinal head's cuts: the mean of those the folds tuned."""
+    saved = [
+        json.loads(path.read_text())
+        for fold in folds
+        if (path := fold_dir(config, fold) / thresholds.FILE).is_file()
+    ]
+    return thresholds.mean_cuts(saved)
+
+
 def fold_constant(config: Config, folds: list[int]) -> np.ndarray:
     """The mean training target the folds saw: the fallback for unreadable images."""
     rows = []
@@ -83,7 +94,8 @@ def test_images(config: Config, sample: sub.Sample) -> tuple[list[str], pd.DataF
     if mode == "csv":
         from competition.data import csvfile
 
-        fields = [task.id_field, *task.template.extra_fields]
+        key = task.submission.reduce.key
+        fields = [task.id_field, *task.template.extra_fields, *([key] if key else [])]
         table = csvfile.read_strings(layout.test_csv, fields, "test CSV").to_pandas()
         table = table.drop_duplicates(task.id_field).set_index(task.id_field)
         return table.index.tolist(), table
@@ -127,10 +139,11 @@ def check_folds(config: Config, folds: list[int]) -> None:
         )
 
 
-def predict_test(config: Config, folds: list[int], sample: sub.Sample) -> tuple[pd.DataFrame, dict]:
+def predict_test(
+    config: Config, folds: list[int], image_ids: list[str], fields: pd.DataFrame | None
+) -> tuple[pd.DataFrame, dict]:
     """Per-image outputs (index image_id, columns the task's outputs) for the
-    test images, and a summary of the run."""
-    image_ids, fields = test_images(config, sample)
+    test images (`fields`: their path fields, see test_images), and a summary."""
     models = [load_fold_model(config, fold) for fold in folds]
     model = ensemble_model(models, config.predict.tta, input_shape(config))
     generator = inference_generator(config, image_ids, fields)
@@ -160,10 +173,10 @@ def predict_test(config: Config, folds: list[int], sample: sub.Sample) -> tuple[
     return table, summary
 
 
-def score_if_labelled(config: Config, final: pd.DataFrame) -> dict | None:
+def score_if_labelled(config: Config, final: pd.DataFrame, cuts=None) -> dict | None:
     """The synthetic competitions ship their test labels: score the predictions."""
     from competition.data.labels import read_labels
-    from competition.evaluation.scores import score
+    from competition.evaluation.scores import score, score_groups
     from competition.synthetic.generate import TEST_LABELS
 
     path = Layout.from_config(config).root / TEST_LABELS
@@ -173,8 +186,10 @@ def score_if_labelled(config: Config, final: pd.DataFrame) -> dict | None:
     common = final.index.intersection(labels.index)
     if common.empty:
         return None
-    truth = config.task.targets(labels.loc[common])
-    return {"labels": str(path), **score(config.task, truth, final.loc[common].to_numpy())}
+    rows = labels.loc[common]
+    truth, groups = config.task.targets(rows), score_groups(config.task, rows)
+    found = score(config.task, truth, final.loc[common].to_numpy(), groups=groups, thresholds=cuts)
+    return {"labels": str(path), **found}
 
 
 def predict_and_submit(config: Config, folds: list[int] | None = None, force: bool = False) -> dict:
@@ -184,7 +199,8 @@ def predict_and_submit(config: Config, folds: list[int] | None = None, force: bo
     if not force:
         check_folds(config, folds)
     sample = sub.read_sample(task, Layout.from_config(config).sample_submission)
-    table, summary = predict_test(config, folds, sample)
+    image_ids, fields = test_images(config, sample)
+    table, summary = predict_test(config, folds, image_ids, fields)
     summary["test_preds"] = str(
         write_csv_atomic(
             run_dir(config) / "test_preds.csv", table.reset_index(), float_format="%.6g"
@@ -193,12 +209,15 @@ def predict_and_submit(config: Config, folds: list[int] | None = None, force: bo
     final = pd.DataFrame(
         sub.postprocess(task, table.to_numpy()), index=table.index, columns=table.columns
     )
-    values = sub.decode(task, final.to_numpy(), final.index)
+    cuts = fold_cuts(config, folds)
+    values = sub.decode(task, final.to_numpy(), final.index, cuts)
+    if task.submission.reduce.key:
+        values = sub.reduce(values, fields[task.submission.reduce.key], task.submission.reduce.how)
     name = sub.submission_name(config.experiment, folds, len(config.predict.tta))
     frame = sub.build_submission(task, sample, values)
     path = sub.write_submission(task, frame, sample, config.predict.submissions_dir, name)
-    summary["submission"] = str(path)
-    summary["rows"] = len(frame)
-    summary["test_score"] = score_if_labelled(config, final)
+    summary.update(submission=str(path), rows=len(frame), cuts=cuts)
+    metric_cuts = cuts.get(task.metric_head.name)
+    summary["test_score"] = score_if_labelled(config, final, metric_cuts)
     write_text_atomic(run_dir(config) / "predict.json", json.dumps(summary, indent=2))
     return summary

@@ -145,14 +145,24 @@ def postprocess(task: TaskSpec, outputs: np.ndarray) -> np.ndarray:
     return out
 
 
-def decode(task: TaskSpec, outputs: np.ndarray, image_ids) -> pd.DataFrame:
-    """(N, outputs) -> one row per image, one column per label column."""
+def decode(task: TaskSpec, outputs: np.ndarray, image_ids, cuts=None) -> pd.DataFrame:
+    """(N, outputs) -> one row per image, one column per label column
+    (`cuts`: {head: thresholds} of ordinal heads; default half-way)."""
     parts = {}
     for head, part in task.head_slices():
-        values = head.decode(outputs[:, part])
+        values = head.decode(outputs[:, part], (cuts or {}).get(head.name))
         for k, name in enumerate(head.columns):
             parts[name] = values[:, k]
     return pd.DataFrame(parts, index=pd.Index(image_ids, name="image_id"))
+
+
+def reduce(values: pd.DataFrame, keys: pd.Series, how: str) -> pd.DataFrame:
+    """One row per key (task.submission.reduce): the mean or max of its images' values."""
+    keyed = values.assign(_key=keys.reindex(values.index).to_numpy())
+    grouped = keyed.groupby("_key", sort=False)
+    out = grouped.max() if how == "max" else grouped.mean()
+    out.index.name = "image_id"
+    return out
 
 
 def build_submission(task: TaskSpec, sample: Sample, values: pd.DataFrame) -> pd.DataFrame:

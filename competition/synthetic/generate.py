@@ -1,7 +1,10 @@
-"""The kit's synthetic competitions: a stand-in written in a preset's real
-on-disk format (today the RSNA Intracranial Hemorrhage one, `head_ct`), plus
-`synthetic_test_labels.csv`, the test set's answers in the label CSV's
-format, which a real competition keeps hidden.
+"""The kit's synthetic competitions: a stand-in (`synth.kind`) written in a
+preset's real on-disk format, plus `synthetic_test_labels.csv`, the test
+set's answers in the label CSV's format, which a real competition keeps
+hidden. Each stand-in module has `plan(cfg)` (units of work, each with a
+`size` in images), `write(unit, cfg, layout)` (one unit's files, returning
+its rows), `write_tables(rows, layout)` (the CSVs; returns the test labels)
+and `check(task)` (the task is the competition it stands in for).
 
 The folder is built under a temporary name and renamed when done; a marker
 records the settings, so an up-to-date folder is not written again, and a
@@ -10,21 +13,22 @@ folder the generator did not write is never overwritten.
 
 from __future__ import annotations
 
+import importlib
 import json
 import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
+from types import ModuleType
 
 from competition.config import Config, SynthConfig
 from competition.errors import KitError
 from competition.fileio import write_csv_atomic, write_text_atomic
 from competition.layout import SPLITS, Layout
 from competition.progress import Progress
-from competition.synthetic import head_ct
 from competition.workers import worker_count, worker_pool
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 MARKER = "synthetic.json"
 TEST_LABELS = "synthetic_test_labels.csv"
 
@@ -53,6 +57,10 @@ def _refuse_foreign(root: Path) -> None:
         )
 
 
+def stand_in(cfg: SynthConfig) -> ModuleType:
+    return importlib.import_module(f"competition.synthetic.{cfg.kind}")
+
+
 def generate(config: Config, workers: int | None = None, force: bool = False) -> Path:
     """Write the synthetic competition to config.data.root (idempotent)."""
     cfg, layout = config.synth, Layout.from_config(config)
@@ -61,13 +69,15 @@ def generate(config: Config, workers: int | None = None, force: bool = False) ->
         print(f"Synthetic competition up to date: {root}")
         return root
     _refuse_foreign(root)
-    plans = head_ct.plan(cfg)
+    module = stand_in(cfg)
+    module.check(layout.task)
+    plans = module.plan(cfg)
     staging = Layout(root.with_name(f".{root.name}.partial"), layout.task)
     shutil.rmtree(staging.root, ignore_errors=True)
     for split in SPLITS:
         staging.image_dir(split).mkdir(parents=True)
-    rows = _render_all(plans, cfg, staging, worker_count(workers or config.data.workers))
-    test_labels = head_ct.write_tables(rows, staging)
+    rows = _render_all(module, plans, cfg, staging, worker_count(workers or config.data.workers))
+    test_labels = module.write_tables(rows, staging)
     write_csv_atomic(staging.root / TEST_LABELS, test_labels)
     write_text_atomic(staging.root / MARKER, json.dumps(_marker(cfg), indent=2))
     shutil.rmtree(root, ignore_errors=True)
@@ -75,24 +85,25 @@ def generate(config: Config, workers: int | None = None, force: bool = False) ->
     return root
 
 
-def _render_all(plans: list, cfg: SynthConfig, layout: Layout, workers: int) -> list[list]:
+def _render_all(
+    module: ModuleType, plans: list, cfg: SynthConfig, layout: Layout, workers: int
+) -> list:
     total = sum(p.size for p in plans)
-    progress = Progress(total, "synth", unit="images")
-    rows: list[list] = []
+    progress = Progress(total, f"synth {cfg.kind}", unit="images")
+    rows: list = []
     started = time.perf_counter()
     if workers <= 1:
         for plan in plans:
-            rows += head_ct.write(plan, cfg, layout)
+            rows += module.write(plan, cfg, layout)
             progress.advance(plan.size)
     else:
         with worker_pool(workers) as pool:
-            jobs = [pool.submit(head_ct.write, plan, cfg, layout) for plan in plans]
+            jobs = [pool.submit(module.write, plan, cfg, layout) for plan in plans]
             for plan, job in zip(plans, jobs, strict=True):
                 rows += job.result()
                 progress.advance(plan.size)
     progress.close()
     rate = total / max(time.perf_counter() - started, 1e-9)
-    print(
-        f"Wrote {total} images in {len(plans)} series ({rate:.0f} images/s, {workers} process(es))"
-    )
+    done = f"{total} images in {len(plans)} {module.UNIT}"
+    print(f"Wrote {done} ({rate:.0f} images/s, {workers} process(es))")
     return rows

@@ -23,6 +23,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from competition.config import SynthConfig
 from competition.data.dicom import lenient_uids
+from competition.errors import KitError
 from competition.fileio import write_csv_atomic
 from competition.layout import Layout
 from competition.synthetic import phantom
@@ -30,6 +31,7 @@ from competition.task import TaskSpec
 
 # Share of series that bleed; given a bleed, subtypes are drawn so that the
 # slice-level prevalence matches the config.
+UNIT = "series"  # what plan() returns, in messages
 BLEED_SERIES_FRACTION = 0.45
 SLICE_SPACING_MM = 5.0
 # Pixel encodings seen in the real data: (BitsStored, PixelRepresentation,
@@ -68,6 +70,18 @@ class _IdMaker:
             if value not in self.seen:
                 self.seen.add(value)
                 return value
+
+
+def check(task: TaskSpec) -> None:
+    """The task must be the one this stand-in writes: its labels are the subtypes drawn."""
+    drawn = set(phantom.LESION_SUBTYPES) | set(task.derived_names)
+    if task.labels.format != "long" or not set(task.label_columns) <= drawn:
+        raise KitError(
+            f"synth.kind head_ct writes RSNA Intracranial Hemorrhage's long label CSV with the "
+            f"subtypes {', '.join(phantom.LESION_SUBTYPES)}; task {task.name!r} has "
+            f"{task.labels.format} labels {task.label_columns}. Use that preset, or another "
+            "synth.kind."
+        )
 
 
 def plan(cfg: SynthConfig) -> list[SeriesPlan]:

@@ -25,8 +25,9 @@ from competition.data.generator import DataGenerator, surfacing_load_errors
 from competition.data.labels import read_labels
 from competition.data.sources import open_source
 from competition.errors import KitError
+from competition.evaluation import thresholds
 from competition.evaluation.report import fold_table, save_curves
-from competition.evaluation.scores import score
+from competition.evaluation.scores import score, score_groups
 from competition.fileio import disk_full_is_an_error, write_csv_atomic, write_text_atomic
 from competition.layout import Layout, fold_dir
 from competition.progress import keras_verbose
@@ -84,9 +85,8 @@ def fold_data(config: Config, inputs: Inputs, fold: int) -> FoldData:
     """The fold's training and validation rows with their targets."""
     check_fold(fold, config.folds.k)
     task = config.task
-    table = inputs.folds[["image_id", "fold"]].join(
-        inputs.labels[task.label_columns], on="image_id"
-    )
+    columns = list(dict.fromkeys([*task.label_columns, *(task.metric.group_by or [])]))
+    table = inputs.folds[["image_id", "fold"]].join(inputs.labels[columns], on="image_id")
     train, valid = table[table["fold"] != fold], table[table["fold"] == fold]
     for name, part in (("training", train), ("validation", valid)):
         if part.empty:
@@ -198,20 +198,44 @@ def predict_rows(
 
 
 def oof_table(config: Config, rows: pd.DataFrame, truth: np.ndarray, predictions) -> pd.DataFrame:
-    """image_id, pred_<output>..., label_<output>...: the out-of-fold predictions."""
+    """image_id, [group,] pred_<output>..., label_<output>...: the out-of-fold predictions."""
     outputs = config.task.outputs
     oof = pd.DataFrame({"image_id": rows["image_id"]})
+    groups = score_groups(config.task, rows)
+    if groups is not None:
+        oof["group"] = groups
     oof[[f"pred_{name}" for name in outputs]] = predictions
     oof[[f"label_{name}" for name in outputs]] = truth
     return oof
 
 
+def tune_cuts(config: Config, data: FoldData, predictions: np.ndarray) -> dict[str, list]:
+    """Each ordinal head's cuts, tuned on this fold's validation predictions."""
+    cuts = {}
+    for head, part in config.task.head_slices():
+        if head.kind == "ordinal":
+            truth, values = data.y_valid[:, part.start], predictions[:, part.start]
+            cuts[head.name] = thresholds.tune(truth, values, len(head.classes))
+    return cuts
+
+
 def evaluate_fold(config: Config, data: FoldData, out: Path, constant: np.ndarray) -> dict:
-    """Out-of-fold predictions and scores from the best checkpoint."""
+    """Out-of-fold predictions and scores from the best checkpoint; an
+    ordinal head's tuned cuts saved beside it (thresholds.json)."""
+    task = config.task
     model = load_checkpoint(out / "best.keras", config.model.safe_mode)
     predictions, failed = predict_rows(model, config, data, data.valid, constant)
     write_csv_atomic(out / "oof.csv", oof_table(config, data.valid, data.y_valid, predictions))
-    scores = score(config.task, data.y_valid, predictions, constant=constant)
+    groups = score_groups(task, data.valid)
+    scores = score(task, data.y_valid, predictions, constant=constant, groups=groups)
+    cuts = tune_cuts(config, data, predictions)
+    if cuts:
+        write_text_atomic(out / thresholds.FILE, json.dumps(cuts, indent=2))
+        if task.metric_head.name in cuts:  # tuned on these rows, so it flatters them
+            tuned = score(
+                task, data.y_valid, predictions, constant, groups, cuts[task.metric_head.name]
+            )
+            scores["score_tuned_cuts"] = tuned["score"]
     return {"fold": data.fold, **scores, "unreadable_in_validation": failed}
 
 
