@@ -5,6 +5,7 @@ that train or predict (and the benchmark)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -95,6 +96,9 @@ def _devtool(name: str):
 
 def cmd_bench(config: Config, args: argparse.Namespace) -> None:
     bench = _devtool("bench")
+    if args.readers:
+        print(json.dumps(bench.reader_rate(config), indent=2))
+        return
     report = bench.run(config, args.config, args.overrides, args.quick, args.out)
     print(bench.table(report))
     print(f"Wrote {args.out} ({report['machine']['cores']} cores, {report['machine']['cpu']})")
@@ -214,10 +218,11 @@ def cmd_data_report(config: Config, args: argparse.Namespace) -> None:
 
 def cmd_gallery(config: Config, args: argparse.Namespace) -> None:
     gallery = _devtool("gallery")
-    out = gallery.save_gallery(
-        Layout.from_config(config), args.real, args.out, config.preprocess.windows
-    )
-    print(f"Wrote {out}")
+    if config.synth.generate:
+        from competition.data.prepare import ensure_synthetic
+
+        ensure_synthetic(config)
+    print(f"Wrote {gallery.save_gallery(config, args.real, args.out)}")
 
 
 def cmd_show_config(config: Config, args: argparse.Namespace) -> None:
@@ -283,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--push", action="store_true", help="then upload both with the kaggle client"
     )
     parsers["bench"].add_argument("--quick", action="store_true", help="a small smoke run")
+    parsers["bench"].add_argument(
+        "--readers", action="store_true", help="only: the config's reader, files -> model input"
+    )
     parsers["bench"].add_argument("--out", type=Path, default=Path("bench.json"))
     parsers["cache"].add_argument("--split", choices=["train", "test", "all"], default="all")
     parsers["cache"].add_argument(

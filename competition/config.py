@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import yaml
 
-from competition.data.preprocess import CROPS, DICOM_ONLY, MODES
+from competition.data.pixelspec import CROPS, DICOM_ONLY, MODES
 from competition.data.windows import DEFAULT_WINDOWS
 from competition.errors import ConfigError
 from competition.fileio import write_text_atomic
@@ -57,7 +57,7 @@ def _copy(value: Any) -> Any:
 class DataConfig:
     root: str = "data/competition"
     workers: int = knob(0, ge=0)
-    source: Literal["auto", "cache", "dicom"] = "auto"
+    source: Literal["auto", "cache", "files"] = "auto"
     cache_dir: str = "cache"
 
 

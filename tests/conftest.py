@@ -51,3 +51,60 @@ def no_process_left_behind():
     yield
     while STARTED:
         kill_group(STARTED.pop())
+
+
+PRESETS = ("siim_isic_2020", "aptos_2019", "rsna_breast_2023", "ranzcr_clip_2021")
+# Tiny versions of the presets' stand-ins: seconds to write, seconds to train.
+TINY = {
+    "siim_isic_2020": [
+        "synth.patients=24",
+        "synth.images_per_patient=[2, 6]",
+        "synth.image_size=96",
+        "preprocess.image_size=48",
+    ],
+    "aptos_2019": ["synth.patients=60", "synth.image_size=96", "preprocess.image_size=48"],
+    "rsna_breast_2023": [
+        "synth.patients=16",
+        "synth.image_size=96",
+        "preprocess.image_size=[64, 32]",
+        "synth.prevalence.cancer=0.3",
+    ],
+    "ranzcr_clip_2021": ["synth.patients=30", "synth.image_size=96", "preprocess.image_size=48"],
+}
+TINY_TRAINING = ("folds.k=3", "train.epochs=2", "train.batch_size=16", "train.workers=1")
+
+
+def preset_args(name: str, root, *extra: str) -> list[str]:
+    """CLI arguments for the tiny synthetic version of a preset at `root`."""
+    overrides = [f"data.root={root}", *TINY[name], *TINY_TRAINING, *extra]
+    return [
+        "--config",
+        f"configs/synthetic/{name}.yaml",
+        *(a for o in overrides for a in ("--set", o)),
+    ]
+
+
+def preset_config(name: str, root, *extra: str) -> Config:
+    overrides = [f"data.root={root}", *TINY[name], *TINY_TRAINING, *extra]
+    return load_config(REPO / "configs" / "synthetic" / f"{name}.yaml", overrides)
+
+
+@pytest.fixture(scope="session")
+def presets(tmp_path_factory):
+    """name -> (root, runs): each preset's tiny stand-in written, indexed and
+    folded, with fold 0 trained, once per session (on first use)."""
+    from competition.data.prepare import ensure_data
+    from competition.training.fit import train_folds
+
+    made = {}
+
+    def get(name: str):
+        if name not in made:
+            base = tmp_path_factory.mktemp(name)
+            root, runs = base / "competition", base / "runs"
+            ensure_data(preset_config(name, root))
+            train_folds(preset_config(name, root, f"runs_dir={runs}"), [0])
+            made[name] = root, runs
+        return made[name]
+
+    return get

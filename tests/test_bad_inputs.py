@@ -245,13 +245,15 @@ sys.addaudithook(lambda event, args: opened.append(str(args[0]))
 from competition.config import load_config
 from competition.data.folds import read_folds
 from competition.data.generator import DataGenerator
+from competition.data.pixelspec import PixelSpec
 from competition.data.sources import ImageSource
 from competition.inference.submission import read_sample
 from competition.layout import ImagePaths, Layout
 
 task = load_config("configs/rsna_ich.yaml").task
 layout = Layout(root / "data", task)
-source = ImageSource(ImagePaths(layout, "train"), [[40, 80]], 32)
+spec = PixelSpec("dicom", "ct_windows", ((40, 80),), (32, 32))
+source = ImageSource(ImagePaths(layout, "train"), spec)
 ids = ["../secret/ID_secret1", str(root / "secret" / "ID_secret1"), "secret/ID_secret1",
        "..", ".ID_secret1", "ID_secret1\0", "ID_sec\\ret1", ""]
 outcomes = []

@@ -202,7 +202,7 @@ def test_worker_error_mid_epoch_names_the_image_and_nothing_hangs(
         "train",
         small_competition.data.root,
         f"runs_dir={tmp_path / 'runs'}",
-        "data.source=dicom",
+        "data.source=files",
         "train.workers=2",
         f"train.use_multiprocessing={str(processes).lower()}",
     )

@@ -13,6 +13,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from kaggle_stand_in import StandIn
 
@@ -23,7 +24,7 @@ from competition.kaggle.bundle import KaggleError, normalise
 from competition.layout import Layout
 from competition.training.fit import train_folds
 
-from conftest import TRAINED_WITH, small_config
+from conftest import PRESETS, TRAINED_WITH, preset_config, small_config
 from helpers import REPO
 
 USER = "kit-tester"
@@ -102,6 +103,11 @@ LEFT_OUT = {  # what Kaggle's image lacks: the kit and the wheels it bundles; de
 }  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def kaggle_python(tmp_path_factory) -> Path:
+    return kaggle_image_python(tmp_path_factory.mktemp("kaggle-image") / "venv")
+
+
 def kaggle_image_python(dest: Path) -> Path:
     """A fresh virtual environment that sees this one's packages except
     LEFT_OUT (symlinked, so nothing is downloaded): Kaggle's image, locally."""
@@ -163,6 +169,53 @@ def test_kernel_runs_offline_in_a_kaggle_like_environment(bundle, small_competit
     problems, rows = validate_file(small_competition.task, submission, sample)
     assert problems == [] and rows > 0
     assert "rows, checked against the sample" in done.stdout
+
+
+def run_kernel(python: Path, script: Path, root: Path, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "KAGGLE_ROOT": str(root), "PIP_NO_CACHE_DIR": "1"}
+    env.pop("PYTHONPATH", None)
+    return subprocess.run(
+        offline([str(python), str(script)]), env=env, cwd=cwd, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+
+
+def mount_competition(source: Path, destination: Path, config) -> None:
+    """The competition's files as Kaggle mounts them: the CSVs and the test
+    images in their real folders (train images left out: the kernel needs none)."""
+    task = config.task
+    destination.mkdir(parents=True)
+    for name in (task.labels.csv, task.submission.sample, task.images.test_csv):
+        if name and (source / name).is_file():
+            shutil.copy2(source / name, destination / name)
+    (destination / task.images.test_dir).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source / task.images.test_dir, destination / task.images.test_dir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PRESETS)
+def test_each_presets_kernel_finds_its_files_and_submits_offline(
+    presets, kaggle_python, name, tmp_path
+):
+    root, runs = presets(name)
+    config = preset_config(
+        name, root, f"runs_dir={runs}", f"kaggle.build_dir={tmp_path / 'build'}",
+        f"kaggle.username={USER}", f"kaggle.python='{PYTHON}'",
+    )  # fmt: skip
+    summary = kaggle.build(config)
+    kaggle_root = tmp_path / "kaggle"
+    dataset = kaggle_root / "input" / summary["dataset"].split("/")[1]
+    shutil.copytree(Path(summary["folder"]) / "dataset", dataset)
+    mount_competition(root, kaggle_root / "input" / config.kaggle.competition, config)
+    if name == "siim_isic_2020":  # the real download also has test/ (the DICOMs)
+        (kaggle_root / "input" / config.kaggle.competition / "test").mkdir()
+    (kaggle_root / "working").mkdir()
+    script = Path(summary["folder"]) / "kernel" / "submit.py"
+    done = run_kernel(kaggle_python, script, kaggle_root, tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    sample = root / config.task.submission.sample
+    problems, rows = validate_file(config.task, kaggle_root / "working" / "submission.csv", sample)
+    assert problems == [] and rows == len(pd.read_csv(sample))
 
 
 def test_kernel_names_what_it_could_not_find(bundle, tmp_path):

@@ -80,3 +80,102 @@ def test_keras_auc_twin_is_close_to_sklearn():
 def test_registry_says_direction_and_kinds():
     assert METRICS["weighted_log_loss"].lower_is_better
     assert not METRICS["roc_auc"].lower_is_better and METRICS["roc_auc"].kinds == {"binary"}
+
+
+# --- the other presets' metrics, against independent computations ----------------------------
+
+
+def reference_pf1(labels, predictions) -> float:
+    """The competition's own loop (probabilistic F-beta with beta 1)."""
+    ctp = cfp = positives = 0.0
+    for label, prediction in zip(labels, predictions, strict=True):
+        prediction = min(max(prediction, 0), 1)
+        if label:
+            positives += 1
+            ctp += prediction
+        else:
+            cfp += prediction
+    precision, recall = ctp / (ctp + cfp), ctp / positives
+    return 2 * precision * recall / (precision + recall) if precision > 0 and recall > 0 else 0
+
+
+def test_pf1_equals_the_competitions_loop_with_clipping_and_ties():
+    from competition.evaluation.metrics import pf1
+
+    rng = np.random.default_rng(0)
+    for seed in range(5):
+        y = (np.random.default_rng(seed).random(300) < 0.05).astype(float)
+        y[:2] = 1
+        p = np.round(rng.uniform(-0.2, 1.2, 300), 1)  # ties, and values outside [0, 1]
+        assert abs(pf1(y[:, None], p[:, None]) - reference_pf1(y, p)) < 1e-9
+    assert pf1(np.array([[1], [0]]), np.array([[0.0], [0.0]])) == 0.0  # documented: 0
+    with pytest.raises(ValueError, match="undefined without a positive label"):
+        pf1(np.zeros((4, 1)), np.full((4, 1), 0.5))
+
+
+def test_quadratic_kappa_equals_sklearn_on_classes_and_cut_regression_values():
+    from sklearn.metrics import cohen_kappa_score
+
+    from competition.evaluation.metrics import quadratic_kappa
+
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 5, 400)
+    values = np.clip(truth + rng.normal(0, 0.8, 400), -0.5, 4.7)
+    cuts = [0.7, 1.4, 2.6, 3.3]
+    predicted = np.searchsorted(cuts, values)
+    expected = cohen_kappa_score(truth, predicted, weights="quadratic")
+    assert abs(quadratic_kappa(truth[:, None], values[:, None], thresholds=cuts) - expected) < 1e-9
+    nearest = np.maximum(np.rint(values), 0).astype(int)  # without cuts: the nearest class
+    assert (
+        abs(
+            quadratic_kappa(truth[:, None], values[:, None])
+            - cohen_kappa_score(truth, nearest, weights="quadratic")
+        )
+        < 1e-9
+    )
+    onehot, probabilities = np.eye(5)[truth], np.eye(5)[predicted] * 0.6 + 0.08
+    assert abs(quadratic_kappa(onehot, probabilities) - expected) < 1e-9  # multiclass: argmax
+    with pytest.raises(ValueError, match="all the same class"):
+        quadratic_kappa(np.full((5, 1), 2.0), np.full((5, 1), 2.1))
+
+
+def test_auc_ties_and_log_loss_clipping_equal_sklearn():
+    y = np.array([0, 0, 1, 1, 0, 1, 0, 0])[:, None]
+    p = np.array([0.3, 0.3, 0.3, 0.9, 0.1, 0.9, 1.0, 0.0])[:, None]  # ties; 0 and 1 clipped
+    assert roc_auc(y, p) == pytest.approx(roc_auc_score(y[:, 0], p[:, 0]), abs=1e-12)
+    clipped = np.clip(p[:, 0], 1e-7, 1 - 1e-7)
+    assert weighted_log_loss(y, p) == pytest.approx(log_loss(y[:, 0], clipped), abs=1e-9)
+
+
+def test_a_task_scores_an_ordinal_head_with_its_cuts_and_groups_rows():
+    from competition.evaluation.scores import score
+
+    aptos = load_config(REPO / "configs" / "aptos_2019.yaml").task
+    truth = np.array([[0.0], [1], [2], [3], [4], [2]])
+    values = np.array([[0.2], [1.4], [1.6], [3.2], [3.9], [2.4]])
+    default = score(aptos, truth, values)
+    assert default["metric"] == "quadratic_kappa" and default["lower_is_better"] is False
+    tuned = score(aptos, truth, values, thresholds=[0.5, 1.5, 2.5, 3.5])
+    assert tuned["score"] == default["score"]  # the default cuts are the half-way ones
+    breast = load_config(REPO / "configs" / "rsna_breast_2023.yaml").task
+    y = np.array([[1.0], [1], [0], [0]])
+    p = np.array([[0.9], [0.1], [0.2], [0.4]])
+    grouped = score(breast, y, p, groups=np.array(["a_L", "a_L", "a_R", "a_R"]))
+    assert grouped["groups"] == 2  # one row per breast: labels max, predictions mean
+    assert grouped["score"] == pytest.approx(reference_pf1([1, 0], [0.5, 0.3]), abs=1e-12)
+
+
+def test_tuned_cuts_score_at_least_the_default_ones_and_average_over_folds():
+    from competition.evaluation import thresholds
+    from competition.evaluation.metrics import quadratic_kappa
+
+    rng = np.random.default_rng(2)
+    truth = rng.integers(0, 5, 300).astype(float)
+    values = truth * 0.7 + rng.normal(
+        0.3, 0.4, 300
+    )  # shrunk towards the middle, as regressions are
+    cuts = thresholds.tune(truth, values, 5)
+    assert len(cuts) == 4 and all(np.diff(cuts) > 0)
+    default = quadratic_kappa(truth[:, None], values[:, None], thresholds=[0.5, 1.5, 2.5, 3.5])
+    assert quadratic_kappa(truth[:, None], values[:, None], thresholds=cuts) > default + 0.01
+    assert thresholds.mean_cuts([{"grade": [1, 2]}, {"grade": [3, 4]}, {}]) == {"grade": [2.0, 3.0]}

@@ -151,12 +151,16 @@ def test_real_and_synthetic_headers_index_the_same_way(small_competition):
 
 
 def test_gallery_shows_each_subtype_beside_real_slices(small_competition, real_series, tmp_path):
-    from competition.devtools.gallery import pick_synthetic, save_gallery
+    from competition.devtools.gallery import pick_examples, save_gallery
 
     layout = Layout.from_config(small_competition)
-    picks = pick_synthetic(layout)
     labels = read_labels(small_competition.task, layout.train_csv)
-    for title, path in picks[:-1]:
-        assert labels.loc[path.stem, title] == 1
-    out = save_gallery(layout, real_series / "stage_2_test", tmp_path / "g.png", [[40, 80]])
+    picks = pick_examples(small_competition, labels)
+    titles = [title for title, _ in picks]
+    assert titles[-1] == "none" and len(titles) >= 4
+    assert titles[:-1] == [s for s in LESION_SUBTYPES if s in titles]  # the task's order
+    for title, image_id in picks[:-1]:
+        assert labels.loc[image_id, title] == 1
+    assert labels.loc[picks[-1][1]].sum() == 0  # the one with none
+    out = save_gallery(small_competition, real_series / "stage_2_test", tmp_path / "g.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -111,9 +111,10 @@ def pixel_problem(ds: pydicom.Dataset, file_size: int) -> str | None:
     if syntax is not None and syntax.is_deflated:
         tell = None  # a position in the inflated stream: the file's size says nothing
     rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-    expected = (
-        rows * cols * int(ds.get("SamplesPerPixel", 1)) * int(ds.get("BitsAllocated", 16)) // 8
-    )
+    samples = int(ds.get("SamplesPerPixel", 1))
+    if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
+        samples = 2  # 4:2:2: two luminance samples share one pair of chroma samples
+    expected = rows * cols * samples * int(ds.get("BitsAllocated", 16)) // 8
     if length < expected or (tell is not None and tell + length > file_size):
         available = min(length, file_size - tell) if tell is not None else length
         return f"truncated pixel data ({available} of {expected} bytes)"

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -31,58 +30,12 @@ import numpy as np
 
 from competition.data import raster
 from competition.data.dicom import Rescale, load_display, load_rgb, read_pixels
+from competition.data.pixelspec import PixelSpec, input_shape
 from competition.data.windows import window_stack
 
+__all__ = ["PixelSpec", "fit", "input_shape", "load_input", "load_windowed", "resize"]
+
 _PACKED = {1: np.uint8, 2: np.uint16, 3: np.uint32, 4: np.uint32}
-MODES = ("ct_windows", "voi_lut", "color", "gray")
-DICOM_ONLY = ("ct_windows", "voi_lut")
-CROPS = ("none", "foreground")
-
-
-@dataclass(frozen=True)
-class PixelSpec:
-    """How an image file becomes model input (see the module)."""
-
-    image_format: str  # dicom, png, jpeg (the task's path template says)
-    mode: str
-    windows: tuple[tuple[float, float], ...]
-    shape: tuple[int, int]  # rows, cols
-    keep_aspect: bool = False
-    crop: str = "none"
-    channels: int | None = None
-
-    @classmethod
-    def from_config(cls, config) -> PixelSpec:
-        p = config.preprocess
-        size = p.image_size
-        shape = (size, size) if isinstance(size, int) else (size[0], size[1])
-        return cls(
-            image_format=config.task.image_format,
-            mode=p.mode,
-            windows=tuple((float(c), float(w)) for c, w in p.windows),
-            shape=shape,
-            keep_aspect=p.keep_aspect,
-            crop=p.crop,
-            channels=p.channels,
-        )
-
-    @property
-    def natural_channels(self) -> int:
-        return {"ct_windows": len(self.windows), "color": 3}.get(self.mode, 1)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return (*self.shape, self.channels or self.natural_channels)
-
-    @property
-    def fits_plainly(self) -> bool:
-        """A plain resize: no crop, no padding."""
-        return self.crop == "none" and not self.keep_aspect
-
-
-def input_shape(config) -> tuple[int, int, int]:
-    """(rows, cols, channels) of the model input the config's preprocessing makes."""
-    return PixelSpec.from_config(config).input_shape
 
 
 # --- resizing -----------------------------------------------------------------------

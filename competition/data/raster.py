@@ -8,8 +8,10 @@ marker and a PNG with its IEND chunk before it is decoded.
 
 Large JPEGs are decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself (the DCT
 scaling of IMREAD_REDUCED_*) when the reduced image is still at least as
-large as what the model takes: 4-30x faster for a camera image read at
-256 px, and the same as decoding whole and shrinking (INTER_AREA, tested).
+large as what the model takes. Measured for a 256 px model input, decode and
+resize: 1600 x 1200, 32.8 -> 9.0 ms; 4000 x 3000, 173.8 -> 28.7 ms; the
+pixels differ from decoding whole and shrinking (INTER_AREA) by under 2
+levels on average (tested).
 """
 
 from __future__ import annotations

@@ -36,14 +36,14 @@ def image_source(config, split: str, fields=None) -> ImageSource:
 
 
 def open_source(config, split: str, fields=None):
-    """The images of a split as data.source says: `dicom` (the files),
+    """The images of a split as data.source says: `files` (decoded each time),
     `cache` (a finished cache for these settings is required), or `auto`
     (the cache when there is one, the files otherwise and for IDs it lacks)."""
     from competition.data.cache import CacheError, CacheSource, is_complete, split_dir
 
     files = image_source(config, split, fields)
     mode = config.data.source
-    if mode == "dicom":
+    if mode == "files":
         return files
     if is_complete(config, split):
         return CacheSource(split_dir(config, split), files, fallback=mode == "auto")

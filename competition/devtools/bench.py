@@ -380,6 +380,30 @@ def memory_growth(config_path: str | None, overrides: list[str], folder: Path) -
     return result
 
 
+def reader_rate(config: Config, count: int = 300) -> dict:
+    """Files -> model input with the config's reader, one process, the
+    fastest of a few passes over the first `count` readable training files."""
+    from competition.data.index import read_index
+    from competition.data.prepare import ensure_index
+    from competition.data.preprocess import PixelSpec, load_input
+
+    layout = ensure_index(config)
+    index = read_index(layout)
+    rows = index[(index["split"] == "train") & index["readable"]].head(count)
+    paths = [layout.root / path for path in rows["path"]]
+    warm_files([str(p) for p in paths])
+    spec = PixelSpec.from_config(config)
+    seconds = fastest({"read": lambda: timed(lambda: _each(lambda p: load_input(p, spec), paths))})
+    return {
+        "format": spec.image_format,
+        "mode": spec.mode,
+        "images": len(paths),
+        "file_size": f"{int(rows['rows'].median())} x {int(rows['cols'].median())} (median)",
+        "input_shape": list(spec.input_shape),
+        "images_per_s_1proc": round(len(paths) / seconds["read"], 1),
+    }
+
+
 # --- the run --------------------------------------------------------------
 
 

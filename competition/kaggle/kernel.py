@@ -43,9 +43,15 @@ def find_competition_file(inputs: Path, bundle: Path, name: str, pattern: str) -
 
 
 def find_test_dir(inputs: Path, bundle: Path, name: str, suffix: str) -> Path:
-    """The test images' folder: called `name`, else the one folder with
-    'test' in its name holding files ending in `suffix`."""
-    named = [p for p in _outside(inputs.rglob(Path(name).name), bundle) if p.is_dir()]
+    """The test images' folder: the one whose path ends with `name` (all its
+    parts: SIIM's download has both test/ and jpeg/test/), else the one folder
+    with 'test' in its name holding files ending in `suffix`."""
+    parts = Path(name).parts
+    named = [
+        p
+        for p in _outside(inputs.rglob(parts[-1]), bundle)
+        if p.is_dir() and p.parts[-len(parts) :] == parts
+    ]
     if not named:
         named = [
             p
@@ -87,7 +93,7 @@ def kernel_config(bundle: Path, inputs: Path, working: Path) -> Config:
         config,
         task=task,
         runs_dir=str(working / "runs"),
-        data=replace(config.data, source="dicom", cache_dir=str(working / "cache")),
+        data=replace(config.data, source="files", cache_dir=str(working / "cache")),
         synth=replace(config.synth, generate=False),
         predict=replace(config.predict, submissions_dir=str(working)),
     )

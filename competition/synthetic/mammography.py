@@ -11,7 +11,7 @@ image: the breast as a half ellipse against the chest-wall side (left or
 right), fatty and fibroglandular tissue as smooth noise whose share follows
 the density (A-D), a skin line, the pectoral muscle in MLO views, and a
 burned-in marker block in the corner away from the breast. A cancer breast
-shows a dense, spiculated mass in each view with probability 0.85; any
+shows a dense, spiculated mass in each view with probability 0.85; every
 breast may show a smooth round mass (a cyst) or bright calcifications. As in
 the real data: site 1 stores JPEG 2000 (1.2.840.10008.1.2.4.90), site 2 JPEG
 Lossless SV1 (.4.70); one machine of each writes MONOCHROME1; windows are
@@ -196,7 +196,7 @@ def _dataset(
         ds.VOILUTFunction = "SIGMOID"
     if site == 1:
         ds.PixelData = stored.tobytes()
-        ds.compress(JPEG2000Lossless)
+        ds.compress(JPEG2000Lossless, generate_instance_uid=False)  # the UID stays seeded
     else:
         ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
         ds.PixelData = encapsulate([ljpeg.encode(stored, BITS)])
