@@ -32,9 +32,25 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
+def synthetic_variant(config_path: str | None) -> str:
+    """The config that writes a preset's stand-in (configs/synthetic/<preset>.yaml;
+    the RSNA ICH one is the default)."""
+    name = Path(config_path or "").stem
+    candidate = Path(config_path or "").parent / "synthetic" / f"{name}.yaml"
+    if candidate.is_file():
+        return str(candidate)
+    return "configs/default.yaml (RSNA ICH) or configs/synthetic/<preset>.yaml"
+
+
 def cmd_synth(config: Config, args: argparse.Namespace) -> None:
     from competition.synthetic import generate
 
+    if not config.synth.generate:
+        raise KitError(
+            f"This config reads a real download at {config.data.root} (synth.generate: false): "
+            "make data would write a synthetic competition there. The config that writes the "
+            f"stand-in: {synthetic_variant(args.config)} (make data CONFIG=...)."
+        )
     root = generate.generate(config, workers=args.workers, force=args.force)
     config.save(root / "synthetic.config.yaml")
     print(f"Synthetic competition at {root}")

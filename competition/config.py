@@ -108,6 +108,7 @@ class AugmentConfig:
 class ModelConfig:
     backbone: Literal[BACKBONE_NAMES] = "efficientnet_b0"
     weights: str | None = None
+    pooling: Literal["avg", "max", "gem"] = "avg"
     dropout: float = knob(0.2, ge=0, le=0.9)
     safe_mode: bool = True
 

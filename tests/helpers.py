@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -20,6 +21,15 @@ from competition.task import TaskSpec
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_SERIES = REPO.parent / "shared" / "data" / "rsna_sample_series"
+
+
+def digest(root: Path, skip: str = "synthetic.json") -> str:
+    """A hash of every file under `root` (names and bytes), but `skip`."""
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.name != skip:
+            h.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
+    return h.hexdigest()
 
 
 def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:

@@ -69,3 +69,18 @@ def test_missing_weights_file_is_a_clear_error(tmp_path):
     cfg = ModelConfig(backbone="tiny_cnn", weights=str(tmp_path / "x.h5"))
     with pytest.raises(ModelError, match="no weights file at"):
         build_model(cfg, (32, 32, 3), RSNA)
+
+
+@pytest.mark.parametrize("pooling", ["max", "gem"])
+def test_other_poolings_build_and_reload_in_safe_mode(pooling, tmp_path):
+    model = build_model(ModelConfig(backbone="tiny_cnn", pooling=pooling), (32, 32, 3), RSNA)
+    x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    y = model.predict(x, verbose=0)
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    np.testing.assert_allclose(again.predict(x, verbose=0), y, rtol=1e-5, atol=1e-6)
+    if pooling == "gem":  # between the mean and the max of the feature map
+        features = keras.Model(model.input, model.get_layer("pool").input).predict(x, verbose=0)
+        pooled = keras.Model(model.input, model.get_layer("pool").output).predict(x, verbose=0)
+        assert (pooled >= features.mean(axis=(1, 2)) - 1e-5).all()
+        assert (pooled <= features.max(axis=(1, 2)) + 1e-5).all()

@@ -5,7 +5,6 @@ end, the cache, and bad inputs of the new formats."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
@@ -20,7 +19,7 @@ from competition.data.sources import image_source
 from competition.synthetic import generate
 
 from conftest import PRESETS, preset_args, preset_config
-from helpers import cli
+from helpers import cli, digest
 
 RANZCR = ["ETT - Abnormal", "ETT - Borderline", "ETT - Normal", "NGT - Abnormal",
           "NGT - Borderline", "NGT - Incompletely Imaged", "NGT - Normal", "CVC - Abnormal",
@@ -139,14 +138,6 @@ def test_the_mammograms_are_compressed_both_ways_with_both_photometrics(tmp_path
     assert {f[1] for f in found} == {"MONOCHROME1", "MONOCHROME2"}
     assert {f[2] for f in found} == {"LINEAR", "SIGMOID"}
     assert all(f[3] for f in found)  # portrait
-
-
-def digest(root) -> str:
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name != generate.MARKER:
-            h.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -273,3 +264,11 @@ def test_rows_the_task_cannot_use_stop_the_command_naming_the_file_and_line(
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert message in result.stderr and str(root / "train.csv") in result.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_make_data_on_a_real_data_preset_refuses_and_names_the_stand_in(tmp_path):
+    result = cli("synth", "--config", "configs/siim_isic_2020.yaml", "--set",
+                 f"data.root={tmp_path / 'download'}", timeout=60)  # fmt: skip
+    assert result.returncode == 2 and "synth.generate: false" in result.stderr
+    assert "configs/synthetic/siim_isic_2020.yaml" in result.stderr
+    assert not (tmp_path / "download").exists()

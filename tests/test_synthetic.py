@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
@@ -17,18 +16,11 @@ from competition.synthetic import phantom
 from competition.synthetic.phantom import LESION_SUBTYPES
 
 from conftest import small_config
+from helpers import digest
 
 
 def read_long_csv(path) -> pd.DataFrame:
     return pd.read_csv(path, dtype=str, keep_default_na=False)
-
-
-def digest(root) -> str:
-    h = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name != synthetic.MARKER:
-            h.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
-    return h.hexdigest()
 
 
 def test_layout_is_the_competitions(small_competition):

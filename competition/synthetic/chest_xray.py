@@ -30,10 +30,15 @@ import numpy as np
 import pandas as pd
 
 from competition.config import SynthConfig
-from competition.errors import KitError
 from competition.fileio import write_csv_atomic
 from competition.layout import Layout
-from competition.synthetic.common import UniqueIds, smooth_noise, test_patients, varied_size
+from competition.synthetic.common import (
+    UniqueIds,
+    require_task,
+    smooth_noise,
+    test_patients,
+    varied_size,
+)
 from competition.synthetic.common import write_image as save
 from competition.task import TaskSpec
 
@@ -74,12 +79,7 @@ class Study:
 
 
 def check(task: TaskSpec) -> None:
-    if task.label_columns != COLUMNS or task.id_field != "StudyInstanceUID":
-        raise KitError(
-            "synth.kind chest_xray writes RANZCR CLiP's train.csv (StudyInstanceUID and the 11 "
-            f"columns {COLUMNS}); task {task.name!r} has ID {task.id_field!r} and labels "
-            f"{task.label_columns}"
-        )
+    require_task(task, "chest_xray", "RANZCR CLiP", "StudyInstanceUID", COLUMNS)
 
 
 def _findings(rng: np.random.Generator) -> dict[str, str]:

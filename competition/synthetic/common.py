@@ -3,11 +3,15 @@ and test, smooth noise for textures, and image files written whole."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from competition.errors import KitError
 
 
 class UniqueIds:
@@ -51,3 +55,27 @@ def write_image(path: Path, image: np.ndarray, quality: int = 92) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), image, params):
         raise OSError(f"could not write {path}")
+
+
+def require_task(task, kind: str, competition: str, id_field: str, columns: Sequence[str],
+                 image_format: str | None = None) -> None:  # fmt: skip
+    """The task is the competition the stand-in writes: its ID field, label
+    columns (and image type, when it matters)."""
+    wanted = (id_field, list(columns), image_format or task.image_format)
+    if (task.id_field, task.label_columns, task.image_format) != wanted:
+        raise KitError(
+            f"synth.kind {kind} writes {competition}'s files (ID {id_field!r}, labels "
+            f"{list(columns)}, {wanted[2]} images); task {task.name!r} has ID {task.id_field!r}, "
+            f"labels {task.label_columns}, {task.image_format} images. Use that competition's "
+            "preset, or another synth.kind."
+        )
+
+
+def file_meta(sop_class: str, image_id: str) -> FileMetaDataset:
+    """A DICOM file's meta group: Explicit VR Little Endian (compressing
+    changes it), the instance UID seeded by the image ID (reproducible)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[image_id])
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return meta

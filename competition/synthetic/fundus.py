@@ -23,10 +23,9 @@ import numpy as np
 import pandas as pd
 
 from competition.config import SynthConfig
-from competition.errors import KitError
 from competition.fileio import write_csv_atomic
 from competition.layout import Layout
-from competition.synthetic.common import UniqueIds, smooth_noise, varied_size
+from competition.synthetic.common import UniqueIds, require_task, smooth_noise, varied_size
 from competition.synthetic.common import write_image as save
 from competition.task import TaskSpec
 
@@ -55,11 +54,7 @@ class Photo:
 
 
 def check(task: TaskSpec) -> None:
-    if task.label_columns != [LABEL] or task.id_field != "id_code":
-        raise KitError(
-            f"synth.kind fundus writes APTOS' train.csv (id_code,{LABEL}); task {task.name!r} has "
-            f"ID {task.id_field!r} and labels {task.label_columns}"
-        )
+    require_task(task, "fundus", "APTOS 2019", "id_code", [LABEL])
 
 
 def plan(cfg: SynthConfig) -> list[Photo]:

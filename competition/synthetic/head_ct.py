@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pydicom
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import CTImageStorage
 
 from competition.config import SynthConfig
 from competition.data.dicom import lenient_uids
@@ -27,6 +26,7 @@ from competition.errors import KitError
 from competition.fileio import write_csv_atomic
 from competition.layout import Layout
 from competition.synthetic import phantom
+from competition.synthetic.common import file_meta
 from competition.task import TaskSpec
 
 # Share of series that bleed; given a bleed, subtypes are drawn so that the
@@ -200,10 +200,7 @@ def _write_slice(
     template: pydicom.Dataset, image_id: str, z: float, raw: np.ndarray, path: Path, x0: float
 ) -> None:
     ds = template.copy()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[image_id])
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = file_meta(CTImageStorage, image_id)
     ds.SOPInstanceUID = image_id
     ds.ImagePositionPatient = [x0, x0 / 2, round(z, 5)]
     ds.PixelData = raw.tobytes()

@@ -27,22 +27,24 @@ import cv2
 import numpy as np
 import pandas as pd
 import pydicom
-from pydicom.dataset import FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
-    ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLosslessSV1,
     SecondaryCaptureImageStorage,
-    generate_uid,
 )
 
 from competition.config import SynthConfig
-from competition.errors import KitError
 from competition.fileio import write_csv_atomic
 from competition.layout import Layout
 from competition.synthetic import ljpeg
-from competition.synthetic.common import UniqueIds, smooth_noise, test_patients
+from competition.synthetic.common import (
+    UniqueIds,
+    file_meta,
+    require_task,
+    smooth_noise,
+    test_patients,
+)
 from competition.task import TaskSpec
 
 UNIT = "patients"  # what plan() returns, in messages
@@ -85,12 +87,7 @@ class Patient:
 
 
 def check(task: TaskSpec) -> None:
-    if task.label_columns != [LABEL] or task.id_field != "image_id" or task.image_format != "dicom":
-        raise KitError(
-            f"synth.kind mammography writes RSNA Screening Mammography's DICOMs and train.csv "
-            f"(image_id, ..., {LABEL}); task {task.name!r} has ID {task.id_field!r}, labels "
-            f"{task.label_columns} and {task.image_format} images"
-        )
+    require_task(task, "mammography", "RSNA Screening Mammography", "image_id", [LABEL], "dicom")
 
 
 def plan(cfg: SynthConfig) -> list[Patient]:
@@ -144,7 +141,7 @@ def draw(rng, shape, left: bool, mlo: bool, density: str, mass_at, kinds) -> np.
     breast = (inside <= 1).astype(np.float32)
     tissue = 0.35 + 0.1 * smooth_noise(rng, shape, cols / 8)
     glands = smooth_noise(rng, shape, cols / 12) > 1 - 2 * DENSITY[density]
-    tissue += 0.22 * cv2.GaussianBlur(glands.astype(np.float32), (0, 0), cols / 30)
+    tissue += 0.2 * cv2.GaussianBlur(glands.astype(np.float32), (0, 0), cols / 30)
     tissue *= np.clip(1.15 - 0.35 * inside, 0.6, 1.0)  # thinner towards the skin
     if mlo:  # the pectoral muscle: a bright wedge at the top of the chest wall
         tissue += 0.3 * ((xx / (cols * 0.35) + yy / (rows * 0.45)) < 1)
@@ -154,7 +151,7 @@ def draw(rng, shape, left: bool, mlo: bool, density: str, mass_at, kinds) -> np.
     for kind, (fy, fx) in zip(kinds, mass_at, strict=True):
         at = (round(fx * reach * 0.8), round(centre_y + (fy - 0.5) * half * 1.4))
         if kind == "cancer":
-            _mass(image, rng, at, round(cols * rng.uniform(0.02, 0.045)), 0.24, spiculated=True)
+            _mass(image, rng, at, round(cols * rng.uniform(0.025, 0.05)), 0.32, spiculated=True)
         elif kind == "cyst":
             _mass(image, rng, at, round(cols * rng.uniform(0.02, 0.045)), 0.22, spiculated=False)
         else:  # calcifications
@@ -175,10 +172,7 @@ def _dataset(
 ) -> pydicom.Dataset:
     site, monochrome1, sigmoid = MACHINES[patient.machine]
     ds = pydicom.Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[image_id])
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta = file_meta(SecondaryCaptureImageStorage, image_id)
     ds.SOPClassUID = SecondaryCaptureImageStorage
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
     ds.Modality, ds.PatientID, ds.ImageLaterality, ds.ViewPosition = (

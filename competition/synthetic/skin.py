@@ -24,10 +24,15 @@ import numpy as np
 import pandas as pd
 
 from competition.config import SynthConfig
-from competition.errors import KitError
 from competition.fileio import write_csv_atomic
 from competition.layout import Layout
-from competition.synthetic.common import UniqueIds, smooth_noise, test_patients, varied_size
+from competition.synthetic.common import (
+    UniqueIds,
+    require_task,
+    smooth_noise,
+    test_patients,
+    varied_size,
+)
 from competition.synthetic.common import write_image as save
 from competition.task import TaskSpec
 
@@ -54,11 +59,7 @@ class Patient:
 
 
 def check(task: TaskSpec) -> None:
-    if task.label_columns != [LABEL] or task.id_field != "image_name":
-        raise KitError(
-            f"synth.kind skin writes SIIM-ISIC's train.csv (image_name, ..., {LABEL}); task "
-            f"{task.name!r} has ID {task.id_field!r} and labels {task.label_columns}"
-        )
+    require_task(task, "skin", "SIIM-ISIC Melanoma", "image_name", [LABEL])
 
 
 def plan(cfg: SynthConfig) -> list[Patient]:

@@ -33,3 +33,30 @@ class ChannelNormalize(keras.layers.Layer):
             "scale": self.scale,
             "reverse_channels": self.reverse_channels,
         }
+
+
+@keras.saving.register_keras_serializable(package="competition")
+class GeMPooling2D(keras.layers.Layer):
+    """Generalised-mean pooling: (mean of x^p)^(1/p) over the feature map,
+    p learned (starting at 3): between average (p=1) and max (p -> inf)
+    pooling, so a small bright finding is not averaged away."""
+
+    def __init__(self, p=3.0, eps=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.p_init, self.eps = float(p), float(eps)
+
+    def build(self, input_shape):
+        self.p = self.add_weight(
+            name="p", shape=(), initializer=keras.initializers.Constant(self.p_init)
+        )
+
+    def call(self, x):
+        x = keras.ops.maximum(keras.ops.cast(x, "float32"), self.eps)
+        pooled = keras.ops.mean(keras.ops.power(x, self.p), axis=(1, 2))
+        return keras.ops.power(pooled, 1.0 / self.p)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "p": self.p_init, "eps": self.eps}

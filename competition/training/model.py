@@ -1,4 +1,4 @@
-"""The model: a backbone, global average pooling, dropout, and one Dense
+"""The model: a backbone, global pooling (`model.pooling`), dropout, and one Dense
 layer per task head (sigmoid for multilabel and binary heads, softmax for
 multiclass, linear for ordinal), side by side in one float32 output in the
 task's output order.
@@ -20,7 +20,7 @@ import numpy as np
 from competition.config import ModelConfig
 from competition.errors import KitError
 from competition.task import Head, TaskSpec
-from competition.training import layers  # noqa: F401  (registers the kit's layers for loading)
+from competition.training import layers  # also registers the kit's layers for loading
 from competition.training.backbones import BACKBONES
 
 ACTIVATIONS = {
@@ -63,6 +63,15 @@ def _build_backbone(cfg: ModelConfig, inputs):
         ) from None
 
 
+def _pooling(name: str) -> keras.layers.Layer:
+    """The feature map -> one vector: average, max, or generalised mean."""
+    if name == "gem":
+        return layers.GeMPooling2D(name="pool")
+    if name == "max":
+        return keras.layers.GlobalMaxPooling2D(name="pool")
+    return keras.layers.GlobalAveragePooling2D(name="pool")
+
+
 def initial_bias(head: Head, mean_target: np.ndarray | None) -> np.ndarray:
     """The head's starting bias, so that it first predicts the training mean:
     log-odds of the prevalence (sigmoid), log of the class shares (softmax),
@@ -83,11 +92,11 @@ def build_model(
     task: TaskSpec,
     mean_target: np.ndarray | None = None,
 ) -> keras.Model:
-    """Backbone + global average pooling + dropout + the task's heads.
+    """Backbone + global pooling + dropout + the task's heads.
     `mean_target` (the training targets' mean per output) sets the biases."""
     inputs = keras.Input(shape=input_shape, name="image")
     backbone = _build_backbone(cfg, inputs)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(backbone.output)
+    x = _pooling(cfg.pooling)(backbone.output)
     x = keras.layers.Dropout(cfg.dropout, name="dropout")(x)
     heads = []
     for head, part in task.head_slices():
