@@ -24,7 +24,7 @@ PY := $(VENV)/bin/python
 CLI := $(PY) -m competition
 CLI_ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA_DIR),--set data.root=$(DATA_DIR)) $(ARGS)
 
-.PHONY: help setup data index folds cache train predict report data-report validate kaggle kaggle-push bench test lint clean
+.PHONY: help setup data index folds cache train train-seq predict report data-report validate kaggle kaggle-push bench bench-stages test lint clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [CONFIG=configs/x.yaml] [DATA_DIR=path] [GPU=1]"
@@ -55,6 +55,9 @@ cache: $(STAMP) ## decode + window + resize every image once into a memory-mappe
 train: $(STAMP) ## train fold FOLD (0, 1,2 or all); sets up data, index and folds first
 	$(CLI) train --fold $(FOLD) $(CLI_ARGS)
 
+train-seq: $(STAMP) ## the sequence stage of fold FOLD (0, 1,2 or all) over its trained CNN
+	$(CLI) train-seq --fold $(FOLD) $(CLI_ARGS)
+
 predict: $(STAMP) ## ensemble the trained folds (FOLDS=0,1; default all) -> submissions/
 	$(CLI) predict $(if $(FOLDS),--folds $(FOLDS)) $(CLI_ARGS)
 
@@ -79,6 +82,9 @@ bench: $(STAMP) ## measure the input pipeline against its peers -> bench.json an
 lint: $(STAMP) ## ruff over the package and the tests
 	$(VENV)/bin/ruff check competition tests
 	$(VENV)/bin/ruff format --check competition tests
+
+bench-stages: $(STAMP) ## 2D, 2.5D, and each + the sequence stage on fold FOLD -> stages.json and a table
+	$(CLI) bench-stages --fold $(FOLD) $(CLI_ARGS)
 
 test: lint ## lint, then the whole test suite
 	$(PY) -m pytest -q

@@ -120,6 +120,15 @@ def cmd_bench(config: Config, args: argparse.Namespace) -> None:
     print(f"Wrote {args.out} ({report['machine']['cores']} cores, {report['machine']['cpu']})")
 
 
+def cmd_bench_stages(config: Config, args: argparse.Namespace) -> None:
+    stages = _devtool("stages")
+    report = stages.run(
+        args.config, args.overrides, _fold_list(args.fold, config.folds.k), args.out
+    )
+    print(stages.table(report))
+    print(f"Wrote {args.out}")
+
+
 def _fold_list(text: str, k: int) -> list[int]:
     """Checked before the work starts (data set-up can take minutes)."""
     if text == "all":
@@ -149,6 +158,20 @@ def cmd_train(config: Config, args: argparse.Namespace) -> None:
     _print_data_report(config)
 
 
+def cmd_train_seq(config: Config, args: argparse.Namespace) -> None:
+    folds = _fold_list(args.fold, config.folds.k)
+    from competition.evaluation.report import headline
+    from competition.sequence.train import train_sequence_folds
+
+    for metrics in train_sequence_folds(config, folds, force=args.force):
+        print(
+            f"fold {metrics['fold']}: sequence stage {headline(metrics)} "
+            f"(stage 1: {metrics['stage1_score']:.4f})"
+        )
+    if len(folds) > 1:
+        _print_cv(config)
+
+
 def _print_data_report(config: Config) -> None:
     from competition.evaluation.data_report import write_report
 
@@ -174,7 +197,8 @@ def cmd_predict(config: Config, args: argparse.Namespace) -> None:
     folds = _fold_list(args.folds, config.folds.k) if args.folds else None
     summary = predict_and_submit(config, folds, force=args.force)
     print(
-        f"Predicted {summary['images']} test images with folds {summary['folds']} x "
+        f"Predicted {summary['images']} test images (stage {summary['stage']}) with folds "
+        f"{summary['folds']} x "
         f"{len(summary['tta'])} TTA views ({summary['ensemble']} ensemble): "
         f"{summary['images_per_second']} images/s"
     )
@@ -251,6 +275,10 @@ COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int | None], st
     "folds": (cmd_folds, "grouped, stratified folds -> <data.root>/folds.csv"),
     "cache": (cmd_cache, "decode, window and resize every image once into a memory-mapped cache"),
     "train": (cmd_train, "train folds: runs/<experiment>/fold<k>/ (sets up the data first)"),
+    "train-seq": (
+        cmd_train_seq,
+        "train the sequence stage of folds over their CNN's features: fold<k>/sequence/",
+    ),
     "predict": (
         cmd_predict,
         "fold ensemble + TTA on the test images -> test_preds.csv and a checked submission",
@@ -266,6 +294,10 @@ COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int | None], st
         "bundle the kit and trained folds as a Kaggle dataset + an offline submission kernel",
     ),
     "bench": (cmd_bench, "input pipeline, fit, predict, cache and memory vs their peers"),
+    "bench-stages": (
+        cmd_bench_stages,
+        "2D, 2.5D, and each + the sequence stage, on the same folds -> stages.json",
+    ),
     "gallery": (cmd_gallery, "a PNG of windowed training images, one per label column"),
     "show-config": (cmd_show_config, "print the resolved config"),
 }
@@ -284,10 +316,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parsers["gallery"].add_argument("--real", type=Path, help="also show slices from this folder")
     parsers["gallery"].add_argument("--out", type=Path, default=Path("docs/gallery.png"))
-    parsers["train"].add_argument("--fold", default="0", help="a fold, a comma list, or all")
-    parsers["train"].add_argument(
-        "--force", action="store_true", help="train again even if the fold has finished"
-    )
+    for name in ("train", "train-seq"):
+        parsers[name].add_argument("--fold", default="0", help="a fold, a comma list, or all")
+        parsers[name].add_argument(
+            "--force", action="store_true", help="train again even if the fold has finished"
+        )
     parsers["predict"].add_argument(
         "--folds", help="folds to ensemble, e.g. 0,1 (default: predict.folds, else all trained)"
     )
@@ -308,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--readers", action="store_true", help="only: the config's reader, files -> model input"
     )
     parsers["bench"].add_argument("--out", type=Path, default=Path("bench.json"))
+    parsers["bench-stages"].add_argument("--fold", default="0", help="a fold, a comma list, or all")
+    parsers["bench-stages"].add_argument("--out", type=Path, default=Path("stages.json"))
     parsers["cache"].add_argument("--split", choices=["train", "test", "all"], default="all")
     parsers["cache"].add_argument(
         "--verify", action="store_true", help="re-check every entry of a finished cache"

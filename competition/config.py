@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import yaml
 
-from competition.data.pixelspec import CROPS, DICOM_ONLY, MODES
+from competition.data.pixelspec import CROPS, DICOM_ONLY, MODES, PixelSpec
 from competition.data.windows import DEFAULT_WINDOWS
 from competition.errors import ConfigError
 from competition.fileio import write_text_atomic
@@ -59,6 +59,7 @@ class DataConfig:
     workers: int = knob(0, ge=0)
     source: Literal["auto", "cache", "files"] = "auto"
     cache_dir: str = "cache"
+    build_cache: bool = False
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,8 @@ class PreprocessConfig:
     keep_aspect: bool = False
     crop: Literal[CROPS] = "none"
     channels: int | None = knob(None, ge=1, le=4)
+    neighbors: int = knob(0, ge=0, le=8)
+    neighbor_windows: list[int] | list[list[int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,26 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class SequenceConfig:
+    rnn: Literal["gru", "lstm"] = "gru"
+    layers: int = knob(2, ge=1, le=4)
+    units: int = knob(64, ge=4)
+    dropout: float = knob(0.2, ge=0, le=0.9)
+    epochs: int = knob(15, ge=1)
+    batch_size: int = knob(16, ge=1)
+    learning_rate: float = knob(1e-3, gt=0)
+    weight_decay: float = knob(1e-4, ge=0)
+    warmup_epochs: float = knob(0.5, ge=0)
+    min_lr_ratio: float = knob(0.05, ge=0, le=1)
+    early_stopping_patience: int = knob(5, ge=1)
+    reverse: float = knob(0.5, ge=0, le=1)
+    drop_alternate: float = knob(0.2, ge=0, le=1)
+    reverse_tta: bool = True
+
+
+@dataclass(frozen=True)
 class PredictConfig:
+    stage: Literal["auto", 1, 2] = "auto"
     folds: list[int] | None = None
     tta: list[Literal[TTA_VIEWS]] = knob(["identity", "hflip"])
     ensemble: Literal[ENSEMBLES] = "mean"
@@ -167,6 +189,7 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     kaggle: KaggleConfig = field(default_factory=KaggleConfig)
 
@@ -532,6 +555,36 @@ def _check_preprocess(config: Config) -> None:
         raise ConfigError(
             f"Config key 'preprocess.channels' can be {natural} (the {p.mode} channels), 1 "
             f"(their gray average) or null for mode {p.mode}. Received: {p.channels!r}"
+        )
+    _check_neighbors(config)
+
+
+def _check_neighbors(config: Config) -> None:
+    """2.5D stacks need series of slices; each pick names one of a slice's channels."""
+    p = config.preprocess
+    if p.neighbors and config.task.image_format != "dicom":
+        raise ConfigError(
+            f"Config key 'preprocess.neighbors' stacks neighbouring slices of a series; the "
+            f"task's images are {config.task.image_format} files, which do not form series. "
+            f"Set it to 0. Received: {p.neighbors!r}"
+        )
+    if p.neighbor_windows is None:
+        return
+    channels = PixelSpec.from_config(config).input_shape[2]
+    nested = bool(p.neighbor_windows) and isinstance(p.neighbor_windows[0], list)
+    lists = p.neighbor_windows if nested else [p.neighbor_windows]
+    width = 2 * p.neighbors + 1
+    if nested and len(lists) != width:
+        raise ConfigError(
+            f"Config key 'preprocess.neighbor_windows' as a list of lists needs one list per "
+            f"slice of the stack ({width} for neighbors={p.neighbors}). "
+            f"Received: {p.neighbor_windows!r}"
+        )
+    if not all(lists) or any(not 0 <= c < channels for picks in lists for c in picks):
+        raise ConfigError(
+            f"Config key 'preprocess.neighbor_windows' picks each slice's channels by index, "
+            f"0..{channels - 1} here; every slice needs at least one. "
+            f"Received: {p.neighbor_windows!r}"
         )
 
 

@@ -69,13 +69,13 @@ def _scan_one(job: tuple) -> dict:
     return scan_file(*job)
 
 
-def list_images(layout: Layout) -> list[tuple[Path, str, str, str]]:
+def list_images(layout: Layout, splits=SPLITS) -> list[tuple[Path, str, str, str]]:
     """(root, split, image ID, path below root) of every file the task's
     template matches in each split's folder, sorted; files that do not fit
     the template are not images of the task and are left alone."""
     template = layout.task.template
     jobs = []
-    for split in SPLITS:
+    for split in splits:
         folder = layout.image_dir(split)
         if not folder.is_dir():
             continue
@@ -96,8 +96,8 @@ def add_slice_rank(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def build_index(layout: Layout, workers: int = 0) -> pd.DataFrame:
-    jobs = list_images(layout)
+def build_index(layout: Layout, workers: int = 0, splits=SPLITS) -> pd.DataFrame:
+    jobs = list_images(layout, splits)
     if not jobs:
         pattern = layout.task.template.glob()
         raise MissingTableError(
@@ -141,3 +141,15 @@ def read_index(layout: Layout) -> pd.DataFrame:
     for column in ("slice_rank", "rows", "cols"):
         frame[column] = frame[column].astype("Int64")
     return frame
+
+
+def split_index(config, split: str) -> pd.DataFrame:
+    """The index rows of one split: from index.csv when it was built, else
+    scanned now and not written (a Kaggle kernel's test folder: only the
+    test files' headers are read)."""
+    layout = Layout.from_config(config)
+    if layout.index_csv.is_file():
+        frame = read_index(layout)
+    else:
+        frame = build_index(layout, config.data.workers, splits=(split,))
+    return frame[frame["split"] == split].reset_index(drop=True)

@@ -56,3 +56,19 @@ class PixelSpec:
 def input_shape(config) -> tuple[int, int, int]:
     """(rows, cols, channels) of the model input the config's preprocessing makes."""
     return PixelSpec.from_config(config).input_shape
+
+
+def model_input_shape(config) -> tuple[int, int, int]:
+    """The model's input: one slice's (rows, cols, channels), or the 2.5D
+    stack's when preprocess.neighbors > 0 (see competition.data.neighbors)."""
+    rows, cols, channels = input_shape(config)
+    p = config.preprocess
+    width = 2 * p.neighbors + 1
+    picks = p.neighbor_windows
+    if not p.neighbors:
+        return rows, cols, channels
+    if picks is None:
+        return rows, cols, channels * width
+    if picks and isinstance(picks[0], list):
+        return rows, cols, sum(len(w) for w in picks)
+    return rows, cols, len(picks) * width

@@ -1,6 +1,6 @@
 """The data steps a training run needs, in order, each skipped when its
 output is current: synthetic data (when the config generates it), the
-header index, the folds."""
+header index, the folds, and the training cache when data.build_cache asks."""
 
 from __future__ import annotations
 
@@ -73,4 +73,8 @@ def ensure_data(config: Config) -> Layout:
     layout = ensure_index(config)
     if not folds_are_current(layout, config):
         write_folds_for(config, layout)
+    if config.data.build_cache and config.data.source != "files":
+        from competition.data.cache import build
+
+        build(config, ["train"], config.data.workers)  # "up to date" costs a file read
     return layout

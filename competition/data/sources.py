@@ -36,6 +36,14 @@ def image_source(config, split: str, fields=None) -> ImageSource:
 
 
 def open_source(config, split: str, fields=None):
+    """The model inputs of a split: single slices from where data.source says
+    (see slice_source), stacked with their neighbours for 2.5D input."""
+    from competition.data.neighbors import with_neighbors
+
+    return with_neighbors(config, split, slice_source(config, split, fields))
+
+
+def slice_source(config, split: str, fields=None):
     """The images of a split as data.source says: `files` (decoded each time),
     `cache` (a finished cache for these settings is required), or `auto`
     (the cache when there is one, the files otherwise and for IDs it lacks)."""

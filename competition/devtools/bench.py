@@ -35,6 +35,7 @@ TARGETS = {  # ratio name -> minimum
     "cache_flips_vs_ceiling": 0.5,
     "fit_pipeline_vs_memory[tiny_cnn]": 0.9,
     "fit_pipeline_vs_memory[efficientnet_b0]": 0.9,
+    "fit_pipeline_vs_memory_2.5d[efficientnet_b0]": 0.9,
     "predict_pipeline_vs_memory": 0.9,
     "cache_build_vs_pixel_array": 1.7,
     "rss_anon_growth_10x": None,  # must stay below 0.15
@@ -130,7 +131,7 @@ def warm_files(paths: list[str]) -> None:
 # --- the sections ---------------------------------------------------------
 
 
-def loaders(config: Config, ids: list[str], cached, dicom, images: np.ndarray) -> dict:
+def loaders(config: Config, ids: list[str], cached, dicom, images: np.ndarray, stacks) -> dict:
     from competition.data.generator import DataGenerator
 
     batch, workers = config.train.batch_size, config.train.workers
@@ -153,21 +154,31 @@ def loaders(config: Config, ids: list[str], cached, dicom, images: np.ndarray) -
         "kit_dicom_full_augment": kit(dicom, config.augment),
         "kit_cache_full_augment": kit(cached, config.augment),
         # Alternating, as they are compared: a disturbance hits both alike.
-        **cache_and_ceiling(config, ids, cached, images),
+        **cache_and_ceiling(config, ids, cached, images, stacks),
     }
 
 
-def cache_and_ceiling(config: Config, ids, cached, images) -> dict:
+def cache_and_ceiling(config: Config, ids, cached, images, stacks) -> dict:
     from competition.data.generator import DataGenerator
 
-    gen = DataGenerator(
-        ids, cached, batch_size=config.train.batch_size, augment=FLIPS, workers=config.train.workers
-    )
+    def flips(source):
+        return DataGenerator(
+            ids,
+            source,
+            batch_size=config.train.batch_size,
+            augment=FLIPS,
+            workers=config.train.workers,
+        )
+
+    gen, stacked = flips(cached), flips(stacks)
     n = len(ids)
     seconds = fastest(
         {
             "kit_cache_flips": lambda: timed(
                 lambda: images_per_second(generator_batches(gen, gen.workers), n)
+            ),
+            "kit_cache_2.5d_flips": lambda: timed(
+                lambda: images_per_second(generator_batches(stacked, stacked.workers), n)
             ),
             "in_memory_ceiling": lambda: timed(
                 lambda: images_per_second(memory_batches(images, gen.batch_size), n)
@@ -232,7 +243,7 @@ def predict_rates(model, gen, x) -> dict:
     return {feed: len(x) / s for feed, s in seconds.items()}
 
 
-def fit_and_predict(config: Config, ids, cached, images, backbones) -> dict:
+def fit_and_predict(config: Config, ids, cached, images, backbones, label: str = "") -> dict:
     import keras
 
     from competition.data.generator import DataGenerator
@@ -251,8 +262,8 @@ def fit_and_predict(config: Config, ids, cached, images, backbones) -> dict:
         model.compile("adam", compile_args(config.task)["loss"])
         gen = DataGenerator(ids, cached, labels, batch_size=batch, workers=workers)
         for feed, rate in fit_rates(model, gen, x, labels).items():
-            result[f"fit_{feed}_steps_per_s[{backbone}]"] = rate
-        if backbone == backbones[0]:
+            result[f"fit_{feed}_steps_per_s{label}[{backbone}]"] = rate
+        if backbone == backbones[0] and not label:
             gen = DataGenerator(ids, cached, batch_size=batch, workers=workers)
             for feed, rate in predict_rates(model, gen, x).items():
                 result[f"predict_{feed}_images_per_s"] = rate
@@ -446,11 +457,12 @@ def ratios(r: dict) -> dict:
         / r["memory"]["x1"]["peak_rss_anon"]
         - 1,
     }
+    out["cache_2.5d_vs_2d_flips"] = loaders_["kit_cache_2.5d_flips"] / loaders_["kit_cache_flips"]
     for key in fit:
-        if key.startswith("fit_pipeline_steps_per_s["):
-            backbone = key[key.index("[") :]
-            out[f"fit_pipeline_vs_memory{backbone}"] = (
-                fit[key] / fit[f"fit_memory_steps_per_s{backbone}"]
+        if key.startswith("fit_pipeline_steps_per_s"):
+            variant = key.removeprefix("fit_pipeline_steps_per_s")  # [backbone] or _2.5d[backbone]
+            out[f"fit_pipeline_vs_memory{variant}"] = (
+                fit[key] / fit[f"fit_memory_steps_per_s{variant}"]
             )
     return out
 
@@ -486,6 +498,7 @@ def run(
 ) -> dict:
     from competition.data.cache import CacheSource, build_split, split_dir
     from competition.data.index import read_index
+    from competition.data.neighbors import NeighborSource, positions_by_series
     from competition.data.prepare import ensure_index
     from competition.data.sources import image_source
 
@@ -498,6 +511,9 @@ def run(
     readable = index[(index["split"] == "train") & index["readable"]]
     ids = readable["image_id"].tolist()[: 256 if quick else 2000]
     images = cached.gather(np.asarray(ids))
+    # 2.5D: each slice with its neighbours, three windows each (9 channels)
+    stacks = NeighborSource(cached, positions_by_series(index, "train"), 1)
+    stacked_images = stacks.take(stacks.locate(ids[:640]))
     files = [str(layout.root / p) for p in readable["path"]]  # what the build reads
     backbones = ["tiny_cnn"] if quick else ["tiny_cnn", "efficientnet_b0"]
     print(f"bench: {len(ids)} images at {images.shape[1:]}; this takes a few minutes", flush=True)
@@ -510,8 +526,11 @@ def run(
         # First, before TensorFlow is loaded here: `make cache` runs without
         # it, and forking workers from a process holding it costs ~15%.
         "decode": decode_rates(config, files, worker_count(workers)),
-        "loaders": loaders(config, ids, cached, dicom, images),
-        "fit_predict": fit_and_predict(config, ids[:640], cached, images[:640], backbones),
+        "loaders": loaders(config, ids, cached, dicom, images, stacks),
+        "fit_predict": {
+            **fit_and_predict(config, ids[:640], cached, images[:640], backbones),
+            **fit_and_predict(config, ids[:640], stacks, stacked_images, backbones, "_2.5d"),
+        },
         "memory": memory_growth(config_path, overrides, split_dir(config, "train")),
     }
     report["ratios"] = ratios(report)

@@ -24,14 +24,17 @@ class ReportError(KitError, ValueError):
     """No out-of-fold predictions to report on."""
 
 
-def read_oof(config: Config) -> dict[int, pd.DataFrame]:
-    """fold -> its oof.csv, for every fold folder that has one."""
+def read_oof(config: Config, stage: int = 1) -> dict[int, pd.DataFrame]:
+    """fold -> its out-of-fold table, for every fold folder that has one
+    (stage 2: fold<k>/sequence/oof.csv)."""
     found = {}
-    for path in sorted(run_dir(config).glob("fold*/oof.csv")):
-        suffix = path.parent.name.removeprefix("fold")
+    pattern = "fold*/oof.csv" if stage == 1 else "fold*/sequence/oof.csv"
+    for path in sorted(run_dir(config).glob(pattern)):
+        fold_folder = path.parent if stage == 1 else path.parent.parent
+        suffix = fold_folder.name.removeprefix("fold")
         if suffix.isdigit():
             found[int(suffix)] = pd.read_csv(path, dtype={"image_id": str})
-    if not found:
+    if not found and stage == 1:
         raise ReportError(
             f"No out-of-fold predictions in {run_dir(config)} (fold<k>/oof.csv). "
             "Train a fold first: make train FOLD=0"
@@ -58,11 +61,57 @@ def cv_report(config: Config) -> dict:
         "folds": {str(k): scored(task, frame) for k, frame in folds.items()},
         "overall": scored(task, pooled),
     }
+    second = read_oof(config, stage=2)
+    if second:
+        report["stages"] = stages_side_by_side(task, folds, second)
     out = run_dir(config)
     write_text_atomic(out / "cv.json", json.dumps(report, indent=2))
     write_text_atomic(out / "cv.md", markdown(report))
     save_roc(task, pooled, out / "roc.png")
     return report
+
+
+def stages_side_by_side(task: TaskSpec, first: dict, second: dict) -> dict:
+    """Stage 1 and stage 2 on the folds that have both, per fold and pooled."""
+    common = [k for k in second if k in first]
+    both = {
+        str(k): {"stage1": scored(task, first[k]), "stage2": scored(task, second[k])}
+        for k in common
+    }
+    pooled = {
+        f"stage{n}": scored(task, pd.concat([frames[k] for k in common], ignore_index=True))
+        for n, frames in ((1, first), (2, second))
+    }
+    return {"folds": both, "overall": pooled}
+
+
+def _stages_markdown(stages: dict, metric: str) -> list[str]:
+    lines = [
+        "",
+        f"| fold | images | stage 1 {metric} | stage 2 {metric} | change |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, pair in [*stages["folds"].items(), ("all", stages["overall"])]:
+        one, two = pair["stage1"], pair["stage2"]
+        change = (two["score"] - one["score"]) / abs(one["score"]) if one["score"] else math.nan
+        lines.append(
+            f"| {name} | {two['images']} | {number(one['score'])} | {number(two['score'])} "
+            f"| {change:+.1%} |"
+        )
+    one, two = stages["overall"]["stage1"]["per_output"], stages["overall"]["stage2"]["per_output"]
+    if one:
+        lines += [
+            "",
+            "| output | log loss stage 1 | stage 2 | ROC AUC stage 1 | stage 2 |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name in one:
+            a, b = one[name], two[name]
+            lines.append(
+                f"| {name} | {number(a['log_loss'])} | {number(b['log_loss'])} "
+                f"| {number(a['auc'], 3)} | {number(b['auc'], 3)} |"
+            )
+    return lines
 
 
 def markdown(report: dict) -> str:
@@ -84,6 +133,9 @@ def markdown(report: dict) -> str:
         lines += ["", "| output | log loss | ROC AUC |", "|---|---:|---:|"]
         for name, found in overall.items():
             lines.append(f"| {name} | {number(found['log_loss'])} | {number(found['auc'], 3)} |")
+    if "stages" in report:
+        lines += ["", "#### Stage 1 (CNN) and stage 2 (sequence model), same folds"]
+        lines += _stages_markdown(report["stages"], report["metric"])
     return "\n".join(lines) + "\n"
 
 

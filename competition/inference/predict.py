@@ -22,7 +22,7 @@ import pandas as pd
 from competition import runs
 from competition.config import Config
 from competition.data.generator import DataGenerator, surfacing_load_errors
-from competition.data.preprocess import input_shape
+from competition.data.pixelspec import model_input_shape
 from competition.data.sources import open_source
 from competition.errors import KitError
 from competition.evaluation import thresholds
@@ -43,12 +43,12 @@ def load_fold_model(config: Config, fold: int) -> keras.Model:
     """The fold's best checkpoint, loaded in safe mode and checked against the config."""
     path = fold_dir(config, fold) / "best.keras"
     model = load_checkpoint(path, config.model.safe_mode)
-    check_input_shape(model, input_shape(config), len(config.task.outputs), str(path))
+    check_input_shape(model, model_input_shape(config), len(config.task.outputs), str(path))
     model.name = f"fold{fold}"  # nested models need distinct names
     return model
 
 
-def _view(inputs, name: str):
+def tta_view(inputs, name: str):
     for axis in TTA_AXES[name]:
         inputs = keras.ops.flip(inputs, axis=axis)
     return inputs
@@ -57,7 +57,7 @@ def _view(inputs, name: str):
 def ensemble_model(models: list[keras.Model], tta: list[str], shape) -> keras.Model:
     """One model: image -> (folds, views, outputs)."""
     inputs = keras.Input(shape=shape, name="image")
-    views = [_view(inputs, name) for name in tta]
+    views = [tta_view(inputs, name) for name in tta]
     per_fold = [keras.ops.stack([model(view) for view in views], axis=1) for model in models]
     return keras.Model(inputs, keras.ops.stack(per_fold, axis=1), name="ensemble")
 
@@ -116,11 +116,11 @@ def test_images(config: Config, sample: sub.Sample) -> tuple[list[str], pd.DataF
     return fields.index.tolist(), fields
 
 
-def inference_generator(config: Config, image_ids: list[str], fields=None) -> DataGenerator:
+def inference_generator(config: Config, image_ids: list[str], source) -> DataGenerator:
     """Test images in the given order, unshuffled, unaugmented, last batch kept."""
     return DataGenerator(
         image_ids,
-        open_source(config, "test", fields),
+        source,
         batch_size=config.predict.batch_size,
         workers=config.train.workers,
         use_multiprocessing=config.train.use_multiprocessing,
@@ -143,34 +143,53 @@ def predict_test(
     config: Config, folds: list[int], image_ids: list[str], fields: pd.DataFrame | None
 ) -> tuple[pd.DataFrame, dict]:
     """Per-image outputs (index image_id, columns the task's outputs) for the
-    test images (`fields`: their path fields, see test_images), and a summary."""
-    models = [load_fold_model(config, fold) for fold in folds]
-    model = ensemble_model(models, config.predict.tta, input_shape(config))
-    generator = inference_generator(config, image_ids, fields)
+    test images (`fields`: their path fields, see test_images), and a summary.
+    Stage 2 (the sequence models) when predict.stage resolves to it."""
+    from competition.sequence.predict import predict_sequence, stage_for
+
+    stage = stage_for(config, folds)
+    source = open_source(config, "test", fields)
     started = time.perf_counter()
-    with surfacing_load_errors(generator):
-        outputs = model.predict(generator, verbose=keras_verbose())  # (N, folds, views, outputs)
+    if stage == 2:
+        combined, unreadable = predict_sequence(config, folds, image_ids, fields, source)
+    else:
+        combined, unreadable = predict_cnn(config, folds, image_ids, source)
     seconds = time.perf_counter() - started
-    if len(outputs) != len(image_ids):
-        raise PredictError(f"predict returned {len(outputs)} rows for {len(image_ids)} images")
-    combined = combine_folds(outputs.mean(axis=2), config.predict.ensemble)
+    if len(combined) != len(image_ids):
+        raise PredictError(f"predict returned {len(combined)} rows for {len(image_ids)} images")
     fallback = fold_constant(config, folds)
-    generator.fill_unreadable(combined, fallback)
+    combined[np.isin(image_ids, list(unreadable))] = fallback
     outputs_names = config.task.outputs
     table = pd.DataFrame(
         combined, index=pd.Index(image_ids, name="image_id"), columns=outputs_names
     )
     summary = {
         "folds": folds,
+        "stage": stage,
         "tta": list(config.predict.tta),
         "ensemble": config.predict.ensemble,
         "images": len(image_ids),
         "seconds": round(seconds, 2),
         "images_per_second": round(len(image_ids) / max(seconds, 1e-9), 1),
         "fallback": dict(zip(outputs_names, map(float, fallback), strict=True)),
-        "unreadable": dict(sorted(generator.failed.items())),
+        "unreadable": dict(sorted(unreadable.items())),
     }
     return table, summary
+
+
+def predict_cnn(
+    config: Config, folds: list[int], image_ids: list[str], source
+) -> tuple[np.ndarray, dict[str, str]]:
+    """Stage 1: every fold's CNN and TTA view in one pass over the images;
+    (N, outputs) combined over the folds, and the images that could not be read."""
+    models = [load_fold_model(config, fold) for fold in folds]
+    model = ensemble_model(models, config.predict.tta, model_input_shape(config))
+    generator = inference_generator(config, image_ids, source)
+    with surfacing_load_errors(generator):
+        outputs = model.predict(generator, verbose=keras_verbose())  # (N, folds, views, outputs)
+    if len(outputs) != len(image_ids):
+        raise PredictError(f"predict returned {len(outputs)} rows for {len(image_ids)} images")
+    return combine_folds(outputs.mean(axis=2), config.predict.ensemble), dict(generator.failed)
 
 
 def score_if_labelled(config: Config, final: pd.DataFrame, cuts=None) -> dict | None:

@@ -144,6 +144,19 @@ def title_of(slug: str) -> str:
 # --- what goes in -------------------------------------------------------------
 
 
+# What prediction reads of a fold: the CNN, its ordinal cuts, and the sequence stage.
+FOLD_FILES = (
+    "best.keras",
+    "metrics.json",
+    "config.yaml",
+    "inputs.json",
+    "thresholds.json",
+    "sequence/best.keras",
+    "sequence/metrics.json",
+    "sequence/config.yaml",
+)
+
+
 def fold_files(config: Config) -> dict[str, Path]:
     """Bundle path -> file, for every finished fold of the experiment (each
     checked to have been trained from this config's inputs: the kernel will
@@ -156,7 +169,7 @@ def fold_files(config: Config) -> dict[str, Path]:
             config, fold, "Bundle with the config these folds were trained with."
         )
         folder = fold_dir(config, fold)
-        for name in ("best.keras", "metrics.json", "config.yaml", runs.INPUTS):
+        for name in FOLD_FILES:
             if (folder / name).is_file():
                 files[f"runs/{config.experiment}/{folder.name}/{name}"] = folder / name
     return files

@@ -62,14 +62,17 @@ def find_test_dir(inputs: Path, bundle: Path, name: str, suffix: str) -> Path:
 
 
 def link_folds(bundle: Path, runs: Path, experiment: str) -> None:
-    """runs/<experiment>/fold<k> -> the bundle's read-only fold folders;
-    predictions are written next to them, in the writable runs folder."""
-    target = runs / experiment
-    target.mkdir(parents=True, exist_ok=True)
-    for fold in sorted((bundle / "runs" / experiment).glob("fold*")):
-        link = target / fold.name
+    """runs/<experiment>/fold<k>/... -> the bundle's read-only fold files,
+    one link per file in folders of their own: prediction writes next to
+    them (test_preds.csv, the sequence stage's test features)."""
+    source = bundle / "runs" / experiment
+    for file in sorted(source.rglob("*")):
+        if not file.is_file():
+            continue
+        link = runs / experiment / file.relative_to(source)
+        link.parent.mkdir(parents=True, exist_ok=True)
         if not link.exists():
-            link.symlink_to(fold.resolve(), target_is_directory=True)
+            link.symlink_to(file.resolve())
 
 
 def kernel_config(bundle: Path, inputs: Path, working: Path) -> Config:

@@ -113,9 +113,9 @@ def make_generator(
     )
 
 
-def make_optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """AdamW; linear warmup to the learning rate, then cosine decay."""
-    t = config.train
+def make_optimizer(t, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """AdamW; linear warmup to the learning rate, then cosine decay. `t`: the
+    train section, or the sequence section (the same schedule keys)."""
     total = max(1, t.epochs * steps_per_epoch)
     warmup = min(total - 1, round(t.warmup_epochs * steps_per_epoch))
     schedule = keras.optimizers.schedules.CosineDecay(
@@ -131,7 +131,7 @@ def make_optimizer(config: Config, steps_per_epoch: int) -> keras.optimizers.Opt
 def compiled_model(config: Config, input_shape, mean_target, steps_per_epoch: int):
     model = build_model(config.model, input_shape, config.task, mean_target)
     model.compile(
-        optimizer=make_optimizer(config, steps_per_epoch),
+        optimizer=make_optimizer(config.train, steps_per_epoch),
         jit_compile=config.train.jit_compile,
         steps_per_execution=config.train.steps_per_execution,
         **compile_args(config.task),

@@ -1,7 +1,8 @@
 """The task's training loss and the Keras twins of its metric.
 
-The model has one output tensor: the heads' outputs side by side (see
-TaskSpec.head_slices). The loss sums the heads' losses, each on its slice:
+The model has one output tensor: the heads' outputs side by side on its
+last axis (see TaskSpec.head_slices): (batch, outputs) for the CNN, (batch,
+slices, outputs) for the sequence model. The loss sums the heads' losses, each on its slice:
 binary cross-entropy averaged with the head's per-column weights (sigmoid
 heads: RSNA's metric itself for its head), cross-entropy weighted by the
 true class's weight (multiclass), squared error of the class position
@@ -60,7 +61,9 @@ class TaskLoss(keras.losses.Loss):
         y_true, y_pred = ops.cast(y_true, "float32"), ops.cast(y_pred, "float32")
         total = 0.0
         for kind, start, stop, weights in self.heads:
-            total = total + head_loss(kind, y_true[:, start:stop], y_pred[:, start:stop], weights)
+            total = total + head_loss(
+                kind, y_true[..., start:stop], y_pred[..., start:stop], weights
+            )
         return total
 
     def get_config(self):
@@ -77,8 +80,8 @@ class HeadLogLoss(keras.metrics.Mean):
         self.start, self.stop, self.weights_ = int(start), int(stop), list(weights)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true = ops.cast(y_true, "float32")[:, self.start : self.stop]
-        y_pred = ops.cast(y_pred, "float32")[:, self.start : self.stop]
+        y_true = ops.cast(y_true, "float32")[..., self.start : self.stop]
+        y_pred = ops.cast(y_pred, "float32")[..., self.start : self.stop]
         per_sample = head_loss("multilabel", y_true, y_pred, self.weights_)
         return super().update_state(per_sample, sample_weight)
 
@@ -101,9 +104,13 @@ class HeadAUC(keras.metrics.AUC):
         self.start, self.stop = int(start), int(stop)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        return super().update_state(
-            y_true[:, self.start : self.stop], y_pred[:, self.start : self.stop], sample_weight
-        )
+        # (batch, [steps,] outputs) -> rows: a sequence model's steps are rows too
+        width = self.stop - self.start
+        y_true = ops.reshape(y_true[..., self.start : self.stop], (-1, width))
+        y_pred = ops.reshape(y_pred[..., self.start : self.stop], (-1, width))
+        if sample_weight is not None:
+            sample_weight = ops.reshape(sample_weight, (-1,))
+        return super().update_state(y_true, y_pred, sample_weight)
 
     def get_config(self):
         config = super().get_config()

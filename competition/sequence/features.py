@@ -1,0 +1,170 @@
+"""Stage-1 features for the sequence stage: for each image, the fold's CNN's
+pooled features before the head (the embedding, float16) and its logits,
+averaged over the TTA views, in `runs/<exp>/fold<k>/features/<split>.npz`.
+
+Which images, and how (the leakage scheme, see the README): the fold's own
+training images are embedded under the training augmentation (the CNN has
+seen them, so plain embeddings would be cleaner than those of unseen
+images; augmented ones narrow that gap), its validation images and the test
+images plainly. Nothing of fold k's validation labels is read.
+
+A features file is reused when it was made from the same checkpoint (size
+and modification time), views, augmentation and images; otherwise made
+again, atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from competition.config import Config
+from competition.data.generator import DataGenerator, surfacing_load_errors
+from competition.fileio import atomic_path
+from competition.inference.predict import tta_view
+from competition.progress import keras_verbose
+from competition.task import TaskSpec
+
+FOLDER = "features"
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Features:
+    """Per image (in `ids` order): embedding (D,) float16, logits (O,) float32."""
+
+    ids: np.ndarray
+    embeddings: np.ndarray
+    logits: np.ndarray
+    unreadable: dict[str, str]
+
+    def select(self, image_ids) -> Features:
+        """The rows of `image_ids`, in their order."""
+        where = {image_id: i for i, image_id in enumerate(self.ids)}
+        rows = np.array([where[i] for i in image_ids], dtype=np.int64)
+        return Features(self.ids[rows], self.embeddings[rows], self.logits[rows], self.unreadable)
+
+
+def feature_model(model: keras.Model, tta: list[str]) -> keras.Model:
+    """image -> (embedding, outputs), each the mean over the TTA views."""
+    inner = keras.Model(model.inputs, [model.get_layer("pool").output, model.output])
+    inputs = keras.Input(shape=model.input_shape[1:], name="image")
+    pairs = [inner(tta_view(inputs, view)) for view in tta]
+    embedding = keras.ops.mean(keras.ops.stack([e for e, _ in pairs], axis=1), axis=1)
+    outputs = keras.ops.mean(keras.ops.stack([o for _, o in pairs], axis=1), axis=1)
+    return keras.Model(inputs, [embedding, outputs], name="features")
+
+
+def to_logits(task: TaskSpec, outputs: np.ndarray) -> np.ndarray:
+    """The model's outputs before their activation: log-odds of a sigmoid,
+    log-probabilities of a softmax, an ordinal value as it is."""
+    logits = np.asarray(outputs, dtype=np.float64).copy()
+    for head, part in task.head_slices():
+        p = np.clip(logits[:, part], EPS, 1 - EPS)
+        if head.kind in ("multilabel", "binary"):
+            logits[:, part] = np.log(p / (1 - p))
+        elif head.kind == "multiclass":
+            logits[:, part] = np.log(p)
+    return logits.astype(np.float32)
+
+
+def embed(
+    model: keras.Model, config: Config, image_ids, source, *, augment: bool
+) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+    """(embeddings float16, outputs, unreadable) of the images through `model`
+    (a feature_model), under the training augmentation if asked."""
+    generator = DataGenerator(
+        list(image_ids),
+        source,
+        batch_size=config.predict.batch_size,
+        augment=config.augment if augment else None,
+        seed=config.seed,
+        workers=config.train.workers,
+        max_queue_size=config.train.max_queue_size,
+    )
+    with surfacing_load_errors(generator):
+        embeddings, outputs = model.predict(generator, verbose=keras_verbose())
+    return embeddings.astype(np.float16), outputs, dict(generator.failed)
+
+
+def _made_from(checkpoint: Path, tta, augmented: list[str], image_ids) -> dict:
+    stat = checkpoint.stat()
+    ids = hashlib.blake2b("\n".join(image_ids).encode(), digest_size=12).hexdigest()
+    aug = hashlib.blake2b("\n".join(augmented).encode(), digest_size=12).hexdigest()
+    return {
+        "checkpoint": [stat.st_size, stat.st_mtime_ns],
+        "tta": list(tta),
+        "augmented": aug,
+        "images": ids,
+    }
+
+
+def load(path: Path, made_from: dict) -> Features | None:
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as saved:
+        if json.loads(str(saved["made_from"])) != made_from:
+            return None
+        return Features(
+            saved["ids"],
+            saved["embeddings"],
+            saved["logits"],
+            json.loads(str(saved["unreadable"])),
+        )
+
+
+def save(path: Path, features: Features, made_from: dict) -> None:
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(
+            tmp,
+            ids=features.ids,
+            embeddings=features.embeddings,
+            logits=features.logits,
+            unreadable=json.dumps(features.unreadable),
+            made_from=json.dumps(made_from),
+        )
+
+
+def fold_features(
+    config: Config,
+    fold_folder: Path,
+    split: str,
+    image_ids: list[str],
+    source,
+    augmented: list[str] = (),
+    model: keras.Model | None = None,
+) -> Features:
+    """The features of `image_ids` through the fold's CNN (those in
+    `augmented` under the training augmentation), from the features file
+    when it holds them for the same checkpoint, else computed and saved."""
+    checkpoint = fold_folder / "best.keras"
+    path = fold_folder / FOLDER / f"{split}.npz"
+    made_from = _made_from(checkpoint, config.predict.tta, list(augmented), image_ids)
+    found = load(path, made_from)
+    if found is not None:
+        return found
+    if model is None:
+        from competition.training.model import load_checkpoint
+
+        model = load_checkpoint(checkpoint, config.model.safe_mode)
+    extractor = feature_model(model, config.predict.tta)
+    augment_set = set(augmented)
+    plain = [i for i in image_ids if i not in augment_set]
+    parts = {}
+    for ids, augment in ((plain, False), (list(augmented), True)):
+        if ids:
+            parts[augment] = (ids, *embed(extractor, config, ids, source, augment=augment))
+    ids = np.concatenate([np.asarray(p[0], dtype=str) for p in parts.values()])
+    features = Features(
+        ids,
+        np.concatenate([p[1] for p in parts.values()]),
+        to_logits(config.task, np.concatenate([p[2] for p in parts.values()])),
+        {k: v for p in parts.values() for k, v in p[3].items()},
+    ).select(image_ids)
+    save(path, features, made_from)
+    return features

@@ -1,0 +1,121 @@
+"""2.5D input: neighbours in z order from the header index, edges repeated,
+channels picked per slice, one cache read per batch, and tasks without
+series refused."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from competition.config import ConfigError
+from competition.data.cache import build
+from competition.data.generator import DataGenerator
+from competition.data.index import read_index
+from competition.data.neighbors import (
+    NeighborError,
+    NeighborSource,
+    channel_picks,
+    neighbor_rows,
+    positions_by_series,
+)
+from competition.data.pixelspec import model_input_shape
+from competition.data.sources import open_source, slice_source
+from competition.layout import Layout
+
+from conftest import preset_config, small_config
+
+
+def _index(rows):
+    frame = pd.DataFrame(rows, columns=["image_id", "series_id", "z"])
+    return frame.assign(split="train", readable=True)
+
+
+def test_neighbours_follow_z_and_repeat_at_the_edges():
+    index = _index(
+        [("c", "s", 3.0), ("a", "s", 1.0), ("b", "s", 2.0), ("lone", "t", 0.0), ("x", "", 5.0)]
+    )
+    index.loc[len(index)] = ["bad", "s", 1.5, "train", False]  # unreadable: not a neighbour
+    table = positions_by_series(index, "train")
+    rows = neighbor_rows(table, k=1)
+    ids = table["image_id"].to_numpy()
+    stacks = {ids[i]: ids[rows[i]].tolist() for i in range(len(ids))}
+    assert stacks == {
+        "a": ["a", "a", "b"],
+        "b": ["a", "b", "c"],
+        "c": ["b", "c", "c"],
+        "lone": ["lone"] * 3,
+        "x": ["x"] * 3,
+    }
+
+
+def test_channel_picks_per_slice():
+    assert channel_picks(None, 1, 3).tolist() == list(range(9))
+    assert channel_picks([0], 1, 3).tolist() == [0, 3, 6]  # one window over three slices
+    assert channel_picks([[0], [0, 1, 2], [2]], 1, 3).tolist() == [0, 3, 4, 5, 8]
+
+
+def test_images_without_z_are_refused():
+    index = _index([("a", "", np.nan), ("b", "", np.nan)])
+    with pytest.raises(NeighborError, match="do not form series"):
+        positions_by_series(index, "train")
+
+
+def test_config_refuses_neighbors_for_images_without_series(tmp_path):
+    with pytest.raises(ConfigError, match="do not form series"):
+        preset_config("siim_isic_2020", tmp_path, "preprocess.neighbors=1")
+    with pytest.raises(ConfigError, match="neighbor_windows"):
+        small_config(tmp_path, "preprocess.neighbors=1", "preprocess.neighbor_windows=[3]")
+    with pytest.raises(ConfigError, match="one list per slice"):
+        small_config(tmp_path, "preprocess.neighbors=1", "preprocess.neighbor_windows=[[0],[1]]")
+
+
+class CountingCache:
+    """A slice source that counts its reads."""
+
+    def __init__(self, inner):
+        self.inner, self.takes = inner, 0
+        self.layout, self.split, self.shape = inner.layout, inner.split, inner.shape
+
+    def locate(self, ids):
+        return self.inner.locate(ids)
+
+    def take(self, rows):
+        self.takes += 1
+        return self.inner.take(rows)
+
+    def load(self, image_id):
+        return self.inner.load(image_id)
+
+
+def test_stacks_from_the_cache_are_one_read_per_batch_and_match_the_files(small_competition):
+    config = small_config(
+        small_competition.data.root, "preprocess.neighbors=1", "preprocess.neighbor_windows=[0, 1]"
+    )
+    build(config, ["train"])
+    cache = slice_source(config, "train")
+    assert type(cache).__name__ == "CacheSource"
+    index = read_index(Layout.from_config(config))
+    table = positions_by_series(index, "train")
+    counting = CountingCache(cache)
+    stacked = NeighborSource(counting, table, 1, [0, 1])
+    assert stacked.shape == model_input_shape(config) == (64, 64, 6)
+    ids = table["image_id"].tolist()[:40]
+    batches = DataGenerator(ids, stacked, batch_size=16)
+    batch = batches[0]
+    assert counting.takes == 1 and batch.shape == (16, 64, 64, 6)
+    files = open_source(
+        small_config(
+            config.data.root,
+            "preprocess.neighbors=1",
+            "preprocess.neighbor_windows=[0, 1]",
+            "data.source=files",
+        ),
+        "train",
+    )
+    for i, image_id in enumerate(ids[:16]):
+        np.testing.assert_array_equal(batch[i], files.load(image_id))
+        np.testing.assert_array_equal(batch[i], stacked.load(image_id))
+    # The centre slice's channels are the plain 2D input's.
+    plain = cache.load(ids[5])
+    np.testing.assert_array_equal(batch[5][..., 2:4], plain[..., :2])
