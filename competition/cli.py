@@ -123,7 +123,7 @@ def cmd_bench(config: Config, args: argparse.Namespace) -> None:
 def cmd_bench_stages(config: Config, args: argparse.Namespace) -> None:
     stages = _devtool("stages")
     report = stages.run(
-        args.config, args.overrides, _fold_list(args.fold, config.folds.k), args.out
+        args.config, args.overrides, _fold_list(args.fold, config.folds.k), args.out, args.force
     )
     print(stages.table(report))
     print(f"Wrote {args.out}")
@@ -343,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["bench"].add_argument("--out", type=Path, default=Path("bench.json"))
     parsers["bench-stages"].add_argument("--fold", default="0", help="a fold, a comma list, or all")
     parsers["bench-stages"].add_argument("--out", type=Path, default=Path("stages.json"))
+    parsers["bench-stages"].add_argument(
+        "--force", action="store_true", help="train every variant again"
+    )
     parsers["cache"].add_argument("--split", choices=["train", "test", "all"], default="all")
     parsers["cache"].add_argument(
         "--verify", action="store_true", help="re-check every entry of a finished cache"

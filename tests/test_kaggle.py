@@ -171,6 +171,46 @@ def test_kernel_runs_offline_in_a_kaggle_like_environment(bundle, small_competit
     assert "rows, checked against the sample" in done.stdout
 
 
+@pytest.mark.slow
+def test_kernel_runs_both_stages_of_a_2_5d_experiment_offline(
+    small_competition, kaggle_python, tmp_path
+):
+    """2.5D input and the sequence stage in the kernel: the test folder has
+    no header index there, so its series and z are read from the headers."""
+    from competition.sequence.train import train_sequence_folds
+
+    runs = tmp_path / "runs"
+    config = bundle_config(
+        small_competition, runs, tmp_path / "build", "preprocess.neighbors=1",
+        "sequence.epochs=1", "sequence.units=8", "experiment=small-25d",
+    )  # fmt: skip
+    train_folds(config, [0])
+    train_sequence_folds(config, [0])
+    from dataclasses import replace
+
+    from competition.inference.predict import predict_and_submit
+
+    cnn_only = replace(
+        config, predict=replace(config.predict, stage=1, submissions_dir=str(tmp_path / "sub"))
+    )
+    assert predict_and_submit(cnn_only)["stage"] == 1  # 2.5D stacks of the test series
+    summary = kaggle.build(config)
+    assert "runs/small-25d/fold0/sequence/best.keras" in summary["files"]
+    root = fake_kaggle_root(
+        tmp_path / "kaggle", Path(summary["folder"]) / "dataset", small_competition
+    )
+    done = run_kernel(
+        kaggle_python, Path(summary["folder"]) / "kernel" / "submit.py", root, tmp_path
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "stage 2" in done.stdout
+    sample = Layout.from_config(small_competition).sample_submission
+    problems, rows = validate_file(
+        small_competition.task, root / "working" / "submission.csv", sample
+    )
+    assert problems == [] and rows == len(pd.read_csv(sample))
+
+
 def run_kernel(python: Path, script: Path, root: Path, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "KAGGLE_ROOT": str(root), "PIP_NO_CACHE_DIR": "1"}
     env.pop("PYTHONPATH", None)

@@ -8,6 +8,7 @@ import pydicom
 import pytest
 
 from competition.data.dicom import load_hu, read_header
+from competition.data.index import read_index
 from competition.data.labels import read_labels
 from competition.errors import KitError
 from competition.layout import Layout
@@ -126,14 +127,42 @@ def test_each_lesion_draws_blood_where_its_subtype_lives(subtype):
     assert plain_labels.sum() == 0 and labels.tolist() == [
         int(s == subtype) for s in LESION_SUBTYPES
     ]
-    blood = (bleeding >= 50) & (bleeding <= 90) & (plain < 50)
+    blood = bleeding - plain > 4  # subtle lesions are 8-18 HU over brain
     assert blood.sum() > 20
+    assert np.median(bleeding[blood]) < 100  # blood, not bone
     ys, xs = np.nonzero(blood)
     radius = np.hypot(ys - geo.center[1], xs - geo.center[0]).mean() / geo.head_a
     inner = {"intraventricular", "intraparenchymal"}
     assert (radius < 0.75) if subtype in inner else (radius > 0.6)
     far = phantom.render_slice(geo, 15 + geo.lesions[-1].half_extent + 1)[1]
     assert far.sum() == 0  # a lesion spans neighbouring slices only
+
+
+def test_phantom_has_skull_base_calcifications_and_subtle_partial_lesions():
+    rng = np.random.default_rng(7)
+    geo = phantom.random_geometry(rng, 256, 30)
+    geo.pineal = geo.choroid = 300.0
+    centre = (slice(77, 179), slice(77, 179))  # the middle 40% of the image
+
+    def dense(index, hu=200):
+        return int((phantom.render_slice(geo, index)[0][centre] > hu).sum())
+
+    assert dense(1) > 200 and dense(1) > 10 * max(1, dense(15))  # bone at the base only
+    mid, labels = phantom.render_slice(geo, 15)
+    assert labels.sum() == 0 and (mid[centre] > 100).sum() > 0  # bright, and not blood
+    lesions = [phantom.random_lesion(rng, "subdural", 10) for _ in range(400)]
+    subtle = np.mean([lesion.contrast < 20 for lesion in lesions])
+    assert 0.2 < subtle < 0.4
+    lesion = lesions[0]
+    end = lesion.center + lesion.half_extent
+    assert phantom.BRAIN < lesion.hu_at(end) < lesion.hu_at(lesion.center)
+
+
+def test_slice_order_is_only_in_the_headers(small_competition):
+    index = read_index(Layout.from_config(small_competition))
+    series = index[index["series_id"] == index["series_id"].iloc[0]]
+    by_z = series.sort_values("z")["image_id"].tolist()
+    assert by_z != sorted(by_z)  # IDs are random: sorting them does not order the slices
 
 
 def test_real_and_synthetic_headers_index_the_same_way(small_competition):

@@ -2,7 +2,8 @@
 competition (the default synthetic one), in one run on the same folds:
 2D, 2.5D, 2D + sequence, 2.5D + sequence. Each variant is its own
 experiment (`<experiment>-2d`, `<experiment>-2.5d`), so finished folds are
-reused with the times they recorded. Prints a table, writes stages.json."""
+reused with the times they recorded (`--force` trains them again). Prints
+a table, writes stages.json."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ def _variant(config_path, overrides: list[str], name: str):
     )
 
 
-def run(config_path, overrides: list[str], folds: list[int], out: Path) -> dict:
+def run(
+    config_path, overrides: list[str], folds: list[int], out: Path, force: bool = False
+) -> dict:
     import keras
 
     from competition.data.prepare import ensure_data
@@ -33,9 +36,9 @@ def run(config_path, overrides: list[str], folds: list[int], out: Path) -> dict:
     for name in VARIANTS:
         config = _variant(config_path, overrides, name)
         ensure_data(config)
-        first = train_folds(config, folds)
+        first = train_folds(config, folds, force)
         keras.backend.clear_session()
-        second = train_sequence_folds(config, folds)
+        second = train_sequence_folds(config, folds, force)
         keras.backend.clear_session()
         for one, two in zip(first, second, strict=True):
             rows.append(

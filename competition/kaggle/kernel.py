@@ -121,6 +121,7 @@ def run(bundle: Path, inputs: Path, working: Path) -> int:
         return 1
     print(
         f"Wrote {working / LATEST}: {rows} rows, checked against the sample; "
-        f"folds {summary['folds']}, {summary['images_per_second']} images/s"
+        f"stage {summary['stage']}, folds {summary['folds']}, "
+        f"{summary['images_per_second']} images/s"
     )
     return 0

@@ -21,17 +21,25 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from competition.config import Config, check_fold
+from competition.config import Config
 from competition.errors import KitError
-from competition.evaluation.report import fold_table, save_curves
 from competition.evaluation.scores import score, score_groups
-from competition.fileio import disk_full_is_an_error, write_csv_atomic, write_text_atomic
+from competition.fileio import disk_full_is_an_error, write_csv_atomic
 from competition.layout import fold_dir
+from competition.progress import keras_verbose
 from competition.sequence import features as feats
 from competition.sequence.network import build_sequence_model
 from competition.sequence.series import SeriesBatches, predict_series, series_rows, series_table
 from competition.training import callbacks as cb
-from competition.training.fit import FoldData, Inputs, fold_data, make_optimizer, oof_table
+from competition.training.fit import (
+    FoldData,
+    Inputs,
+    finish_fold,
+    fold_callbacks,
+    fold_data,
+    make_optimizer,
+    oof_table,
+)
 from competition.training.losses import compile_args
 
 FOLDER = "sequence"
@@ -135,25 +143,14 @@ def _fit(config, data: FoldData, train, valid, out: Path) -> None:
     cb.trim_history(out / "history.csv", start)
     if start:
         print(f"Resuming fold {data.fold}'s sequence stage at epoch {start + 1}")
-    task = config.task
-    lower = task.monitor_lower_is_better
     model.fit(
         train,
         validation_data=valid,
         epochs=cfg.epochs,
         initial_epoch=start,
         shuffle=False,
-        verbose=2 if cfg.epochs else 0,
-        callbacks=[
-            keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
-            cb.BestCheckpoint(out / "best.keras", task.monitor, lower),
-            cb.EpochBackup(out / "backup"),
-            keras.callbacks.EarlyStopping(
-                monitor=task.monitor,
-                mode="min" if lower else "max",
-                patience=cfg.early_stopping_patience,
-            ),
-        ],
+        verbose=keras_verbose(),
+        callbacks=fold_callbacks(config.task, out, cfg.early_stopping_patience),
     )
 
 
@@ -200,12 +197,7 @@ def train_sequence_fold(config: Config, inputs: Inputs, fold: int, force: bool =
     with disk_full_is_an_error(out):
         _fit(config, data, train, valid, out)
     metrics = evaluate_sequence(config, data, found.select(valid_ids), headers, out)
-    metrics["train_seconds"] = round(time.perf_counter() - started, 1)
-    save_curves(out / "history.csv", out / "curves.png", config.task.monitor)
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
-    shutil.rmtree(out / "backup", ignore_errors=True)
-    print(fold_table(metrics))
-    return metrics
+    return finish_fold(config, out, metrics, started)
 
 
 def evaluate_sequence(config: Config, data: FoldData, valid: feats.Features, headers, out) -> dict:
@@ -232,13 +224,6 @@ def evaluate_sequence(config: Config, data: FoldData, valid: feats.Features, hea
 
 
 def train_sequence_folds(config: Config, folds: list[int], force: bool = False) -> list[dict]:
-    from competition.training.fit import read_inputs
+    from competition.training.fit import train_folds
 
-    for fold in folds:
-        check_fold(fold, config.folds.k)
-    inputs = read_inputs(config)
-    results = []
-    for fold in folds:
-        results.append(train_sequence_fold(config, inputs, fold, force))
-        keras.backend.clear_session()
-    return results
+    return train_folds(config, folds, force, train_one=train_sequence_fold)

@@ -28,7 +28,7 @@ from competition.layout import SPLITS, Layout
 from competition.progress import Progress
 from competition.workers import worker_count, worker_pool
 
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4  # 4: the harder head-CT phantom
 MARKER = "synthetic.json"
 TEST_LABELS = "synthetic_test_labels.csv"
 

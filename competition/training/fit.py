@@ -139,10 +139,10 @@ def compiled_model(config: Config, input_shape, mean_target, steps_per_epoch: in
     return model
 
 
-def _callbacks(config: Config, out: Path) -> list[keras.callbacks.Callback]:
-    # The backup goes last: a kill before it re-runs the epoch, and
-    # trim_history drops any row already logged for it.
-    task = config.task
+def fold_callbacks(task, out: Path, patience: int) -> list[keras.callbacks.Callback]:
+    """History, best checkpoint, TensorBoard, epoch backup, early stopping.
+    The backup goes last: a kill before it re-runs the epoch, and
+    trim_history drops any row already logged for it."""
     lower = task.monitor_lower_is_better
     found = [
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
@@ -157,7 +157,7 @@ def _callbacks(config: Config, out: Path) -> list[keras.callbacks.Callback]:
     early = keras.callbacks.EarlyStopping(
         monitor=task.monitor,
         mode="min" if lower else "max",
-        patience=config.train.early_stopping_patience,
+        patience=patience,
     )
     return [*found, cb.EpochBackup(out / "backup"), early]
 
@@ -182,7 +182,7 @@ def fit_fold(config: Config, data: FoldData, out: Path) -> DataGenerator:
             initial_epoch=start,
             shuffle=False,
             verbose=keras_verbose(),
-            callbacks=_callbacks(config, out),
+            callbacks=fold_callbacks(config.task, out, config.train.early_stopping_patience),
         )
     return train_gen
 
@@ -279,6 +279,11 @@ def train_fold(config: Config, inputs: Inputs, fold: int, force: bool = False) -
         zip(config.task.outputs, map(float, constant), strict=True)
     )
     metrics["unreadable_in_training"] = dict(train_gen.failed)
+    return finish_fold(config, out, metrics, started)
+
+
+def finish_fold(config: Config, out: Path, metrics: dict, started: float) -> dict:
+    """The fold's time, curves and metrics.json; its backup removed; its table printed."""
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
     save_curves(out / "history.csv", out / "curves.png", config.task.monitor)
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
@@ -287,13 +292,16 @@ def train_fold(config: Config, inputs: Inputs, fold: int, force: bool = False) -
     return metrics
 
 
-def train_folds(config: Config, folds: list[int], force: bool = False) -> list[dict]:
-    """Train the folds one after another; the inputs are read once for all."""
+def train_folds(
+    config: Config, folds: list[int], force: bool = False, train_one=None
+) -> list[dict]:
+    """Train the folds one after another (`train_one`: train_fold, or another
+    stage's function with its signature); the inputs are read once for all."""
     for fold in folds:
         check_fold(fold, config.folds.k)
     inputs = read_inputs(config)
     results = []
     for fold in folds:
-        results.append(train_fold(config, inputs, fold, force))
+        results.append((train_one or train_fold)(config, inputs, fold, force))
         keras.backend.clear_session()
     return results
