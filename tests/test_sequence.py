@@ -208,3 +208,28 @@ def test_predict_uses_the_sequence_stage_and_writes_a_valid_submission(sequenced
     assert predict_and_submit(one)["stage"] == 1
     with pytest.raises(Exception, match="no trained sequence stage"):
         predict_and_submit(small_config(config.data.root, *extra, "predict.stage=2"))
+
+
+def test_report_shows_both_stages_side_by_side(sequenced):
+    from competition.evaluation.cv import cv_report, markdown
+
+    config, metrics = sequenced
+    report = cv_report(config)
+    pair = report["stages"]["folds"]["0"]
+    assert pair["stage2"]["score"] == pytest.approx(metrics["score"])
+    assert pair["stage1"]["score"] == pytest.approx(metrics["stage1_score"])
+    assert set(report["stages"]["overall"]["stage2"]["per_output"]) == set(config.task.outputs)
+    text = markdown(report)
+    assert "Stage 1 (CNN) and stage 2 (sequence model)" in text
+    assert "| any |" in text
+
+
+def test_sequence_stage_is_refused_for_images_without_series(presets):
+    from competition.sequence.train import SequenceError, train_sequence_folds
+
+    from conftest import preset_config
+
+    root, runs = presets("aptos_2019")
+    config = preset_config("aptos_2019", root, f"runs_dir={runs}")
+    with pytest.raises(SequenceError, match="do not form series"):
+        train_sequence_folds(config, [0])

@@ -158,6 +158,11 @@ def train_sequence_fold(config: Config, inputs: Inputs, fold: int, force: bool =
     """Stage 2 of one fold: features, fit, out-of-fold predictions and scores."""
     from competition.training.model import load_checkpoint
 
+    if config.task.image_format != "dicom":
+        raise SequenceError(
+            f"The sequence stage reads each series in z order; the task's images are "
+            f"{config.task.image_format} files, which do not form series."
+        )
     data = fold_data(config, inputs, fold)
     stage1 = fold_dir(config, fold)
     if not (stage1 / "metrics.json").is_file():
