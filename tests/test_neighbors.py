@@ -55,6 +55,18 @@ def test_channel_picks_per_slice():
     assert channel_picks([[0], [0, 1, 2], [2]], 1, 3).tolist() == [0, 3, 4, 5, 8]
 
 
+@pytest.mark.parametrize("picks", [None, [0, 2], [[1], [0, 1, 2], [2]]])
+def test_stacking_puts_each_slices_channels_side_by_side(picks):
+    class Slices:
+        layout, split, shape = None, "train", (4, 5, 3)
+
+    table = positions_by_series(_index([("a", "s", 1.0)]), "train")
+    source = NeighborSource(Slices(), table, 1, picks)
+    slices = np.random.default_rng(0).integers(0, 255, (2, 3, 4, 5, 3), dtype=np.uint8)
+    expected = np.concatenate([slices[:, p] for p in range(3)], axis=-1)
+    np.testing.assert_array_equal(source.stack(slices), expected[..., channel_picks(picks, 1, 3)])
+
+
 def test_images_without_z_are_refused():
     index = _index([("a", "", np.nan), ("b", "", np.nan)])
     with pytest.raises(NeighborError, match="do not form series"):
