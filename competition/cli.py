@@ -197,10 +197,9 @@ def cmd_predict(config: Config, args: argparse.Namespace) -> None:
     folds = _fold_list(args.folds, config.folds.k) if args.folds else None
     summary = predict_and_submit(config, folds, force=args.force)
     print(
-        f"Predicted {summary['images']} test images (stage {summary['stage']}) with folds "
-        f"{summary['folds']} x "
-        f"{len(summary['tta'])} TTA views ({summary['ensemble']} ensemble): "
-        f"{summary['images_per_second']} images/s"
+        f"Predicted {summary['images']} test images with folds {summary['folds']} x "
+        f"{len(summary['tta'])} TTA views ({summary['ensemble']} ensemble), stage "
+        f"{summary['stage']}: {summary['images_per_second']} images/s"
     )
     if summary["unreadable"]:
         print(

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from competition.data.preprocess import input_shape
+from competition.data.sources import open_source
 from competition.errors import KitError
 from competition.evaluation.cv import ReportError, cv_report
 from competition.evaluation.metrics import weighted_log_loss
@@ -83,7 +84,7 @@ def test_generator_predictions_equal_in_memory_predictions_per_fold_and_view(
     ids = read_sample(TASK, Layout.from_config(config).sample_submission).images()[:30]
     models = [load_fold_model(config, fold) for fold in (0, 1)]
     model = ensemble_model(models, ["identity", "hflip", "vflip"], input_shape(config))
-    generator = inference_generator(config, ids)
+    generator = inference_generator(config, ids, open_source(config, "test"))
     from_generator = model.predict(generator, verbose=0)
     images = np.stack([generator.source.load(i) for i in ids]).astype(np.float32)
     assert from_generator.shape == (30, 2, 3, 6)

@@ -142,7 +142,7 @@ def compiled_model(config: Config, input_shape, mean_target, steps_per_epoch: in
 def fold_callbacks(task, out: Path, patience: int) -> list[keras.callbacks.Callback]:
     """History, best checkpoint, TensorBoard, epoch backup, early stopping.
     The backup goes last: a kill before it re-runs the epoch, and
-    trim_history drops any row already logged for it."""
+    trim_history drops the rows already logged for it."""
     lower = task.monitor_lower_is_better
     found = [
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
