@@ -131,3 +131,26 @@ def test_stacks_from_the_cache_are_one_read_per_batch_and_match_the_files(small_
     # The centre slice's channels are the plain 2D input's.
     plain = cache.load(ids[5])
     np.testing.assert_array_equal(batch[5][..., 2:4], plain[..., :2])
+
+
+def test_real_series_stacks_follow_z_without_an_index(real_series, tmp_path):
+    """A folder the kit did not write, with no index.csv (as in a Kaggle
+    kernel): the test split's headers are read, and each stack holds the
+    slices next to it in z."""
+    from competition.data.dicom import read_header
+
+    test_dir = real_series / "stage_2_test"
+    config = small_config(tmp_path, "preprocess.neighbors=1", f"task.images.test_dir={test_dir}")
+    stacked = open_source(config, "test")
+    assert not Layout.from_config(config).index_csv.exists()
+    files = sorted(test_dir.glob("*.dcm"))
+    by_z = [p.stem for p in sorted(files, key=lambda p: read_header(p)["z"])]
+    assert by_z != sorted(by_z)  # the IDs do not give the order
+    plain = slice_source(config, "test")
+    middle = stacked.load(by_z[10])
+    for position, image_id in enumerate(by_z[9:12]):
+        np.testing.assert_array_equal(
+            middle[..., 3 * position : 3 * position + 3], plain.load(image_id)
+        )
+    lowest = stacked.load(by_z[0])
+    np.testing.assert_array_equal(lowest[..., :3], lowest[..., 3:6])  # the edge repeats
