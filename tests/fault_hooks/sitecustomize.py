@@ -10,8 +10,9 @@ real kill -9: no cleanup, no finally blocks) at an exact moment of writing
           <file name>.
 
 KIT_FAIL_LOAD=<n> makes the n-th image read from its file raise an I/O error
-(OSError EIO) after writing the image ID to $KIT_FAIL_LOAD_LOG: a loader that
-fails mid-epoch.
+(OSError EIO) after appending the image ID as a line to $KIT_FAIL_LOAD_LOG: a
+loader that fails mid-epoch. The count is per process, so with worker processes
+each worker may fail one image (hence one line each).
 """
 
 import os
@@ -45,8 +46,8 @@ def _fail_load(n: int, log: str):
         with lock:
             call = next(counter)
         if call == n:
-            with open(log, "w") as handle:
-                handle.write(image_id)
+            with open(log, "a") as handle:
+                handle.write(f"{image_id}\n")
             raise OSError(errno.EIO, "Input/output error", f"{image_id}.dcm")
         return original(self, image_id)
 
