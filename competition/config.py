@@ -60,6 +60,8 @@ class DataConfig:
     source: Literal["auto", "cache", "files"] = "auto"
     cache_dir: str = "cache"
     build_cache: bool = False
+    cache_codec: Literal["auto", "raw", "zstd", "png", "jpeg"] = "auto"
+    cache_quality: int = knob(90, ge=1, le=100)
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,8 @@ class TrainConfig:
     jit_compile: bool = False
     strategy: Literal["auto", "none", "mirrored"] = "auto"
     steps_per_execution: int = knob(1, ge=1)
+    steps_per_epoch: int = knob(0, ge=0)
+    sample_weights: dict[str, float] = knob({})
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from competition.data import shards
 from competition.data.dicom import DicomReadError, lenient_uids
 from competition.layout import Layout
 from competition.task import TaskSpec
@@ -190,3 +191,18 @@ class IndexSource:
         if self.seen is not None:
             self.seen.append(number)
         return np.full(self.shape, number, dtype=np.uint8)
+
+
+def corrupt_entry(folder, row: int) -> None:
+    """Damage one stored row in place, as a machine crash or a bad disk could."""
+    if (folder / "images.npy").exists():
+        images = np.load(folder / "images.npy", mmap_mode="r+")
+        images[row] = 0
+        images.flush()
+        return
+    shard, offset = (int(np.load(folder / f"{name}.npy")[row]) for name in ("shard", "offset"))
+    with open(shards.shard_path(folder, shard), "r+b") as handle:
+        handle.seek(offset + 20)
+        byte = handle.read(1)[0]
+        handle.seek(offset + 20)
+        handle.write(bytes([byte ^ 0xFF]))

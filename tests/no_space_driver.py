@@ -119,6 +119,7 @@ def training() -> dict:
 
 
 def cache() -> dict:
+    from competition.data import cache_plan
     from competition.data.cache import CacheSource, build, is_complete, split_dir, verify
     from competition.data.sources import ImageSource, open_source
 
@@ -127,7 +128,13 @@ def cache() -> dict:
     test_folder = split_dir(config, "test")
     before = digests(test_folder)
     fill()
+    refused = error_of(lambda: build(config, ["train"]))  # too small already: not started
+    started = list((SMALL / "cache").rglob("train"))
+    free()
+    plan = cache_plan.plan_codec
+    cache_plan.plan_codec = lambda *args: (plan(*args), fill())[0]  # full once it has started
     error = error_of(lambda: build(config, ["train"]))
+    cache_plan.plan_codec = plan
     served = open_source(config, "train")
     after = {
         "test_complete": is_complete(config, "test"),
@@ -139,6 +146,8 @@ def cache() -> dict:
     free()
     rebuilt = build(config, ["train"])[0]
     return {
+        "refused": refused,
+        "refused_started": [str(p) for p in started],
         "error": error,
         **after,
         "rebuilt": rebuilt["status"],

@@ -5,11 +5,12 @@ import pickle
 import signal
 import subprocess
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from competition.data import cache
+from competition.data import cache, shards
 from competition.data.cache import CacheError, CacheSource, build_split, split_dir
 from competition.data.generator import DataGenerator
 from competition.data.index import write_index
@@ -18,7 +19,7 @@ from competition.devtools.memory import rss_anon_bytes
 from competition.layout import Layout
 
 from conftest import small_config
-from helpers import cli, group_alive, start_kit
+from helpers import cli, corrupt_entry, group_alive, start_kit
 
 
 def cached_config(base, tmp_path, *overrides):
@@ -107,11 +108,12 @@ def many_images(small_competition, tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_build_resumes_and_corrupt_entries_are_redone(many_images):
-    config = many_images
-    folder = split_dir(config, "train")
+@pytest.mark.parametrize("codec", ["raw", "zstd"])
+def test_killed_build_resumes_and_corrupt_entries_are_redone(many_images, codec):
+    config = replace(many_images, data=replace(many_images.data, cache_codec=codec))
+    folder = split_dir(config, "train", codec)
     args = ["cache", "--config", "configs/small.yaml", "--set", f"data.root={config.data.root}"]
-    args += ["--set", "synth.generate=false"]
+    args += ["--set", "synth.generate=false", "--set", f"data.cache_codec={codec}"]
     proc = start_kit(
         *args,
         "--split",
@@ -139,14 +141,14 @@ def test_killed_build_resumes_and_corrupt_entries_are_redone(many_images):
     state = np.load(folder / "state.npy")
     done_rows = np.flatnonzero(state == cache.DONE)
     assert 200 <= len(done_rows) < 2000
-    images = np.load(folder / "images.npy", mmap_mode="r+")
-    images[done_rows[5]] = 0  # a corrupt entry, as a machine crash could leave
-    images.flush()
-    del images
+    corrupt_entry(folder, done_rows[5])
     result = cli(*args, "--split", "train", timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads((folder / "complete.json").read_text())
-    assert summary["redone"] == 1 and summary["images"] == 2000
+    assert summary["redone"] == 1 and summary["images"] == 2000 and summary["codec"] == codec
+    if codec != "raw":  # what the kill left after the last entry is cut off; the old copy stays
+        lengths = np.load(folder / "length.npy").astype(int)
+        assert shards.stored_bytes(folder) == lengths.sum() + lengths[done_rows[5]]
     cached = open_source(config, "train")
     dicom = image_source(config, "train")
     for row in (*done_rows[:10], 1999):

@@ -1,28 +1,30 @@
 """The preprocessed image cache: every image of a split read from its file,
-windowed and resized once, in parallel, into one memory-mapped uint8 array.
+windowed and resized once, in parallel, into a store read by row.
 
-Why one `.npy` memory map per split: reading a random sample is one slice of
-the file (no container to decode, no file to open per image), the operating
-system's page cache does the caching, and the process's own memory does not
-grow with the dataset. Compressed stores (PNG, npz) cost a decode per read;
-TFRecord has no random access; HDF5 and LMDB are not in the kit's stack.
+Two stores (`cache_store.py`, chosen by `data.cache_codec`): `raw`, one
+memory-mapped `.npy` uint8 array (reading a batch is one slice of a file; the
+operating system's page cache does the caching; 196 KB per 256 x 256 x 3
+image), and encoded images (`zstd`, `png`, `jpeg`) in large shard files with an
+offset index (`shards.py`), several times smaller for a decode per read.
+`auto` picks from the projected size and the free space (`cache_plan.py`).
 
 `<data.root>/<data.cache_dir>/<size>px-<channels>ch-<key>/<split>/`:
 
-- `images.npy`: (N, H, W, C) uint8.
+- `images.npy` (raw) or `shards/` with its index (encoded).
 - `ids.csv`: the image ID of each row; `source.json`: the image folder and
   the settings the key was made from.
 - `state.npy`: per row 0 = to do, 1 = done, 2 = unreadable; `crc.npy`: the
-  CRC-32 of each done row. A worker has written its rows before the parent marks
-  them done, so a kill leaves rows to redo, never rows marked done and empty
-  (pixels written to a shared map survive a killed process); a resumed build
-  re-checks every done row against its CRC and redoes those that differ, which
-  also catches what a machine crash lost before it reached the disk.
+  CRC-32 of each done row as stored. A row is in the store (a worker's pixels
+  in the shared map, or the parent's bytes in a shard) before the parent
+  marks it done, so a kill leaves rows to redo, never rows marked done and
+  empty; a resumed build re-checks every done row against its CRC and redoes
+  those that differ, which also catches what a machine crash lost before it
+  reached the disk.
 - `unreadable.jsonl`: ID and reason of each image left out.
 - `complete.json`: written last; only a split with it is ever served.
 
-The key covers everything that changes the pixels: windows, size, the
-reader's version and pixel fixes. Other settings get another folder.
+The key covers everything that changes the stored bytes: windows, size, the
+reader's version and pixel fixes, the codec. Other settings get another folder.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ import numpy as np
 import pandas as pd
 
 from competition.config import Config
+from competition.data.cache_store import open_store
+from competition.data.codecs import STORED, CodecError
 from competition.data.dicom import PIXEL_FIXES, READER_VERSION
 from competition.data.index import read_index
 from competition.data.preprocess import PixelSpec, input_shape, load_input
@@ -50,6 +54,7 @@ from competition.workers import worker_count, worker_pool
 FORMAT_VERSION = 1
 TODO, DONE, UNREADABLE = 0, 1, 2
 CHUNK = 64  # rows per worker task
+AUTO_ORDER = ("raw", "zstd", "jpeg", "png")  # a finished cache of any of these serves `auto`
 
 
 class CacheError(KitError, ValueError):
@@ -59,8 +64,8 @@ class CacheError(KitError, ValueError):
 # --- where, and for which settings -----------------------------------------
 
 
-def settings(config: Config) -> dict:
-    """Everything that changes the cached pixels."""
+def settings(config: Config, codec: str = "raw") -> dict:
+    """Everything that changes the stored bytes."""
     spec = PixelSpec.from_config(config)
     made_from = {
         "image_format": spec.image_format,
@@ -75,34 +80,66 @@ def settings(config: Config) -> dict:
     }
     if spec.mode == "ct_windows":
         made_from["windows"] = [list(w) for w in spec.windows]
+    if codec != "raw":  # raw caches keep the key they had before codecs existed
+        made_from["codec"] = codec
+        if codec == "jpeg":
+            made_from["quality"] = config.data.cache_quality
     return made_from
 
 
-def cache_root(config: Config) -> Path:
+def cache_root(config: Config, codec: str = "raw") -> Path:
     """<data.root>/<data.cache_dir>/<rows>x<cols>-<channels>ch-<key>/"""
-    made_from = settings(config)
+    made_from = settings(config, codec)
     key = hashlib.sha1(json.dumps(made_from, sort_keys=True).encode()).hexdigest()[:10]
     rows, cols = made_from["shape"]
     name = f"{rows}x{cols}-{made_from['channels']}ch-{key}"
     return Layout.from_config(config).root / config.data.cache_dir / name
 
 
-def split_dir(config: Config, split: str) -> Path:
-    return cache_root(config) / split
+def candidate_codecs(config: Config) -> tuple[str, ...]:
+    codec = config.data.cache_codec
+    return AUTO_ORDER if codec == "auto" else (codec,)
 
 
-def _source_record(config: Config, split: str) -> dict:
+def existing_codec(config: Config, split: str) -> str | None:
+    """The codec of this split's finished cache for these settings, else of an
+    unfinished one (a build goes on with it), else None."""
+    for finished in (True, False):
+        for codec in candidate_codecs(config):
+            folder = cache_root(config, codec) / split
+            if (folder / "complete.json").is_file() if finished else folder.is_dir():
+                return codec
+    return None
+
+
+def split_dir(config: Config, split: str, codec: str | None = None) -> Path:
+    """The cache folder of a split: of `codec`, or of the cache there is."""
+    fallback = config.data.cache_codec if config.data.cache_codec != "auto" else "raw"
+    return cache_root(config, codec or existing_codec(config, split) or fallback) / split
+
+
+def _source_record(config: Config, split: str, codec: str) -> dict:
     folder = Layout.from_config(config).image_dir(split)
-    return {"images": str(folder.resolve()), "settings": settings(config)}
+    return {"images": str(folder.resolve()), "settings": settings(config, codec)}
 
 
 def is_complete(config: Config, split: str) -> bool:
     """A finished cache of this split's folder with these settings."""
-    folder = split_dir(config, split)
+    codec = existing_codec(config, split)
+    if codec is None:
+        return False
+    folder = cache_root(config, codec) / split
     if not (folder / "complete.json").is_file():
         return False
     recorded = json.loads((folder / "source.json").read_text())
-    return recorded == _source_record(config, split)
+    return recorded == _source_record(config, split, codec)
+
+
+def store_of(folder: Path):
+    """The store of a cache folder, as its source.json describes it."""
+    made_from = json.loads((Path(folder) / "source.json").read_text())["settings"]
+    shape = (*made_from["shape"], made_from["channels"])
+    return open_store(folder, shape, made_from.get("codec", "raw"), made_from.get("quality", 0))
 
 
 # --- building ---------------------------------------------------------------
@@ -129,54 +166,35 @@ def _record_unreadable(folder: Path, image_id: str, reason: str) -> None:
         os.fsync(handle.fileno())
 
 
-def _start(folder: Path, ids: list[str], shape: tuple, record: dict) -> None:
+def _start(store, ids: list[str], record: dict) -> None:
     """A fresh, empty cache folder for `ids` (anything there before is removed)."""
+    folder = store.folder
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    images = np.lib.format.open_memmap(folder / "images.npy", "w+", np.uint8, (len(ids), *shape))
-    images.flush()
-    del images
-    _allocate(folder / "images.npy")
+    store.start(len(ids))
     np.save(folder / "state.npy", np.zeros(len(ids), np.uint8))
     np.save(folder / "crc.npy", np.zeros(len(ids), np.uint32))
     write_csv_atomic(folder / "ids.csv", pd.DataFrame({"image_id": ids}))
     write_text_atomic(folder / "source.json", json.dumps(record, indent=2))
 
 
-def _allocate(path: Path) -> None:
-    """Reserve the file's blocks now: writing into holes of a sparse file
-    costs a filesystem allocation per page, in the workers' hot loop."""
-    with open(path, "r+b") as handle:
-        size = os.fstat(handle.fileno()).st_size
-        try:
-            os.posix_fallocate(handle.fileno(), 0, size)
-        except OSError as exc:
-            if is_disk_full(exc):
-                raise
-            # EOPNOTSUPP/EINVAL: a filesystem without it; the writes allocate instead.
-
-
-def _can_resume(folder: Path, ids: list[str], shape: tuple, record: dict) -> bool:
+def _can_resume(store, ids: list[str], record: dict) -> bool:
+    folder = store.folder
     try:
         same_ids = pd.read_csv(folder / "ids.csv", dtype=str)["image_id"].tolist() == ids
-        images = np.load(folder / "images.npy", mmap_mode="r")
         recorded = json.loads((folder / "source.json").read_text())
     except (OSError, ValueError, KeyError):
         return False
-    return same_ids and images.shape == (len(ids), *shape) and recorded == record
-
-
-def images_of(folder: Path, mode: str = "r+") -> np.memmap:
-    return np.load(folder / "images.npy", mmap_mode=mode)
+    return same_ids and recorded == record and store.can_resume(len(ids))
 
 
 def verify(folder: Path) -> list[int]:
-    """Rows marked done whose pixels no longer match their CRC; they are
-    marked to do again (and the cache as unfinished)."""
-    images = np.load(folder / "images.npy", mmap_mode="r")
+    """Rows marked done whose stored bytes no longer match their CRC; they
+    are marked to do again (and the cache as unfinished)."""
+    store = store_of(folder)
     state = np.load(folder / "state.npy", mmap_mode="r+")
     crc = np.load(folder / "crc.npy", mmap_mode="r")
-    bad = [int(r) for r in np.flatnonzero(state == DONE) if zlib.crc32(images[r]) != crc[r]]
+    bad = [int(r) for r in np.flatnonzero(state == DONE) if store.crc_of(r) != crc[r]]
     if bad:
         (folder / "complete.json").unlink(missing_ok=True)
         state[bad] = TODO
@@ -187,26 +205,27 @@ def verify(folder: Path) -> list[int]:
 _worker: dict = {}
 
 
-def _init_worker(folder: Path, root: Path, spec: PixelSpec) -> None:
-    _worker.update(images=np.load(folder / "images.npy", mmap_mode="r+"), root=root, spec=spec)
+def _init_worker(store, root: Path, spec: PixelSpec) -> None:
+    store.open_for_workers()
+    _worker.update(store=store, root=root, spec=spec)
 
 
 def _fill(job: tuple[np.ndarray, list[str], list[str]]) -> tuple[np.ndarray, list, list]:
-    """Decode the rows into the shared array; their CRCs go to the parent."""
+    """Decode the rows and put them in the store; what the store gives back
+    (a CRC, or the encoded bytes) goes to the parent."""
     rows, ids, paths = job
-    images, crcs, failed = _worker["images"], [], []
+    store, payloads, failed = _worker["store"], [], []
     for row, image_id, path in zip(rows, ids, paths, strict=True):
         try:
             image = load_input(_worker["root"] / path, _worker["spec"])
         except ImageReadError as exc:
             failed.append((int(row), image_id, exc.cause))
-            crcs.append(0)
+            payloads.append(None)
             continue
-        images[row] = image
-        crcs.append(zlib.crc32(image))
+        payloads.append(store.put(int(row), image))
     # No msync here: a killed process loses nothing written to a shared map,
     # and what a machine crash loses fails its CRC on resume and is redone.
-    return rows, crcs, failed
+    return rows, payloads, failed
 
 
 def split_ids(config: Config, split: str) -> tuple[list[str], list[str], dict[str, str]]:
@@ -230,27 +249,29 @@ def _skip_known_unreadable(folder: Path, ids: list[str], known_bad: dict[str, st
     state.flush()
 
 
-def _fill_todo(
-    config: Config, split: str, folder: Path, ids: list[str], paths: list[str], workers: int
-) -> float:
+def _fill_todo(config: Config, split: str, store, ids: list[str], paths: list[str], workers: int):
     """Decode every row still to do, in parallel; returns images/s."""
+    folder = store.folder
     state = np.load(folder / "state.npy", mmap_mode="r+")
     crc = np.load(folder / "crc.npy", mmap_mode="r+")
     todo = np.flatnonzero(state == TODO)
     chunks = np.array_split(todo, -(-len(todo) // CHUNK)) if len(todo) else []
     jobs = [(rows, [ids[r] for r in rows], [paths[r] for r in rows]) for rows in chunks]
     progress = Progress(len(todo), f"cache {split}", unit="images")
-    root = Layout.from_config(config).root
-    setup = (folder, root, PixelSpec.from_config(config))
+    setup = (store, Layout.from_config(config).root, PixelSpec.from_config(config))
+    store.open_writer(state == DONE)
     with worker_pool(workers, initializer=_init_worker, initargs=setup) as pool:
-        for rows, crcs, failed in pool.map(_fill, jobs):
+        for rows, payloads, failed in pool.map(_fill, jobs):
             for _, image_id, reason in failed:
                 _record_unreadable(folder, image_id, reason)
-            crc[rows] = crcs  # after the worker's pixels, before the rows count as done
-            state[rows] = DONE
+            stored = [i for i, payload in enumerate(payloads) if payload is not None]
+            crc[rows[stored]] = [store.accept(int(rows[i]), payloads[i]) for i in stored]
+            store.flush()  # the rows' bytes are stored before they count as done
+            state[rows[stored]] = DONE
             state[[row for row, _, _ in failed]] = UNREADABLE
             progress.advance(len(rows))
-    for done in (images_of(folder), crc, state):  # on disk before complete.json
+    store.close_writer()
+    for done in (crc, state):  # on disk before complete.json
         done.flush()
     progress.close()
     return progress.rate
@@ -258,37 +279,44 @@ def _fill_todo(
 
 def build_split(config: Config, split: str, workers: int = 0) -> dict | None:
     """Build (or finish) the cache of one split; returns its summary."""
+    from competition.data.cache_plan import plan_codec
+
     ids, paths, known_bad = split_ids(config, split)
     if not ids:
         return None
-    folder, record, shape = (
-        split_dir(config, split),
-        _source_record(config, split),
-        input_shape(config),
-    )
+    shape, quality = input_shape(config), config.data.cache_quality
+    codec = existing_codec(config, split)
+    store = codec and open_store(cache_root(config, codec) / split, shape, codec, quality)
+    record = codec and _source_record(config, split, codec)
     redone = 0
-    if not _can_resume(folder, ids, shape, record):  # other IDs or settings: start afresh
-        _start(folder, ids, shape, record)
-    elif (folder / "complete.json").is_file():
-        return summary(folder, "up to date")
+    if not codec or not _can_resume(store, ids, record):  # other IDs or settings: start afresh
+        if codec:
+            shutil.rmtree(store.folder)  # its room counts as free for the plan
+        codec = plan_codec(config, split, ids, paths).codec
+        store = open_store(cache_root(config, codec) / split, shape, codec, quality)
+        record = _source_record(config, split, codec)
+        _start(store, ids, record)
+    elif (store.folder / "complete.json").is_file():
+        return summary(store, "up to date")
     else:  # an interrupted build: re-check what it finished
-        redone = len(verify(folder))
-    _skip_known_unreadable(folder, ids, known_bad)
+        redone = len(verify(store.folder))
+    _skip_known_unreadable(store.folder, ids, known_bad)
     n = worker_count(workers)
-    rate = _fill_todo(config, split, folder, ids, paths, n)
-    result = summary(folder, "built", images_per_second=round(rate, 1), workers=n, redone=redone)
-    write_text_atomic(folder / "complete.json", json.dumps(result, indent=2))
+    rate = _fill_todo(config, split, store, ids, paths, n)
+    result = summary(store, "built", images_per_second=round(rate, 1), workers=n, redone=redone)
+    write_text_atomic(store.folder / "complete.json", json.dumps(result, indent=2))
     return result
 
 
-def summary(folder: Path, status: str, **extra) -> dict:
-    state = np.load(folder / "state.npy", mmap_mode="r")
+def summary(store, status: str, **extra) -> dict:
+    state = np.load(store.folder / "state.npy", mmap_mode="r")
     return {
-        "folder": str(folder),
+        "folder": str(store.folder),
         "status": status,
+        "codec": store.codec,
         "images": int((state == DONE).sum()),
         "unreadable": int((state == UNREADABLE).sum()),
-        "bytes": (folder / "images.npy").stat().st_size,
+        "bytes": store.stored_bytes(),
         **extra,
     }
 
@@ -309,13 +337,13 @@ def build(config: Config, splits: list[str], workers: int = 0) -> list[dict]:
 
 def _no_space(config: Config, split: str) -> CacheError:
     images = len(split_ids(config, split)[0])
-    size = images * int(np.prod(input_shape(config)))
+    folder = split_dir(config, split)
     return CacheError(
-        f"No space left for the {split} cache at {split_dir(config, split)}: it needs "
-        f"{size / 2**20:,.1f} MiB ({images} images of {input_shape(config)} bytes). Finished "
-        "caches are intact and an unfinished one is never served (the DICOM files are read "
-        "instead). Free some space or set data.cache_dir to another disk, then run "
-        "`make cache` again: it goes on from where it stopped."
+        f"No space left for the {split} cache at {folder} ({images} images). Finished "
+        "caches are intact and an unfinished one is never served (the image files are read "
+        "instead). Free some space, set data.cache_dir to another disk, or choose a smaller "
+        "data.cache_codec (zstd, jpeg), then run `make cache` again: the same codec goes on "
+        "from where it stopped."
     )
 
 
@@ -325,26 +353,27 @@ def _no_space(config: Config, split: str) -> CacheError:
 class CacheSource:
     """Images from a finished cache split. IDs it does not hold are read from
     their files (`files`, an ImageSource) when `fallback` is on; unreadable
-    ones raise ImageReadError like the file path. The array is opened
-    lazily, so the source pickles small (process workers open their own map)."""
+    ones raise ImageReadError like the file path. The store is opened
+    lazily, so the source pickles small (process workers open their own)."""
 
     def __init__(self, folder: Path, files, fallback: bool = True):
         self.folder, self.files, self.fallback = Path(folder), files, fallback
         self.layout, self.split = files.layout, files.split
         self.index = pd.Index(pd.read_csv(self.folder / "ids.csv", dtype=str)["image_id"])
         self.state = np.load(self.folder / "state.npy")
+        self.crc = np.load(self.folder / "crc.npy")
         self.unreadable = read_unreadable(self.folder)
-        self.shape = tuple(np.load(self.folder / "images.npy", mmap_mode="r").shape[1:])
-        self._images = None
+        self.store = store_of(self.folder)
+        self.shape = self.store.shape
 
     @property
-    def images(self) -> np.ndarray:
-        if self._images is None:  # a plain ndarray over the map: cheaper to index
-            self._images = np.asarray(np.load(self.folder / "images.npy", mmap_mode="r"))
-        return self._images
+    def codec(self) -> str:
+        return self.store.codec
 
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_images": None}
+    @property
+    def cheap_take(self) -> bool:
+        """A batch is one memory copy (raw), not a decode per image."""
+        return self.codec == "raw"
 
     def _missing(self, image_id: str) -> np.ndarray:
         if self.fallback:
@@ -361,7 +390,7 @@ class CacheSource:
         if self.state[row] != DONE:
             reason = self.unreadable.get(image_id, "not decoded into the cache")
             raise ImageReadError(self.layout.image_dir(self.split) / image_id, reason)
-        return self.images[row]
+        return self.take(np.array([row]))[0]
 
     def locate(self, image_ids) -> np.ndarray:
         """Cache row of each ID; -1 where it is not held or not readable."""
@@ -370,8 +399,16 @@ class CacheSource:
         return rows
 
     def take(self, rows: np.ndarray) -> np.ndarray:
-        """(B, H, W, C) uint8 copies of the given cache rows, in one read."""
-        return self.images[rows]
+        """(B, H, W, C) uint8 copies of the given cache rows."""
+        try:
+            return self.store.take(rows, self.crc)
+        except (CodecError, OSError, EOFError, ValueError) as exc:
+            shown = ", ".join(self.index[np.asarray(rows)[:4]])
+            raise CacheError(
+                f"The {self.codec} cache at {self.folder} has a damaged entry among images "
+                f"{shown} ({exc}). Run `python -m competition cache --verify` (make cache "
+                "ARGS=--verify): it finds the damaged entries and rebuilds them."
+            ) from exc
 
     def gather(self, image_ids) -> np.ndarray | None:
         """(B, H, W, C) uint8 for the IDs, or None when one is not a plain hit."""

@@ -124,13 +124,14 @@ class DataGenerator(keras.utils.PyDataset):
         return np.random.default_rng([self.seed, self.epoch]).permutation(n)
 
     def _useful_workers(self, workers: int) -> int:
-        """One when every batch is a single read from the cache with at most
-        flips: that is a memory copy of microseconds, and a second thread
+        """One when every batch is a single read from the raw cache with at
+        most flips: that is a memory copy of microseconds, and a second thread
         only fights the first for the GIL (measured: 2 threads ~0.6x of 1).
         Keras still prefetches it in the background. Per-image work (DICOM
-        decode, affine) gets the configured threads."""
+        or cache-entry decode, affine) gets the configured threads."""
         rows = self._source_rows
         cheap = rows is not None and bool((rows >= 0).all()) and not needs_float(self.augment)
+        cheap = cheap and getattr(self.source, "cheap_take", False)
         return 1 if cheap else workers
 
     @property

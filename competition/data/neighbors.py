@@ -96,6 +96,10 @@ class NeighborSource:
         # Each slice's row in a source that reads batches at once (the cache).
         self._inner_rows = inner_locate(self.ids) if inner_locate is not None else None
 
+    @property
+    def cheap_take(self) -> bool:
+        return getattr(self.inner, "cheap_take", False)
+
     def stack(self, slices: np.ndarray) -> np.ndarray:
         """(B, 2k+1, H, W, C) -> (B, H, W, kept channels)."""
         b, width, h, w, c = slices.shape
