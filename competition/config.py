@@ -592,6 +592,22 @@ def _check_neighbors(config: Config) -> None:
         )
 
 
+def _check_sample_weights(config: Config) -> None:
+    """Weights by 0/1 label column, each >= 1 (a sample is never drawn less than once a pass)."""
+    yes_no = [c for h in config.task.heads if h.kind in ("multilabel", "binary") for c in h.columns]
+    for column, weight in config.train.sample_weights.items():
+        if column not in yes_no:
+            raise ConfigError(
+                f"Config key 'train.sample_weights' names {column!r}, which is not a 0/1 label "
+                f"column of the task. Expected one of: {', '.join(yes_no) or '(none)'}"
+            )
+        if weight < 1:
+            raise ConfigError(
+                f"Config key 'train.sample_weights.{column}' expects a weight >= 1 (draws per "
+                f"pass of an image positive for it). Received: {weight}"
+            )
+
+
 def validate(config: Config) -> None:
     """Checks that span several keys."""
     for key in ("slices_per_series", "images_per_patient"):
@@ -618,6 +634,7 @@ def validate(config: Config) -> None:
             )
     check_task(config.task)
     _check_preprocess(config)
+    _check_sample_weights(config)
     if config.predict.ensemble in PROBABILITY_ONLY and not all(
         head.probabilities for head in config.task.heads
     ):

@@ -73,6 +73,10 @@ def test_killed_run_resumes_at_the_epoch_it_reached(small_competition, tmp_path)
         f"runs_dir={tmp_path / 'runs'}",
         "--set",
         "train.epochs=4",
+        "--set",  # short epochs over a weighted stream: resumed where the kill left it
+        "train.steps_per_epoch=3",
+        "--set",
+        "train.sample_weights={epidural: 3}",
     ]
     out = tmp_path / "runs" / "small" / "fold0"
     proc = start_kit(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

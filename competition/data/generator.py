@@ -3,17 +3,17 @@ image IDs, yielding `(x, y)` batches for `fit` and `x` for `predict`.
 
 Keras 3 facts it is built around: `__len__` is ceil(n / batch_size) so
 `predict` keeps the tail; `fit(shuffle=True)` only permutes whole batches, so
-samples are shuffled here, per epoch, from a seeded generator; `on_epoch_end`
-may be called more than once (before the first epoch, under a strategy), and
-every call just draws a fresh permutation, so each epoch still sees every
-sample exactly once.
+samples are ordered here (`sampler.py`), from the seed and the epoch;
+`on_epoch_end` may be called more than once (before the first epoch, under a
+strategy), so training sets the epoch from Keras's own count at each epoch's
+start (`set_epoch`, by the EpochSync callback), and a resumed run draws the
+batches an uninterrupted one would.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import re
 import threading
 from collections.abc import Sequence
@@ -23,6 +23,7 @@ import numpy as np
 
 from competition.config import AugmentConfig
 from competition.data.augment import distort_batch, flip_batch, needs_float
+from competition.data.sampler import Sampler
 from competition.errors import ImageReadError, KitError
 from competition.layout import check_image_ids
 
@@ -72,6 +73,8 @@ class DataGenerator(keras.utils.PyDataset):
         workers: int = 1,
         use_multiprocessing: bool = False,
         max_queue_size: int = 10,
+        steps_per_epoch: int = 0,
+        repeats: np.ndarray | None = None,
     ):
         # Checked before numpy, which drops a trailing NUL ("x\0" -> "x").
         check_image_ids(list(image_ids), "DataGenerator")
@@ -87,7 +90,9 @@ class DataGenerator(keras.utils.PyDataset):
         self.labels = None if labels is None else np.asarray(labels, dtype=np.float32)
         self.batch_size, self.shuffle, self.augment, self.seed = batch_size, shuffle, augment, seed
         self.epoch = 0
-        self.order = self._permutation()
+        self.sampler = Sampler(
+            len(self.image_ids), batch_size, seed, shuffle, steps_per_epoch, repeats
+        )
         self.failed: dict[str, str] = {}  # image ID -> why it could not be read
         self.error: KitError | None = None  # the first failure that stops the run
         # Where each image sits in a source that reads batches at once (the cache).
@@ -103,25 +108,22 @@ class DataGenerator(keras.utils.PyDataset):
     # --- the PyDataset contract ----------------------------------------------
 
     def __len__(self) -> int:
-        return math.ceil(len(self.image_ids) / self.batch_size)
+        return len(self.sampler)
 
     def __getitem__(self, index: int):
         if not 0 <= index < len(self):
             raise IndexError(f"batch index out of range 0..{len(self) - 1}. Received: {index}")
-        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        return self.load_batch(rows, index)
+        return self.load_batch(self.sampler.rows(self.epoch, index), index)
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
-        self.order = self._permutation()
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch Keras is starting (see EpochSync): the sample order
+        follows it, whatever extra on_epoch_end calls came before."""
+        self.epoch = epoch
 
     # --- helpers ---------------------------------------------------------------
-
-    def _permutation(self) -> np.ndarray:
-        n = len(self.image_ids)
-        if not self.shuffle:
-            return np.arange(n)
-        return np.random.default_rng([self.seed, self.epoch]).permutation(n)
 
     def _useful_workers(self, workers: int) -> int:
         """One when every batch is a single read from the raw cache with at
@@ -137,7 +139,7 @@ class DataGenerator(keras.utils.PyDataset):
     @property
     def ids(self) -> np.ndarray:
         """Image IDs in the order batches deliver them (inference: input order)."""
-        return self.image_ids[self.order]
+        return self.image_ids[self.sampler.order(self.epoch)]
 
     @property
     def training(self) -> bool:

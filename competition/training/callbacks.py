@@ -6,6 +6,8 @@
   state and its epoch can never disagree. `latest_backup` finds it again.
 - BestCheckpoint: ModelCheckpoint(save_best_only) written atomically.
 - trim_history: drops the CSV rows of epochs that will be run again.
+- EpochSync: tells the training generator which epoch Keras starts, so its
+  sampler draws that epoch's batches (also the first one after a resume).
 """
 
 from __future__ import annotations
@@ -31,6 +33,15 @@ def latest_backup(folder: Path) -> tuple[int, Path] | None:
         if (m := _BACKUP.fullmatch(p.name))
     ]
     return max(found) if found else None
+
+
+class EpochSync(keras.callbacks.Callback):
+    def __init__(self, generator):
+        super().__init__()
+        self.generator = generator
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.generator.set_epoch(epoch)
 
 
 class EpochBackup(keras.callbacks.Callback):

@@ -95,6 +95,18 @@ def fold_data(config: Config, inputs: Inputs, fold: int) -> FoldData:
     return FoldData(fold, train, valid, task.targets(train), task.targets(valid), inputs.source)
 
 
+def sample_repeats(config: Config, rows: pd.DataFrame) -> np.ndarray | None:
+    """Draws per pass of each row: the largest weight of its positive labels
+    (train.sample_weights), 1 for the rest; None without weights."""
+    weights = config.train.sample_weights
+    if not weights:
+        return None
+    repeats = np.ones(len(rows))
+    for column, weight in weights.items():
+        repeats = np.maximum(repeats, np.where(rows[column].to_numpy() > 0, weight, 1.0))
+    return repeats
+
+
 def make_generator(
     config: Config, data: FoldData, rows: pd.DataFrame, targets, *, training: bool
 ) -> DataGenerator:
@@ -110,6 +122,8 @@ def make_generator(
         workers=t.workers,
         use_multiprocessing=t.use_multiprocessing,
         max_queue_size=t.max_queue_size,
+        steps_per_epoch=t.steps_per_epoch if training else 0,
+        repeats=sample_repeats(config, rows) if training else None,
     )
 
 
@@ -182,7 +196,10 @@ def fit_fold(config: Config, data: FoldData, out: Path) -> DataGenerator:
             initial_epoch=start,
             shuffle=False,
             verbose=keras_verbose(),
-            callbacks=fold_callbacks(config.task, out, config.train.early_stopping_patience),
+            callbacks=[
+                cb.EpochSync(train_gen),
+                *fold_callbacks(config.task, out, config.train.early_stopping_patience),
+            ],
         )
     return train_gen
 
