@@ -38,6 +38,21 @@ def test_long_rows_become_one_row_per_image(tmp_path):
     assert wide.dtypes.unique().tolist() == [np.int8]
 
 
+def test_a_command_reads_the_file_once_and_sees_it_change(tmp_path, monkeypatch):
+    from competition.data import labels
+
+    path = write(long_rows(GOOD), tmp_path / "train.csv")
+    first = read_labels(RSNA, path)
+    first.loc["ID_000000aaa", "any"] = 0  # the caller's copy, not the kept one
+    reads = []
+    monkeypatch.setattr(labels, "_read_labels", lambda *a: reads.append(a) or 1 / 0)
+    again = read_labels(RSNA, path)  # from memory: the reader is not called
+    assert reads == [] and again.loc["ID_000000aaa", "any"] == 1
+    monkeypatch.undo()
+    write(long_rows({**GOOD, "ID_000000ccc": [1, 0, 0, 0, 0, 1]}), tmp_path / "train.csv")
+    assert len(read_labels(RSNA, path)) == 3  # a changed file is read again
+
+
 def test_exact_duplicates_are_dropped(tmp_path):
     frame = long_rows(GOOD)
     path = write(pd.concat([frame, frame.iloc[:3]]), tmp_path / "train.csv")

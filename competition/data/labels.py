@@ -199,8 +199,21 @@ def _wide_table(task: TaskSpec, table: pa.Table, source: str) -> pd.DataFrame:
     return out
 
 
+_LAST: dict = {}  # the last file read: a command reads the label CSV once, not per stage
+
+
 def read_labels(task: TaskSpec, path: str | Path) -> pd.DataFrame:
-    """The task's label CSV as one row per image (see the module)."""
+    """The task's label CSV as one row per image (see the module); read once
+    per process while the file and the task's labels stay the same."""
+    stat = Path(path).stat() if Path(path).is_file() else None
+    key = (str(Path(path).resolve()), stat and (stat.st_mtime_ns, stat.st_size), repr(task))
+    if _LAST.get("key") != key:
+        _LAST.clear()
+        _LAST.update(key=key, frame=_read_labels(task, path))
+    return _LAST["frame"].copy()
+
+
+def _read_labels(task: TaskSpec, path: str | Path) -> pd.DataFrame:
     source = str(path)
     spec = task.labels
     needed = list(needed_label_columns(task))
