@@ -24,7 +24,7 @@ PY := $(VENV)/bin/python
 CLI := $(PY) -m competition
 CLI_ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA_DIR),--set data.root=$(DATA_DIR)) $(ARGS)
 
-.PHONY: help setup data index folds cache train train-seq predict report data-report validate kaggle kaggle-push bench bench-stages test lint clean
+.PHONY: help setup data index folds cache train train-seq predict report data-report validate kaggle kaggle-push bench bench-stages bench-scale test lint clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [CONFIG=configs/x.yaml] [DATA_DIR=path] [GPU=1]"
@@ -85,6 +85,9 @@ lint: $(STAMP) ## ruff over the package and the tests
 
 bench-stages: $(STAMP) ## 2D, 2.5D, and each + the sequence stage on fold FOLD -> stages.json and a table
 	$(CLI) bench-stages --fold $(FOLD) $(CLI_ARGS)
+
+bench-scale: $(STAMP) ## each data stage at 5k/20k/80k slices, projected to the real competition -> bench-scale.json
+	$(CLI) bench-scale $(ARGS)
 
 test: lint ## lint, then the whole test suite
 	$(PY) -m pytest -q

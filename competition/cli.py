@@ -129,6 +129,17 @@ def cmd_bench_stages(config: Config, args: argparse.Namespace) -> None:
     print(f"Wrote {args.out}")
 
 
+def cmd_bench_scale(config: Config, args: argparse.Namespace) -> None:
+    scale = _devtool("scale")
+    sizes = [int(size) for size in args.sizes.split(",")]
+    workers = args.workers or config.data.workers
+    from competition.workers import worker_count
+
+    report = scale.run(sizes, args.pixel_images, worker_count(workers), args.out, args.keep)
+    print(scale.table(report))
+    print(f"Wrote {args.out}")
+
+
 def _fold_list(text: str, k: int) -> list[int]:
     """Checked before the work starts (data set-up can take minutes)."""
     if text == "all":
@@ -297,6 +308,10 @@ COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int | None], st
         cmd_bench_stages,
         "2D, 2.5D, and each + the sequence stage, on the same folds -> stages.json",
     ),
+    "bench-scale": (
+        cmd_bench_scale,
+        "each data stage at several sizes, projected to the real competition -> bench-scale.json",
+    ),
     "gallery": (cmd_gallery, "a PNG of windowed training images, one per label column"),
     "show-config": (cmd_show_config, "print the resolved config"),
 }
@@ -345,11 +360,21 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["bench-stages"].add_argument(
         "--force", action="store_true", help="train every variant again"
     )
+    parsers["bench-scale"].add_argument(
+        "--sizes", default="5000,20000,80000", help="train slices of each synthetic competition"
+    )
+    parsers["bench-scale"].add_argument(
+        "--pixel-images", type=int, default=1500, help="512 px slices for the per-image costs"
+    )
+    parsers["bench-scale"].add_argument("--out", type=Path, default=Path("bench-scale.json"))
+    parsers["bench-scale"].add_argument(
+        "--keep", type=Path, help="write the competitions here and keep them (default: a temp dir)"
+    )
     parsers["cache"].add_argument("--split", choices=["train", "test", "all"], default="all")
     parsers["cache"].add_argument(
         "--verify", action="store_true", help="re-check every entry of a finished cache"
     )
-    for name in ("synth", "index", "cache"):
+    for name in ("synth", "index", "cache", "bench-scale"):
         parsers[name].add_argument(
             "--workers",
             type=int,

@@ -211,19 +211,13 @@ def score_if_labelled(config: Config, final: pd.DataFrame, cuts=None) -> dict | 
     return {"labels": str(path), **found}
 
 
-def predict_and_submit(config: Config, folds: list[int] | None = None, force: bool = False) -> dict:
-    """test_preds.csv, then the checked submission file; returns the summary."""
+def submit(config: Config, folds: list[int], sample, table: pd.DataFrame, fields):
+    """From the combined predictions (one row per test image): test_preds.csv,
+    then the post-processed, decoded, checked submission. Returns the final
+    values, the ordinal cuts used, and what was written."""
     task = config.task
-    folds = runs.select_folds(config, folds)
-    if not force:
-        check_folds(config, folds)
-    sample = sub.read_sample(task, Layout.from_config(config).sample_submission)
-    image_ids, fields = test_images(config, sample)
-    table, summary = predict_test(config, folds, image_ids, fields)
-    summary["test_preds"] = str(
-        write_csv_atomic(
-            run_dir(config) / "test_preds.csv", table.reset_index(), float_format="%.6g"
-        )
+    preds = write_csv_atomic(
+        run_dir(config) / "test_preds.csv", table.reset_index(), float_format="%.6g"
     )
     final = pd.DataFrame(
         sub.postprocess(task, table.to_numpy()), index=table.index, columns=table.columns
@@ -235,7 +229,21 @@ def predict_and_submit(config: Config, folds: list[int] | None = None, force: bo
     name = sub.submission_name(config.experiment, folds, len(config.predict.tta))
     frame = sub.build_submission(task, sample, values)
     path = sub.write_submission(task, frame, sample, config.predict.submissions_dir, name)
-    summary.update(submission=str(path), rows=len(frame), cuts=cuts)
+    written = {"test_preds": str(preds), "submission": str(path), "rows": len(frame), "cuts": cuts}
+    return final, cuts, written
+
+
+def predict_and_submit(config: Config, folds: list[int] | None = None, force: bool = False) -> dict:
+    """test_preds.csv, then the checked submission file; returns the summary."""
+    task = config.task
+    folds = runs.select_folds(config, folds)
+    if not force:
+        check_folds(config, folds)
+    sample = sub.read_sample(task, Layout.from_config(config).sample_submission)
+    image_ids, fields = test_images(config, sample)
+    table, summary = predict_test(config, folds, image_ids, fields)
+    final, cuts, written = submit(config, folds, sample, table, fields)
+    summary.update(written)
     metric_cuts = cuts.get(task.metric_head.name)
     summary["test_score"] = score_if_labelled(config, final, metric_cuts)
     write_text_atomic(run_dir(config) / "predict.json", json.dumps(summary, indent=2))
