@@ -26,6 +26,7 @@ from competition.data.augment import distort_batch, flip_batch, needs_float
 from competition.data.sampler import Sampler
 from competition.errors import ImageReadError, KitError
 from competition.layout import check_image_ids
+from competition.workers import worker_count
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ class DataGenerator(keras.utils.PyDataset):
         self._source_rows = locate(self.image_ids) if locate is not None else None
         self._lock = threading.Lock()
         super().__init__(
-            workers=self._useful_workers(workers),
+            workers=self._useful_workers(worker_count(workers)),  # 0: every core
             use_multiprocessing=use_multiprocessing,
             max_queue_size=max_queue_size,
         )

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from competition.data.generator import DataGenerator
+from competition.workers import worker_count
 
 
 def choose_strategy(name: str) -> tf.distribute.Strategy | None:
@@ -77,4 +78,5 @@ def feed(strategy, train_gen: DataGenerator, valid_gen: DataGenerator, parallel:
     """What `fit` takes: the generators themselves, or tf.data under a strategy."""
     if strategy is None:
         return train_gen, valid_gen
+    parallel = worker_count(parallel)
     return as_tf_dataset(train_gen, parallel), as_tf_dataset(valid_gen, parallel)
