@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -364,6 +365,8 @@ def tiled_cache(folder: Path, out: Path, copies: int) -> Path:
         out / "ids.csv", index=False
     )
     np.save(out / "state.npy", np.full(len(ids) * copies, DONE, np.uint8))
+    np.save(out / "crc.npy", np.tile(np.load(folder / "crc.npy"), copies))
+    shutil.copyfile(folder / "source.json", out / "source.json")  # the store it describes
     return out
 
 
@@ -504,6 +507,8 @@ def run(
 
     layout = ensure_index(config)
     workers = config.data.workers
+    # The peers are measured against the memory-mapped cache (bench-scale has the codecs).
+    config = replace(config, data=replace(config.data, cache_codec="raw"))
     build_split(config, "train", workers)
     dicom = image_source(config, "train")
     cached = CacheSource(split_dir(config, "train"), dicom, fallback=False)
