@@ -8,7 +8,7 @@ the epoch alone, so a resumed run draws what an uninterrupted one would.
   passes, each pass a shuffled multiset holding every sample at least once
   (sample i `repeats[i]` times, a fractional part drawn per pass), and epoch
   e the stream's batches e*S .. e*S+S-1. So every sample is seen once before
-  any is seen again, however the passes fall across these shorter epochs and
+  one is seen again, however the passes fall across these shorter epochs and
   across a resume; weighted samples come back more often within a pass.
 """
 

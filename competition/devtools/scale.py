@@ -111,7 +111,7 @@ def stage_epoch(root: str, codec: str, size: int, workers: int) -> dict:
 
     source = slice_source(codec_config(root, codec, size), "train")
     ids = source.index.tolist()
-    labels = np.zeros((len(ids), 6), np.float32)
+    labels = np.zeros((len(ids), len(source.layout.task.outputs)), np.float32)
     gen = DataGenerator(ids, source, labels, batch_size=64, shuffle=True, workers=workers)
     started = time.perf_counter()
     for batch in range(len(gen)):
@@ -217,30 +217,17 @@ def write_competition(root: Path, train_images: int, image_size: int, workers: i
     patients = max(4, round(train_images / TRAIN_PER_PATIENT))
     config = scale_config(str(root), f"synth.patients={patients}", f"synth.image_size={image_size}")
     generate(config, workers)
-    return len(list((root / "stage_2_train").glob("*.dcm")))
+    from competition.layout import Layout
+
+    return len(list(Layout.from_config(config).image_dir("train").iterdir()))
 
 
 def real_size_tables(root: Path) -> None:
-    """Only the CSVs, at the real competition's size: the label CSV of
-    752,803 images (six rows each) and the sample submission of 121,232."""
-    import pandas as pd
+    """Only the CSVs, at the real competition's size (see label_tables_only)."""
+    from competition.layout import Layout
+    from competition.synthetic.head_ct import label_tables_only
 
-    from competition.fileio import write_csv_atomic
-
-    columns = scale_config(str(root)).task.label_columns
-    rng = np.random.default_rng(0)
-    for name, images, labelled in (
-        ("stage_2_train.csv", REAL_TRAIN, True),
-        ("stage_2_sample_submission.csv", REAL_TEST, False),
-    ):
-        image_ids = np.char.add("ID_", np.char.zfill(np.arange(images).astype(str), 9))
-        ids = np.char.add(
-            np.repeat(image_ids, len(columns)), np.tile(["_" + c for c in columns], images)
-        )
-        values = (rng.random(len(ids)) < 0.05).astype(int) if labelled else np.full(len(ids), 0.5)
-        write_csv_atomic(root / name, pd.DataFrame({"ID": ids, "Label": values}))
-    (root / "stage_2_train").mkdir(exist_ok=True)
-    (root / "stage_2_test").mkdir(exist_ok=True)
+    label_tables_only(Layout.from_config(scale_config(str(root))), REAL_TRAIN, REAL_TEST)
     (root / "synthetic.json").write_text("{}")  # a folder the kit may write into
 
 

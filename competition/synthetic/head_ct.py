@@ -269,3 +269,29 @@ def write_tables(rows: list[list], layout: Layout) -> pd.DataFrame:
     blank = test.assign(**dict.fromkeys(test, 0.5))
     write_csv_atomic(layout.sample_submission, _long(blank, sample.id_column, sample.value_column))
     return _long(test, labels.id_column, labels.value_column)
+
+
+def label_tables_only(layout: Layout, train_images: int, test_images: int) -> None:
+    """The label CSV and the sample submission alone, for `train_images` and
+    `test_images` images (no slices): the real competition's tables at its
+    size, for the scale benchmark. Labels are 1 with probability 0.05."""
+    from competition.fileio import write_csv_atomic
+
+    task, rng = layout.task, np.random.default_rng(0)
+    columns = task.label_columns
+    for path, images, labelled in (
+        (layout.train_csv, train_images, True),
+        (layout.sample_submission, test_images, False),
+    ):
+        image_ids = np.char.add("ID_", np.char.zfill(np.arange(images).astype(str), 9))
+        suffixes = np.tile(np.array(["_" + c for c in columns]), images)
+        ids = np.char.add(np.repeat(image_ids, len(columns)), suffixes)
+        values = (rng.random(len(ids)) < 0.05).astype(int) if labelled else np.full(len(ids), 0.5)
+        id_column, value_column = (
+            (task.labels.id_column, task.labels.value_column)
+            if labelled
+            else (task.submission.id_column, task.submission.value_column)
+        )
+        write_csv_atomic(path, pd.DataFrame({id_column: ids, value_column: values}))
+    for split in ("train", "test"):
+        layout.image_dir(split).mkdir(parents=True, exist_ok=True)
