@@ -13,6 +13,9 @@ FOLD ?= 0
 FOLDS ?=
 FILE ?=
 ARGS ?=
+ADDRESS ?= auto
+SWEEP ?=
+SHARDS ?= 8
 
 ifeq ($(GPU),1)
 REQUIREMENTS := requirements-gpu.txt
@@ -24,7 +27,7 @@ PY := $(VENV)/bin/python
 CLI := $(PY) -m competition
 CLI_ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA_DIR),--set data.root=$(DATA_DIR)) $(ARGS)
 
-.PHONY: help setup data index folds cache train train-seq predict report data-report validate kaggle kaggle-push bench bench-stages bench-scale test lint clean
+.PHONY: help setup data index folds cache train train-seq predict cluster-train cluster-predict report data-report validate kaggle kaggle-push bench bench-stages bench-scale test lint clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [CONFIG=configs/x.yaml] [DATA_DIR=path] [GPU=1]"
@@ -60,6 +63,12 @@ train-seq: $(STAMP) ## the sequence stage of fold FOLD (0, 1,2 or all) over its 
 
 predict: $(STAMP) ## ensemble the trained folds (FOLDS=0,1; default all) -> submissions/
 	$(CLI) predict $(if $(FOLDS),--folds $(FOLDS)) $(CLI_ARGS)
+
+cluster-train: $(STAMP) ## train FOLDS (default all) as Ray tasks on the cluster at ADDRESS (default auto); SWEEP=file for a sweep
+	$(CLI) cluster-train --address $(ADDRESS) --folds $(or $(FOLDS),all) $(if $(SWEEP),--sweep $(SWEEP)) $(CLI_ARGS)
+
+cluster-predict: $(STAMP) ## the test set in SHARDS pieces through one Ray actor per GPU -> the same submission as make predict
+	$(CLI) cluster-predict --address $(ADDRESS) --shards $(SHARDS) $(if $(FOLDS),--folds $(FOLDS)) $(CLI_ARGS)
 
 report: $(STAMP) ## cross-validation report over the out-of-fold predictions
 	$(CLI) report $(CLI_ARGS)

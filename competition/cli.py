@@ -135,7 +135,9 @@ def cmd_bench_scale(config: Config, args: argparse.Namespace) -> None:
     workers = args.workers or config.data.workers
     from competition.workers import worker_count
 
-    report = scale.run(sizes, args.pixel_images, worker_count(workers), args.out, args.keep)
+    report = scale.run(
+        sizes, args.pixel_images, worker_count(workers), args.out, args.keep, args.kernel_config
+    )
     print(scale.table(report))
     print(f"Wrote {args.out}")
 
@@ -226,6 +228,46 @@ def cmd_predict(config: Config, args: argparse.Namespace) -> None:
     _print_data_report(config)
 
 
+def _resources(args: argparse.Namespace):
+    from competition.cluster.train import Resources
+
+    return Resources(args.cpus_per_fold, args.gpus_per_fold, args.max_retries)
+
+
+def cmd_cluster_train(config: Config, args: argparse.Namespace) -> None:
+    from competition.cluster.train import cluster_train, sweep_table
+
+    folds = _fold_list(args.folds, config.folds.k)
+    summary = cluster_train(
+        args.config, args.overrides, args.address, folds, args.sweep, _resources(args)
+    )
+    print(
+        f"Trained {len(summary['trained'])} fold(s) on the cluster in {summary['seconds']} s "
+        f"({len(folds)} fold(s) x {len(summary['points'])} point(s) asked)"
+    )
+    for point in summary["points"]:
+        if len(folds) > 1:
+            _print_cv(point.config)
+    if args.sweep:
+        print(sweep_table(summary["points"]))
+
+
+def cmd_cluster_predict(config: Config, args: argparse.Namespace) -> None:
+    from competition.cluster.predict import cluster_predict
+
+    folds = _fold_list(args.folds, config.folds.k) if args.folds else None
+    summary = cluster_predict(
+        config, args.address, args.shards, _resources(args), args.actors, folds, args.force
+    )
+    print(
+        f"Predicted {summary['images']} test images in {summary['shards']} shards "
+        f"({summary['shards_predicted']} this run) with folds {summary['folds']} x "
+        f"{len(summary['tta'])} TTA views"
+    )
+    print(f"Wrote {summary['test_preds']}")
+    print(f"Wrote {summary['submission']} ({summary['rows']} rows, checked) and submission.csv")
+
+
 def cmd_validate(config: Config, args: argparse.Namespace) -> int:
     from competition.inference.submission import validate_file
 
@@ -293,6 +335,14 @@ COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int | None], st
         cmd_predict,
         "fold ensemble + TTA on the test images -> test_preds.csv and a checked submission",
     ),
+    "cluster-train": (
+        cmd_cluster_train,
+        "train folds (and a sweep of settings) as Ray tasks on a cluster sharing the folders",
+    ),
+    "cluster-predict": (
+        cmd_cluster_predict,
+        "predict the test set in shards, one Ray actor per GPU -> the same submission as predict",
+    ),
     "validate": (cmd_validate, "check a submission file against the sample submission"),
     "report": (cmd_report, "cross-validation report over the out-of-fold predictions"),
     "data-report": (
@@ -343,6 +393,36 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="use the folds even when they were trained from other inputs than the config's",
     )
+    for name in ("cluster-train", "cluster-predict"):
+        cluster = parsers[name]
+        cluster.add_argument(
+            "--address", default="auto", help="the Ray cluster: auto, or the head's HOST:PORT"
+        )
+        cluster.add_argument(
+            "--gpus-per-fold", type=float, default=1, help="GPUs per task or actor (0: CPU only)"
+        )
+        cluster.add_argument("--cpus-per-fold", type=float, default=1, help="CPUs per task")
+        cluster.add_argument(
+            "--max-retries", type=int, default=3, help="retries of a task whose process died"
+        )
+    parsers["cluster-train"].add_argument(
+        "--folds", default="all", help="a fold, a comma list, or all"
+    )
+    parsers["cluster-train"].add_argument(
+        "--sweep", type=Path, help="a YAML file of config overrides (grid: and/or points:)"
+    )
+    parsers["cluster-predict"].add_argument(
+        "--shards", type=int, default=8, help="pieces of the test set (each written on its own)"
+    )
+    parsers["cluster-predict"].add_argument(
+        "--actors", type=int, default=0, help="predictors (default: one per GPU of the cluster)"
+    )
+    parsers["cluster-predict"].add_argument(
+        "--folds", help="folds to ensemble (default: predict.folds, else all trained)"
+    )
+    parsers["cluster-predict"].add_argument(
+        "--force", action="store_true", help="use folds trained from other inputs"
+    )
     parsers["validate"].add_argument("file", type=Path, help="the submission CSV to check")
     parsers["validate"].add_argument(
         "--sample", type=Path, help="sample submission (default: the config's)"
@@ -367,6 +447,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--pixel-images", type=int, default=1500, help="512 px slices for the per-image costs"
     )
     parsers["bench-scale"].add_argument("--out", type=Path, default=Path("bench-scale.json"))
+    parsers["bench-scale"].add_argument(
+        "--kernel-config",
+        type=Path,
+        default=Path("configs/rsna_ich.yaml"),
+        help="the preset whose ensemble the kernel's rate is measured with",
+    )
     parsers["bench-scale"].add_argument(
         "--keep", type=Path, help="write the competitions here and keep them (default: a temp dir)"
     )

@@ -12,6 +12,7 @@ import errno
 import functools
 import os
 import re
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,14 +58,15 @@ def disk_full_is_an_error(path: str | Path) -> Iterator[None]:
 def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it to `path` on success.
     `suffix` ends the temporary name (Keras wants `.keras` / `.weights.h5`).
-    The temporary name holds the writer's PID, so temporary files left by a
-    killed writer are recognised and removed by the next successful write
-    into the same folder."""
+    The temporary name holds the writer's host and PID, so temporary files
+    left by a killed writer are recognised and removed by the next successful
+    write into the same folder from the same host (on shared storage another
+    node's PIDs mean nothing here)."""
     path = Path(path)
     with disk_full_is_an_error(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{path.name}.{os.getpid()}-", suffix=suffix, dir=path.parent
+            prefix=f".{path.name}.{_host()}.{os.getpid()}-", suffix=suffix, dir=path.parent
         )
     os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; others read these files
     os.close(fd)
@@ -91,16 +93,26 @@ def _umask() -> int:
     return 0o022
 
 
-# `.name.<pid>-<8 random>suffix`, as atomic_path names its temporary files
-_TEMPORARY = re.compile(r"\.(.+)\.(\d+)-[a-z0-9_]{8}(\..+)?")
+# `.name.<host>.<pid>-<8 random>suffix`, as atomic_path names its temporary files
+_TEMPORARY = re.compile(r"\.(.+)\.([A-Za-z0-9-]+)\.(\d+)-[a-z0-9_]{8}(\..+)?")
+
+
+@functools.cache
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
 
 
 def remove_orphans(folder: Path) -> None:
-    """Temporary files in `folder` whose writer process no longer exists
-    (killed mid-write): they are never read, only take space."""
+    """Temporary files in `folder` whose writer process on this host no
+    longer exists (killed mid-write): they are never read, only take space."""
     for candidate in Path(folder).glob(".*"):
         found = _TEMPORARY.fullmatch(candidate.name)
-        if found and candidate.is_file() and not _alive(int(found.group(2))):
+        if (
+            found
+            and found.group(2) == _host()
+            and candidate.is_file()
+            and not _alive(int(found.group(3)))
+        ):
             candidate.unlink(missing_ok=True)
 
 

@@ -58,6 +58,16 @@ def finished_folds(config: Config) -> list[int]:
     return sorted(found)
 
 
+def sequence_dir(config: Config, fold: int) -> Path:
+    """fold<k>/sequence/: the fold's second stage."""
+    return fold_dir(config, fold) / "sequence"
+
+
+def has_sequence(config: Config, fold: int) -> bool:
+    folder = sequence_dir(config, fold)
+    return (folder / "best.keras").is_file() and (folder / "metrics.json").is_file()
+
+
 def select_folds(config: Config, requested: list[int] | None = None) -> list[int]:
     """The folds to ensemble: `requested` (or predict.folds), else every finished one."""
     requested = requested if requested is not None else config.predict.folds

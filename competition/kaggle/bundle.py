@@ -37,8 +37,8 @@ from competition.fileio import write_text_atomic
 MANIFEST = "kit-bundle.json"
 SCRIPT = "submit.py"
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the source tree holding pyproject.toml
-# Subpackages users do not import (benchmark, memory probe, gallery): not shipped.
-NOT_SHIPPED = ("devtools",)
+# Subpackages a kernel does not run (benchmarks and probes; the Ray cluster commands).
+NOT_SHIPPED = ("devtools", "cluster")
 # Distributions Kaggle's Python image already has (TensorFlow 2.20, Keras
 # 3.13 and the scientific stack): never bundled. Normalised names.
 KAGGLE_IMAGE_HAS = frozenset(

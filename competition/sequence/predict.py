@@ -12,9 +12,10 @@ from competition.config import Config
 from competition.errors import KitError
 from competition.inference.ensemble import combine_folds
 from competition.layout import fold_dir
+from competition.runs import has_sequence, sequence_dir
 from competition.sequence import features as feats
 from competition.sequence.series import series_table
-from competition.sequence.train import has_sequence, predict_with_sequence, sequence_dir
+from competition.sequence.train import predict_with_sequence
 
 
 def stage_for(config: Config, folds: list[int]) -> int:

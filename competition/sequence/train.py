@@ -27,6 +27,7 @@ from competition.evaluation.scores import score, score_groups
 from competition.fileio import disk_full_is_an_error, write_csv_atomic
 from competition.layout import fold_dir
 from competition.progress import keras_verbose
+from competition.runs import sequence_dir
 from competition.sequence import features as feats
 from competition.sequence.network import build_sequence_model
 from competition.sequence.series import SeriesBatches, predict_series, series_rows, series_table
@@ -42,20 +43,9 @@ from competition.training.fit import (
 )
 from competition.training.losses import compile_args
 
-FOLDER = "sequence"
-
 
 class SequenceError(KitError, ValueError):
     """A sequence stage that cannot be trained or used as asked."""
-
-
-def sequence_dir(config: Config, fold: int) -> Path:
-    return fold_dir(config, fold) / FOLDER
-
-
-def has_sequence(config: Config, fold: int) -> bool:
-    folder = sequence_dir(config, fold)
-    return (folder / "best.keras").is_file() and (folder / "metrics.json").is_file()
 
 
 def check_no_leak(train_ids, valid_ids, fold: int) -> None:

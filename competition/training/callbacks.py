@@ -44,6 +44,18 @@ class EpochSync(keras.callbacks.Callback):
         self.generator.set_epoch(epoch)
 
 
+class BeforeWrites(keras.callbacks.Callback):
+    """Calls `check` at each epoch end before the callbacks after it write
+    (history, checkpoint, backup); an exception from it stops the fit."""
+
+    def __init__(self, check):
+        super().__init__()
+        self.check = check
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.check()
+
+
 class EpochBackup(keras.callbacks.Callback):
     def __init__(self, folder: Path):
         super().__init__()

@@ -176,8 +176,9 @@ def fold_callbacks(task, out: Path, patience: int) -> list[keras.callbacks.Callb
     return [*found, cb.EpochBackup(out / "backup"), early]
 
 
-def fit_fold(config: Config, data: FoldData, out: Path) -> DataGenerator:
-    """Train (or resume) the fold; returns the training generator."""
+def fit_fold(config: Config, data: FoldData, out: Path, guard=None) -> DataGenerator:
+    """Train (or resume) the fold; returns the training generator. `guard`,
+    when given, is called before each epoch's writes (see train_fold)."""
     train_gen = make_generator(config, data, data.train, data.y_train, training=True)
     valid_gen = make_generator(config, data, data.valid, data.y_valid, training=False)
     strategy = accelerate.choose_strategy(config.train.strategy)
@@ -197,6 +198,7 @@ def fit_fold(config: Config, data: FoldData, out: Path) -> DataGenerator:
             shuffle=False,
             verbose=keras_verbose(),
             callbacks=[
+                *([cb.BeforeWrites(guard)] if guard else []),
                 cb.EpochSync(train_gen),
                 *fold_callbacks(config.task, out, config.train.early_stopping_patience),
             ],
@@ -273,8 +275,10 @@ def _finished(config: Config, fold: int) -> dict | None:
     return json.loads((out / "metrics.json").read_text())
 
 
-def train_fold(config: Config, inputs: Inputs, fold: int, force: bool = False) -> dict:
-    """Train, evaluate and report one fold; a finished fold is not trained again."""
+def train_fold(config: Config, inputs: Inputs, fold: int, force: bool = False, guard=None) -> dict:
+    """Train, evaluate and report one fold; a finished fold is not trained again.
+    `guard` (a cluster attempt's ownership check) is called before every write
+    to the fold folder after training starts, and raises to stop the attempt."""
     data = fold_data(config, inputs, fold)  # every input error before anything is written
     finished = None if force else _finished(config, fold)
     if finished is not None:
@@ -289,13 +293,17 @@ def train_fold(config: Config, inputs: Inputs, fold: int, force: bool = False) -
     accelerate.set_precision(config.train.mixed_precision)
     started = time.perf_counter()
     with disk_full_is_an_error(out):  # Keras' own history.csv appends, too
-        train_gen = fit_fold(config, data, out)
+        train_gen = fit_fold(config, data, out, guard)
+    if guard:
+        guard()
     constant = data.y_train.mean(axis=0)
     metrics = evaluate_fold(config, data, out, constant)
     metrics["constant_prediction"] = dict(
         zip(config.task.outputs, map(float, constant), strict=True)
     )
     metrics["unreadable_in_training"] = dict(train_gen.failed)
+    if guard:
+        guard()
     return finish_fold(config, out, metrics, started)
 
 

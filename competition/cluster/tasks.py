@@ -1,0 +1,125 @@
+"""What runs inside a Ray worker process: the kit's own fold training (and
+the shared-storage probe), with the process set up from what Ray gave the
+task. TensorFlow is imported here, after the set-up, never in the driver."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+from pathlib import Path
+
+from competition.config import Config
+
+
+def prepare_process(cwd: str, cpus: float, gpus: float) -> dict:
+    """Before TensorFlow loads: the driver's working folder (relative paths
+    mean the same there), no GPU for a CPU task, TensorFlow's thread pools
+    sized to the task's CPUs. Returns what the task runs with."""
+    if Path(cwd).is_dir():
+        os.chdir(cwd)
+    if gpus == 0:  # Ray leaves the variable alone for a task without GPUs
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    threads = max(1, int(cpus))
+    os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
+    os.environ["TF_NUM_INTEROP_THREADS"] = str(min(2, threads))
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    return {
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+    }
+
+
+def sized_to_task(config: Config, cpus: float) -> Config:
+    """`0` workers means one per core: here, one per CPU Ray gave the task."""
+    workers = max(1, int(cpus))
+    train = config.train
+    data = config.data
+    return dataclasses.replace(
+        config,
+        train=train if train.workers else dataclasses.replace(train, workers=workers),
+        data=data if data.workers else dataclasses.replace(data, workers=workers),
+    )
+
+
+def train_fold_task(config: Config, fold: int, cwd: str, cpus: float, gpus: float) -> dict:
+    """One fold, trained (or resumed from its backup) in this process."""
+    import ray
+
+    from competition.cluster.owner import claim
+    from competition.layout import fold_dir
+
+    started = time.perf_counter()
+    context = ray.get_runtime_context()
+    process = prepare_process(cwd, cpus, gpus)
+    from competition.training.fit import read_inputs, train_fold
+
+    config = sized_to_task(config, cpus)
+    inputs = read_inputs(config)
+    owner = claim(fold_dir(config, fold), context.get_node_id(), process)
+    metrics = train_fold(config, inputs, fold, guard=owner.check)
+    return {
+        "experiment": config.experiment,
+        "fold": fold,
+        "metrics": metrics,
+        "node": owner.node,
+        "host": owner.host,
+        "pid": owner.pid,
+        "attempt": owner.attempt,
+        "seconds": round(time.perf_counter() - started, 1),
+        **process,
+    }
+
+
+def probe_markers(markers: dict[str, str], cwd: str) -> dict:
+    """On one node: which of the driver's marker files (path -> token) this
+    node sees with the right token."""
+    import ray
+
+    if Path(cwd).is_dir():
+        os.chdir(cwd)
+    missing = [
+        path
+        for path, token in markers.items()
+        if not Path(path).is_file() or Path(path).read_text() != token
+    ]
+    return {
+        "node": ray.get_runtime_context().get_node_id(),
+        "host": socket.gethostname(),
+        "missing": missing,
+    }
+
+
+class ShardPredictor:
+    """A Ray actor (one per GPU): loads the fold ensemble once, then predicts
+    the shards of the test set it is handed, each written atomically."""
+
+    def __init__(self, config: Config, folds: list[int], fields, cwd: str, cpus: float, gpus):
+        self.process = prepare_process(cwd, cpus, gpus)
+        from competition.data.sources import open_source
+        from competition.inference.predict import load_ensemble
+
+        self.config = sized_to_task(config, cpus)
+        self.model = load_ensemble(self.config, folds)
+        self.source = open_source(self.config, "test", fields)
+
+    def predict_shard(self, path: str, image_ids: list[str], signature: str) -> dict:
+        import ray
+
+        from competition.cluster.shards import write_shard
+        from competition.inference.predict import run_ensemble
+
+        started = time.perf_counter()
+        combined, unreadable = run_ensemble(self.model, self.config, image_ids, self.source)
+        write_shard(Path(path), image_ids, combined, unreadable, signature)
+        return {
+            "path": path,
+            "images": len(image_ids),
+            "seconds": round(time.perf_counter() - started, 2),
+            "node": ray.get_runtime_context().get_node_id(),
+            **self.process,
+        }

@@ -1,0 +1,55 @@
+"""The scale benchmark's parts on a tiny competition, so that `make
+bench-scale` cannot rot: every stage runs in its own process and reports
+what it did, and the growth and projection arithmetic is checked on known
+numbers. Timings belong to `make bench-scale` on a quiet machine."""
+
+from __future__ import annotations
+
+import pytest
+
+from competition.devtools import scale
+
+
+@pytest.fixture(scope="module")
+def tiny_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scale") / "competition"
+    images = scale.write_competition(root, 360, 64, 1)
+    return root, images
+
+
+@pytest.mark.slow
+def test_each_stage_runs_in_its_own_process_and_reports_its_work(tiny_root):
+    root, images = tiny_root
+    labels = scale.run_stage("labels", root=str(root))
+    index = scale.run_stage("index", root=str(root), workers=1)
+    folds = scale.run_stage("folds", root=str(root))
+    cache = scale.run_stage("cache", root=str(root), codec="zstd", size=64, workers=1)
+    epoch = scale.run_stage("epoch", root=str(root), codec="zstd", size=64, workers=1)
+    submission = scale.run_stage("submission", root=str(root))
+
+    assert labels["images"] == images == cache["images"] == epoch["images"]
+    assert index["bytes"] > 0 and folds["bytes"] > 0
+    assert 0 < cache["bytes"] < images * 64 * 64 * 3  # compressed below raw
+    assert submission["rows"] == submission["images"] * 6 > 0  # six subtypes per test image
+    for run in (labels, index, folds, cache, epoch, submission):
+        assert run["seconds"] > 0
+        assert run["peak_bytes"] >= run["rss_start"] > 0
+
+
+def test_a_failed_stage_is_reported_with_its_arguments(tmp_path):
+    with pytest.raises(RuntimeError, match=r"stage labels .*missing"):
+        scale.run_stage("labels", root=str(tmp_path / "missing"))
+
+
+def test_growth_exponent_and_projection_arithmetic():
+    series = {
+        "1000": {"labels": {"seconds": 1.0, "peak_growth_bytes": 100}},
+        "4000": {"labels": {"seconds": 16.0, "peak_growth_bytes": 400}},
+    }
+    assert scale.exponent(series, "labels", "seconds") == pytest.approx(2.0)
+    assert scale.exponent(series, "labels", "peak_growth_bytes") == pytest.approx(1.0)
+    assert scale.exponent({"1000": series["1000"]}, "labels", "seconds") is None
+    assert scale._verdict("labels_real_seconds", 2.5).startswith("ok")
+    assert scale._verdict("labels_real_seconds", 3.5).startswith("MISSED")
+    assert scale._verdict("zstd_decode_per_core", 1400).startswith("MISSED")
+    assert scale._duration(90) == "90.0 s" and scale._duration(7200) == "2.0 h"
