@@ -223,7 +223,7 @@ def _fill(job: tuple[np.ndarray, list[str], list[str]]) -> tuple[np.ndarray, lis
             payloads.append(None)
             continue
         payloads.append(store.put(int(row), image))
-    # No msync here: a killed process loses nothing written to a shared map,
+    # No fsync here: a killed process loses nothing handed to the kernel,
     # and what a machine crash loses fails its CRC on resume and is redone.
     return rows, payloads, failed
 

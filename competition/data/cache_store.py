@@ -28,7 +28,7 @@ class RawStore:
 
     def __init__(self, folder: Path, shape: tuple, quality: int = 0):
         self.folder, self.shape = Path(folder), tuple(shape)
-        self._images = None
+        self._images, self._fd = None, None
 
     # --- the folder ------------------------------------------------------------
 
@@ -53,12 +53,23 @@ class RawStore:
     # --- building: put in a worker, accept in the parent --------------------------
 
     def open_for_workers(self) -> None:
-        self._images = np.load(self.folder / IMAGES, mmap_mode="r+")
+        header = np.load(self.folder / IMAGES, mmap_mode="r")
+        self._offset, self._row_bytes = header.offset, int(np.prod(self.shape))
+        del header
+        self._fd = os.open(self.folder / IMAGES, os.O_WRONLY)
 
     def put(self, row: int, image: np.ndarray) -> int:
-        """Written into the shared map by the worker (a killed process loses
-        nothing written to it); the CRC goes to the parent."""
-        self._images[row] = image
+        """Written at the row's place in the file by the worker: a killed
+        process loses nothing handed to the kernel, and, unlike stores
+        through a map, the written pages do not stay in the worker's memory
+        (its resident size stays flat however many rows it writes). The CRC
+        goes to the parent."""
+        if image.shape != self.shape or image.dtype != np.uint8:
+            raise ValueError(
+                f"a cache row is uint8 {self.shape}; received {image.dtype} {image.shape}"
+            )
+        image = np.ascontiguousarray(image)
+        os.pwrite(self._fd, image, self._offset + row * self._row_bytes)
         return zlib.crc32(image)
 
     def open_writer(self, done: np.ndarray) -> None:
@@ -88,7 +99,7 @@ class RawStore:
         return self.images[rows]  # one read; CRCs are checked by `make cache --verify`
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_images": None}
+        return {**self.__dict__, "_images": None, "_fd": None}
 
 
 def _allocate(path: Path) -> None:
@@ -106,7 +117,12 @@ def _allocate(path: Path) -> None:
 
 class ShardStore:
     def __init__(self, folder: Path, shape: tuple, codec: str, quality: int = 90):
-        self.folder, self.shape, self.codec, self.quality = Path(folder), tuple(shape), codec, quality
+        self.folder, self.shape, self.codec, self.quality = (
+            Path(folder),
+            tuple(shape),
+            codec,
+            quality,
+        )
         self._coder = self._writer = self._reader = None
 
     # --- the folder ------------------------------------------------------------

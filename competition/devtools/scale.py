@@ -5,8 +5,11 @@ projection to the real RSNA competition on an 8-core machine and on Kaggle's
 4-CPU notebook, with the disk each artifact needs.
 
 Each stage runs in a fresh process (`python -m competition.devtools.scale
-STAGE ARGS`): its peak memory is that process's own (VmHWM, or its largest
-worker's), and its growth is measured above what its imports hold.
+STAGE ARGS`): its peak memory is what that process holds itself (anonymous
+and shared memory, sampled every 10 ms; the pages of a memory-mapped cache it
+reads are the kernel's page cache, evictable, and reported apart as VmHWM),
+or its largest worker's, and its growth is measured above what its imports
+hold.
 
 Where pixels do not matter (labels, index, folds, the overhead of a cache
 build and an epoch) the competitions are written with small 64 px images;
@@ -22,6 +25,7 @@ import math
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -158,14 +162,35 @@ def _status(field: str) -> int:
     return 0
 
 
-def _peak() -> int:
-    """This process's peak RSS (VmHWM starts afresh at exec, unlike the
-    maxrss wait4 reports, which keeps the parent's from before the exec),
-    or its largest worker's."""
+def _own() -> int:
+    """What the process holds itself: anonymous and shared memory. Pages of
+    a memory-mapped file it reads are the kernel's page cache (evictable),
+    not the process's."""
+    return _status("RssAnon") + _status("RssShmem")
+
+
+class _PeakSampler(threading.Thread):
+    """The largest _own() seen, sampled every 10 ms while the stage runs."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak, self.done = _own(), threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(0.01):
+            self.peak = max(self.peak, _own())
+
+    def stop(self) -> int:
+        self.done.set()
+        self.join()
+        return max(self.peak, _own())
+
+
+def _workers_peak() -> int:
+    """The largest worker process's peak resident size (they map no files)."""
     import resource
 
-    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
-    return max(_status("VmHWM"), workers)
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
 
 
 IMPORTS = {  # loaded before the clock starts: TensorFlow alone takes seconds
@@ -183,11 +208,14 @@ def _child(stage: str, args: dict) -> None:
 
     for module in IMPORTS[stage]:
         importlib.import_module(module)
-    start = _status("VmRSS")
+    start, sampler = _own(), _PeakSampler()
+    sampler.start()
     started = time.perf_counter()
     found = STAGES[stage](**args)
     seconds = time.perf_counter() - started
-    print(json.dumps({"seconds": seconds, "rss_start": start, "peak": _peak(), **found}))
+    peak = max(sampler.stop(), _workers_peak())
+    measured = {"seconds": seconds, "rss_start": start, "peak": peak, "vm_hwm": _status("VmHWM")}
+    print(json.dumps({**measured, **found}))
 
 
 def run_stage(stage: str, **args) -> dict:
