@@ -6,16 +6,28 @@ SHELL := /bin/bash
 
 PYTHON ?= python3
 VENV ?= .venv
-GPU ?= 0
 CONFIG ?=
 DATA_DIR ?=
 FOLD ?= 0
 FOLDS ?=
 FILE ?=
 ARGS ?=
+EXPERIMENT ?=
 ADDRESS ?= auto
 SWEEP ?=
 SHARDS ?= 8
+
+# The venv remembers its flavour (CPU or GPU=1): later targets use it without
+# GPU= on the command line, and asking for the other one is an error, not a
+# silent reinstall over it.
+BUILT_GPU := $(shell cat $(VENV)/.flavour 2>/dev/null)
+ifeq ($(origin GPU),undefined)
+GPU := $(or $(BUILT_GPU),0)
+else ifneq ($(BUILT_GPU),)
+ifneq ($(GPU),$(BUILT_GPU))
+$(error $(VENV) was built with GPU=$(BUILT_GPU) and this command asks for GPU=$(GPU). Keep GPU=$(BUILT_GPU) (or leave GPU= out), or switch with `make clean` then `make setup GPU=$(GPU)`, or build the other flavour beside it with VENV=.venv-gpu)
+endif
+endif
 
 ifeq ($(GPU),1)
 REQUIREMENTS := requirements-gpu.txt
@@ -26,6 +38,8 @@ STAMP := $(VENV)/.installed-$(basename $(REQUIREMENTS))
 PY := $(VENV)/bin/python
 CLI := $(PY) -m competition
 CLI_ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA_DIR),--set data.root=$(DATA_DIR)) $(ARGS)
+# predict, report, data-report, validate, kaggle: EXPERIMENT=name takes the config its folds were trained with
+EXP_ARGS := $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(CLI_ARGS)
 
 .PHONY: help setup data index folds cache train train-seq predict cluster-train cluster-predict report data-report validate kaggle kaggle-push bench bench-stages bench-scale test lint clean
 
@@ -39,6 +53,7 @@ $(STAMP): $(REQUIREMENTS) pyproject.toml
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r $(REQUIREMENTS)
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
 	@rm -f $(VENV)/.installed-*
+	@echo $(GPU) > $(VENV)/.flavour
 	@touch $@
 
 setup: $(STAMP) ## make .venv with the pinned stack (GPU=1: CUDA TensorFlow)
@@ -62,28 +77,28 @@ train-seq: $(STAMP) ## the sequence stage of fold FOLD (0, 1,2 or all) over its 
 	$(CLI) train-seq --fold $(FOLD) $(CLI_ARGS)
 
 predict: $(STAMP) ## ensemble the trained folds (FOLDS=0,1; default all) -> submissions/
-	$(CLI) predict $(if $(FOLDS),--folds $(FOLDS)) $(CLI_ARGS)
+	$(CLI) predict $(if $(FOLDS),--folds $(FOLDS)) $(EXP_ARGS)
 
 cluster-train: $(STAMP) ## train FOLDS (default all) as Ray tasks on the cluster at ADDRESS (default auto); SWEEP=file for a sweep
 	$(CLI) cluster-train --address $(ADDRESS) --folds $(or $(FOLDS),all) $(if $(SWEEP),--sweep $(SWEEP)) $(CLI_ARGS)
 
 cluster-predict: $(STAMP) ## the test set in SHARDS pieces through one Ray actor per GPU -> the same submission as make predict
-	$(CLI) cluster-predict --address $(ADDRESS) --shards $(SHARDS) $(if $(FOLDS),--folds $(FOLDS)) $(CLI_ARGS)
+	$(CLI) cluster-predict --address $(ADDRESS) --shards $(SHARDS) $(if $(FOLDS),--folds $(FOLDS)) $(EXP_ARGS)
 
 report: $(STAMP) ## cross-validation report over the out-of-fold predictions
-	$(CLI) report $(CLI_ARGS)
+	$(CLI) report $(EXP_ARGS)
 
 data-report: $(STAMP) ## images left out at each stage (index, labels, cache, training, prediction) and why
-	$(CLI) data-report $(CLI_ARGS)
+	$(CLI) data-report $(EXP_ARGS)
 
 validate: $(STAMP) ## check FILE (default submissions/submission.csv) against the sample
-	$(CLI) validate $(or $(FILE),submissions/submission.csv) $(CLI_ARGS)
+	$(CLI) validate $(or $(FILE),submissions/submission.csv) $(EXP_ARGS)
 
 kaggle: $(STAMP) ## bundle the kit + trained folds -> build/kaggle/{dataset,kernel}; prints the upload commands
-	$(CLI) kaggle $(CLI_ARGS)
+	$(CLI) kaggle $(EXP_ARGS)
 
 kaggle-push: $(STAMP) ## make kaggle, then upload both with the kaggle client (needs Kaggle credentials)
-	$(CLI) kaggle --push $(CLI_ARGS)
+	$(CLI) kaggle --push $(EXP_ARGS)
 
 bench: $(STAMP) ## measure the input pipeline against its peers -> bench.json and a table
 	$(CLI) bench $(CLI_ARGS)

@@ -269,10 +269,19 @@ def cmd_cluster_predict(config: Config, args: argparse.Namespace) -> None:
 
 
 def cmd_validate(config: Config, args: argparse.Namespace) -> int:
-    from competition.inference.submission import validate_file
+    """Exit 0: the file passes; 1: it fails the check, or is missing or not a
+    readable CSV; 2: the command itself cannot run (a bad config, a missing
+    sample submission)."""
+    from competition.inference import submission as sub
 
     sample = args.sample or Layout.from_config(config).sample_submission
-    problems, rows = validate_file(config.task, args.file, sample)
+    expected = sub.read_sample(config.task, sample)  # missing: the command's error (exit 2)
+    try:
+        frame = sub.read_submission(args.file)
+    except sub.SubmissionError as exc:
+        print(f"{args.file}: {exc}")
+        return 1
+    problems, rows = sub.check_submission(config.task, frame, expected), len(frame)
     for problem in problems:
         print(f"{args.file}: {problem}")
     if problems:
@@ -423,6 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["cluster-predict"].add_argument(
         "--force", action="store_true", help="use folds trained from other inputs"
     )
+    for name in ("predict", "report", "data-report", "kaggle", "validate", "cluster-predict"):
+        parsers[name].add_argument(
+            "--experiment",
+            metavar="NAME",
+            help="take the config the experiment's folds were trained with (runs/NAME/fold*/)",
+        )
     parsers["validate"].add_argument("file", type=Path, help="the submission CSV to check")
     parsers["validate"].add_argument(
         "--sample", type=Path, help="sample submission (default: the config's)"
@@ -470,12 +485,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config(args: argparse.Namespace) -> Config:
+    """The command's config: --config and --set, or, with --experiment, the
+    experiment's own (its folds' saved config) with --set applied."""
+    if getattr(args, "experiment", None):
+        from competition.runs import experiment_config
+
+        return experiment_config(args.experiment, args.config, args.overrides)
+    return load_config(args.config, args.overrides)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     args = build_parser().parse_args(argv)
     handler, _ = COMMANDS[args.command]
     try:
-        return handler(load_config(args.config, args.overrides), args) or 0
+        return handler(_config(args), args) or 0
     except KitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -113,6 +113,7 @@ class AugmentConfig:
 class ModelConfig:
     backbone: Literal[BACKBONE_NAMES] = "efficientnet_b0"
     weights: str | None = None
+    input_adapter: Literal["none", "repeat", "project"] = "none"
     pooling: Literal["avg", "max", "gem"] = "avg"
     dropout: float = knob(0.2, ge=0, le=0.9)
     safe_mode: bool = True
@@ -608,8 +609,22 @@ def _check_sample_weights(config: Config) -> None:
             )
 
 
+# An experiment names a folder under runs_dir: letters, digits, '.', '_', '-', not
+# starting with a dot (no '..', no hidden folder), no separator (never outside runs_dir).
+EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _check_experiment(name: str) -> None:
+    if not EXPERIMENT_NAME.fullmatch(name):
+        raise ConfigError(
+            "Config key 'experiment' names a folder under runs_dir: 1 to 128 letters, digits, "
+            f"'.', '_' or '-', starting with a letter or digit. Received: {name!r}"
+        )
+
+
 def validate(config: Config) -> None:
     """Checks that span several keys."""
+    _check_experiment(config.experiment)
     for key in ("slices_per_series", "images_per_patient"):
         span = getattr(config.synth, key)
         if len(span) != 2 or not 1 <= span[0] <= span[1]:

@@ -174,3 +174,38 @@ def check_same_inputs(config: Config, fold: int, way_on: str) -> None:
             f"{fold_dir(config, fold)} was trained with other inputs than the current "
             f"config's:\n- " + "\n- ".join(found) + f"\n{way_on}"
         )
+
+
+# --- an experiment's own config -------------------------------------------------
+
+
+def experiment_config(
+    name: str, config_path: str | None, overrides: list[str], runs_dir: str = "runs"
+) -> Config:
+    """The config an experiment was trained with (its first fold's saved
+    config.yaml), with `overrides` applied: `make predict EXPERIMENT=name`
+    needs no CONFIG, DATA_DIR or ARGS repeated. A command-line config or
+    override that contradicts what made the folds is an error naming the keys."""
+    from competition.config import load_config, parse_override
+
+    runs_dir = dict(parse_override(o) for o in overrides).get("runs_dir", runs_dir)
+    folder = Path(runs_dir) / name
+    saved = sorted(folder.glob("fold*/config.yaml"))
+    if not saved:
+        raise RunError(
+            f"No trained fold of experiment {name!r} in {folder} (fold<k>/config.yaml). "
+            f"Train one first, or name the experiment's runs folder with --set runs_dir=..."
+        )
+    config = load_config(saved[0], overrides)
+    given = load_config(config_path, overrides) if config_path else None
+    trained = model_settings(yaml.safe_load(saved[0].read_text()))
+    now = model_settings((given or config).to_dict())
+    differ = sorted(k for k in trained.keys() & now.keys() if trained[k] != now[k])
+    if differ:
+        raise RunError(
+            f"Experiment {name!r} was trained with other settings than this command gives: "
+            + "; ".join(f"{k}: {trained[k]!r} trained, {now[k]!r} given" for k in differ)
+            + f". Leave them out (its folds' settings are in {saved[0]}) or use another "
+            "experiment name."
+        )
+    return config

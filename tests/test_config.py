@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 import yaml
 
@@ -141,3 +143,34 @@ def test_gpu_requirements_pin_the_same_stack():
     cpu, gpu = pins("requirements.txt"), pins("requirements-gpu.txt")
     assert cpu - gpu == {"tensorflow-cpu==2.20.0"}
     assert gpu - cpu == {"tensorflow[and-cuda]==2.20.0"}
+
+
+def make_dry(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def test_the_venv_flavour_sticks_and_a_mismatch_is_said(tmp_path):
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / ".flavour").write_text("1\n")  # built by make setup GPU=1
+    later = make_dry("train", f"VENV={venv}")  # no GPU= on the command line
+    assert later.returncode == 0 and "requirements-gpu.txt" in later.stdout
+    assert "requirements.txt" not in later.stdout.replace("requirements-gpu.txt", "")
+    mismatch = make_dry("train", f"VENV={venv}", "GPU=0")
+    assert mismatch.returncode != 0
+    assert f"{venv} was built with GPU=1 and this command asks for GPU=0" in mismatch.stderr
+    fresh = make_dry("setup", f"VENV={tmp_path / 'new'}", "GPU=1")
+    assert "echo 1 > " in fresh.stdout  # the flavour is recorded with the venv
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", ".hidden", "x" * 129, "two words"])
+def test_an_experiment_name_must_be_a_safe_folder_name(name):
+    with pytest.raises(ConfigError, match="Config key 'experiment' names a folder"):
+        load_config(None, [f"experiment={name}"])
+
+
+def test_sweep_point_names_are_valid_experiment_names():
+    from competition.cluster.sweep import point_name
+
+    name = point_name("small", {"train.learning_rate": 0.003, "predict.tta": ["identity"]})
+    assert load_config(None, [f"experiment={name}"]).experiment == name

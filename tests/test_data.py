@@ -8,6 +8,7 @@ from competition.data.cache import CacheError
 from competition.data.generator import DataGenerator, ImageLoadError, surfacing_load_errors
 from competition.training.fit import fold_data, make_generator, read_inputs
 
+from conftest import small_config
 from helpers import IndexSource
 
 
@@ -130,3 +131,13 @@ def test_loader_errors_that_are_not_bad_files_stop_the_run_naming_the_image():
     with pytest.raises(CacheError, match="ID_7 is not in the cache"):
         gen[1]  # the kit's own message, not wrapped
     assert gen.error is kit_error
+
+
+def test_training_says_when_it_decodes_the_files_for_want_of_a_cache(small_competition, tmp_path):
+    from competition.data.sources import cache_note
+
+    config = small_config(small_competition.data.root, f"data.cache_dir={tmp_path / 'none'}")
+    note = cache_note(config, "train")
+    assert note and "no finished cache for these settings" in note and "make cache" in note
+    files = small_config(small_competition.data.root, "data.source=files")
+    assert cache_note(files, "train") is None  # asked for the files: nothing to say

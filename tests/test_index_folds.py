@@ -140,3 +140,24 @@ def test_template_lists_and_reads_back_nested_files(tmp_path):
     assert path == tmp_path / "train" / "2" / "9.dcm"
     with pytest.raises(UnsafeIdError, match="path field 'patient_id'"):
         layout.image_path("train", "9", {"patient_id": ".."})
+
+
+def test_files_removed_from_the_folder_after_indexing_are_noticed(tmp_path, capsys):
+    from competition.data.prepare import ensure_data
+
+    config = small_config(tmp_path / "comp", "synth.patients=6")
+    layout = ensure_data(config)
+    before = read_index(layout)
+    gone = before[before["split"] == "train"].iloc[0]
+    (layout.root / gone["path"]).unlink()  # the user removes a file after the first run
+    capsys.readouterr()
+    ensure_data(config)
+    said = capsys.readouterr().out
+    assert "The image folders changed since" in said and "files then" in said
+    after = read_index(layout)
+    assert len(after) == len(before) - 1 and gone["image_id"] not in set(after["image_id"])
+    folds = pd.read_csv(layout.folds_csv, dtype={"image_id": str})
+    assert gone["image_id"] not in set(folds["image_id"])  # folds follow the new index
+    capsys.readouterr()
+    ensure_data(config)  # nothing changed since: nothing is redone
+    assert "changed" not in capsys.readouterr().out

@@ -24,6 +24,13 @@ TWO_HEADS = load_config(
 ).task
 
 
+def assert_reloads_the_same(model, x, y, tmp_path) -> None:
+    """Saved and loaded in safe mode, the model predicts what it did."""
+    model.save(tmp_path / "m.keras")
+    again = keras.models.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
+    np.testing.assert_allclose(again.predict(x, verbose=0), y, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("backbone", ["tiny_cnn", "efficientnet_b0", "resnet50"])
 def test_backbones_build_and_reload_in_safe_mode(backbone, tmp_path):
     prevalence = np.array([0.01, 0.05, 0.04, 0.05, 0.06, 0.14])
@@ -33,9 +40,7 @@ def test_backbones_build_and_reload_in_safe_mode(backbone, tmp_path):
     assert y.shape == (2, 6) and y.dtype == np.float32
     bias = model.get_layer("subtypes").get_weights()[1]
     np.testing.assert_allclose(bias, np.log(prevalence / (1 - prevalence)), rtol=1e-5)
-    model.save(tmp_path / "m.keras")
-    again = keras.models.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
-    np.testing.assert_allclose(again.predict(x, verbose=0), y, rtol=1e-5, atol=1e-6)
+    assert_reloads_the_same(model, x, y, tmp_path)
 
 
 def test_heads_sit_side_by_side_in_the_task_order():
@@ -76,11 +81,39 @@ def test_other_poolings_build_and_reload_in_safe_mode(pooling, tmp_path):
     model = build_model(ModelConfig(backbone="tiny_cnn", pooling=pooling), (32, 32, 3), RSNA)
     x = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
     y = model.predict(x, verbose=0)
-    model.save(tmp_path / "m.keras")
-    again = keras.models.load_model(tmp_path / "m.keras", safe_mode=True, compile=False)
-    np.testing.assert_allclose(again.predict(x, verbose=0), y, rtol=1e-5, atol=1e-6)
+    assert_reloads_the_same(model, x, y, tmp_path)
     if pooling == "gem":  # between the mean and the max of the feature map
         features = keras.Model(model.input, model.get_layer("pool").input).predict(x, verbose=0)
         pooled = keras.Model(model.input, model.get_layer("pool").output).predict(x, verbose=0)
         assert (pooled >= features.mean(axis=(1, 2)) - 1e-5).all()
         assert (pooled <= features.max(axis=(1, 2)) + 1e-5).all()
+
+
+def test_pretrained_weights_with_other_than_three_channels_say_what_to_do():
+    cfg = ModelConfig(backbone="efficientnet_b0", weights="imagenet")  # nothing is downloaded
+    with pytest.raises(ModelError, match=r"input has 1 channel.*input_adapter=repeat.*project"):
+        build_model(cfg, (32, 32, 1), RSNA)
+    with pytest.raises(ModelError, match="copies 1 or 2 channels"):
+        build_model(ModelConfig(weights="imagenet", input_adapter="repeat"), (32, 32, 9), RSNA)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("adapter", "channels"), [("repeat", 1), ("project", 9)])
+def test_an_input_adapter_feeds_a_pretrained_backbone_and_reloads(adapter, channels, tmp_path):
+    """A local 3-channel weights file (as ImageNet's would be) loads under a
+    1- or 9-channel input through the adapter; the model reloads in safe mode."""
+    base = keras.applications.EfficientNetB0(
+        include_top=False, weights=None, input_shape=(32, 32, 3)
+    )
+    path = tmp_path / "b0_notop.weights.h5"
+    base.save_weights(path)
+    cfg = ModelConfig(backbone="efficientnet_b0", weights=str(path), input_adapter=adapter)
+    model = build_model(cfg, (32, 32, channels), RSNA)
+    loaded = [w for w in model.weights if w.path.endswith("stem_conv/kernel")]
+    np.testing.assert_array_equal(loaded[0].numpy(), base.get_layer("stem_conv").kernel.numpy())
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, channels)).astype(np.uint8)
+    y = model.predict(x, verbose=0)
+    assert_reloads_the_same(model, x, y, tmp_path)
+    if adapter == "repeat":  # a grey image becomes the same grey in every channel
+        rgb = keras.Model(model.input, model.get_layer("to_rgb").output).predict(x, verbose=0)
+        np.testing.assert_array_equal(rgb[..., 0], rgb[..., 2])

@@ -273,6 +273,20 @@ def test_validate_lists_what_is_wrong(small_competition, tmp_path):
     assert result.returncode == 0 and result.stdout.startswith(f"ok: {len(sample)} rows")
 
 
+def test_validate_exit_codes_are_consistent(small_competition, tmp_path):
+    """1: the file fails (missing, unreadable or wrong); 2: the command cannot run."""
+    sample_path = Layout.from_config(small_competition).sample_submission
+    missing = tmp_path / "nothing.csv"
+    result = cli("validate", str(missing), "--sample", str(sample_path), timeout=60)
+    assert result.returncode == 1 and f"No submission file at {missing}" in result.stdout
+    garbage = tmp_path / "garbage.csv"
+    garbage.write_bytes(b"\xff\xfe\x00binary")
+    result = cli("validate", str(garbage), "--sample", str(sample_path), timeout=60)
+    assert result.returncode == 1 and "not a readable CSV" in result.stdout
+    result = cli("validate", str(garbage), "--sample", str(tmp_path / "no_sample.csv"), timeout=60)
+    assert result.returncode == 2 and "no_sample.csv" in result.stderr
+
+
 def test_make_predict_passes_the_folds():
     import subprocess
 

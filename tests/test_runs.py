@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -152,3 +153,25 @@ def test_the_default_config_on_a_real_download_says_which_config_to_use(tmp_path
     assert "CONFIG=configs/rsna_ich.yaml DATA_DIR=<folder>" in result.stderr
     assert "--set synth.generate=false" in result.stderr
     assert sorted(p.name for p in real.iterdir()) == ["stage_2_train.csv"]  # untouched
+
+
+def test_an_experiment_folder_carries_its_config(trained, tmp_path):
+    """`--experiment NAME` (make ... EXPERIMENT=NAME) takes the config the
+    folds were trained with: no CONFIG, DATA_DIR or ARGS to repeat."""
+    runs = tmp_path / "runs"
+    shutil.copytree(trained, runs)
+    report = cli("report", "--experiment", "small", "--set", f"runs_dir={runs}", timeout=120)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "weighted_log_loss" in report.stdout and str(runs / "small" / "cv.json") in report.stdout
+    clash = cli(
+        "predict", "--experiment", "small", "--set", f"runs_dir={runs}",
+        "--set", "preprocess.image_size=32", timeout=120,
+    )  # fmt: skip
+    assert clash.returncode == 2
+    assert "preprocess.image_size: 64 trained, 32 given" in clash.stderr
+    missing = cli("report", "--experiment", "nothing", "--set", f"runs_dir={runs}", timeout=60)
+    assert missing.returncode == 2 and "No trained fold of experiment 'nothing'" in missing.stderr
+    dry = subprocess.run(
+        ["make", "-n", "predict", "EXPERIMENT=small"], cwd=REPO, capture_output=True, text=True
+    )
+    assert "--experiment small" in dry.stdout

@@ -17,6 +17,7 @@ from competition.config import Config
 from competition.inference import assemble
 from competition.inference import submission as sub
 from competition.layout import Layout, run_dir
+from competition.locks import exclusive
 
 
 def refuse_stage_two(config: Config, folds: list[int]) -> None:
@@ -81,6 +82,17 @@ def merged(config: Config, folds: list[int], parts: list[list[str]], total: int)
     return np.concatenate(combined), unreadable
 
 
+def on_cluster(config, address: str, res: Resources, actors: int, folds, fields, todo) -> None:
+    """Connect, check, and predict the shards still to do."""
+    ray = connect(address)
+    try:
+        check_fits(ray, res.cpus, res.gpus, "a predictor")
+        check_shared_storage(ray, [Layout.from_config(config).root, run_dir(config)])
+        predict_shards(ray, config, folds, fields, todo, res, actor_count(ray, actors, res.gpus))
+    finally:
+        ray.shutdown()
+
+
 def cluster_predict(
     config: Config,
     address: str,
@@ -105,31 +117,25 @@ def cluster_predict(
             todo[path] = ids
     print(f"{len(parts) - len(todo)} of {len(parts)} shards already predicted")
     started = time.perf_counter()
-    if todo:
-        ray = connect(address)
-        try:
-            check_fits(ray, res.cpus, res.gpus, "a predictor")
-            check_shared_storage(ray, [Layout.from_config(config).root, run_dir(config)])
+    with exclusive(run_dir(config), f"the predictions of experiment {config.experiment!r}"):
+        if todo:
             needed = [i for ids in todo.values() for i in ids]
             wanted = fields.loc[needed] if fields is not None else None
-            count = actor_count(ray, actors, res.gpus)
-            predict_shards(ray, config, folds, wanted, todo, res, count)
-        finally:
-            ray.shutdown()
-    seconds = time.perf_counter() - started
-    combined, unreadable = merged(config, folds, parts, len(parts))
-    table = assemble.predictions_table(config, folds, image_ids, combined, unreadable)
-    summary = {
-        "folds": folds,
-        "stage": 1,
-        "tta": list(config.predict.tta),
-        "ensemble": config.predict.ensemble,
-        "images": len(image_ids),
-        "shards": len(parts),
-        "shards_predicted": len(todo),
-        "seconds": round(seconds, 2),
-        "images_per_second": round(len(image_ids) / max(seconds, 1e-9), 1),
-        "fallback": assemble.fallback_of(config, folds),
-        "unreadable": dict(sorted(unreadable.items())),
-    }
-    return assemble.finish(config, folds, sample, table, fields, summary)
+            on_cluster(config, address, res, actors, folds, wanted, todo)
+        seconds = time.perf_counter() - started
+        combined, unreadable = merged(config, folds, parts, len(parts))
+        table = assemble.predictions_table(config, folds, image_ids, combined, unreadable)
+        summary = {
+            "folds": folds,
+            "stage": 1,
+            "tta": list(config.predict.tta),
+            "ensemble": config.predict.ensemble,
+            "images": len(image_ids),
+            "shards": len(parts),
+            "shards_predicted": len(todo),
+            "seconds": round(seconds, 2),
+            "images_per_second": round(len(image_ids) / max(seconds, 1e-9), 1),
+            "fallback": assemble.fallback_of(config, folds),
+            "unreadable": dict(sorted(unreadable.items())),
+        }
+        return assemble.finish(config, folds, sample, table, fields, summary)

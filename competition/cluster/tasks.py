@@ -52,6 +52,7 @@ def train_fold_task(config: Config, fold: int, cwd: str, cpus: float, gpus: floa
 
     from competition.cluster.owner import claim
     from competition.layout import fold_dir
+    from competition.locks import exclusive
 
     started = time.perf_counter()
     context = ray.get_runtime_context()
@@ -60,8 +61,9 @@ def train_fold_task(config: Config, fold: int, cwd: str, cpus: float, gpus: floa
 
     config = sized_to_task(config, cpus)
     inputs = read_inputs(config)
-    owner = claim(fold_dir(config, fold), context.get_node_id(), process)
-    metrics = train_fold(config, inputs, fold, guard=owner.check)
+    with exclusive(fold_dir(config, fold), f"fold {fold} of experiment {config.experiment!r}"):
+        owner = claim(fold_dir(config, fold), context.get_node_id(), process)
+        metrics = train_fold(config, inputs, fold, guard=owner.check)
     return {
         "experiment": config.experiment,
         "fold": fold,

@@ -48,6 +48,7 @@ from competition.data.preprocess import PixelSpec, input_shape, load_input
 from competition.errors import ImageReadError, KitError
 from competition.fileio import is_disk_full, write_csv_atomic, write_text_atomic
 from competition.layout import Layout
+from competition.locks import exclusive
 from competition.progress import Progress
 from competition.workers import worker_count, worker_pool
 
@@ -278,12 +279,19 @@ def _fill_todo(config: Config, split: str, store, ids: list[str], paths: list[st
 
 
 def build_split(config: Config, split: str, workers: int = 0) -> dict | None:
-    """Build (or finish) the cache of one split; returns its summary."""
-    from competition.data.cache_plan import plan_codec
-
+    """Build (or finish) the cache of one split; returns its summary. One
+    build per split and settings at a time (whatever the codec)."""
     ids, paths, known_bad = split_ids(config, split)
     if not ids:
         return None
+    key = cache_root(config).name
+    with exclusive(cache_root(config).parent, f"the {split} cache", f".{key}-{split}.lock"):
+        return _build_split(config, split, workers, ids, paths, known_bad)
+
+
+def _build_split(config: Config, split: str, workers: int, ids, paths, known_bad) -> dict:
+    from competition.data.cache_plan import plan_codec
+
     shape, quality = input_shape(config), config.data.cache_quality
     codec = existing_codec(config, split)
     store = codec and open_store(cache_root(config, codec) / split, shape, codec, quality)

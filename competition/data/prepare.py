@@ -47,15 +47,27 @@ def ensure_synthetic(config: Config) -> None:
 
 
 def ensure_index(config: Config) -> Layout:
-    """Synthetic data (when generated) and the header index, when missing."""
-    from competition.data.index import write_index
+    """Synthetic data (when generated) and the header index, when missing
+    or when files were added to or removed from the image folders since."""
+    from competition.data.index import folder_changes, write_index
 
     layout = Layout.from_config(config)
     ensure_synthetic(config)
-    if not layout.index_csv.exists():
+    changes = folder_changes(layout) if layout.index_csv.exists() else []
+    if changes:
+        print(
+            f"The image folders changed since {layout.index_csv} was written "
+            f"({'; '.join(changes)}): indexing them again, then the folds."
+        )
+    if changes or not layout.index_csv.exists():
         write_index(layout, config.data.workers)
         config.save(layout.index_csv.with_suffix(".config.yaml"))
     return layout
+
+
+def index_is_newer(layout: Layout) -> bool:
+    """folds.csv was made from an older index (the folders changed since)."""
+    return layout.index_csv.stat().st_mtime_ns > layout.folds_csv.stat().st_mtime_ns
 
 
 def write_folds_for(config: Config, layout: Layout) -> None:
@@ -71,7 +83,7 @@ def write_folds_for(config: Config, layout: Layout) -> None:
 def ensure_data(config: Config) -> Layout:
     """Everything training needs: data, index, folds current for the config."""
     layout = ensure_index(config)
-    if not folds_are_current(layout, config):
+    if not folds_are_current(layout, config) or index_is_newer(layout):
         write_folds_for(config, layout)
     if config.data.build_cache and config.data.source != "files":
         from competition.data.cache import build

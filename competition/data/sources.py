@@ -63,4 +63,19 @@ def slice_source(config, split: str, fields=None):
     return files
 
 
+def cache_note(config, split: str, command: str = "make cache") -> str | None:
+    """What to say when data.source=auto will decode the image files every
+    epoch because no finished cache matches the current settings (after a
+    change of windows or size, say), with the command that builds one."""
+    from competition.data.cache import is_complete, split_dir
+
+    if config.data.source != "auto" or is_complete(config, split):
+        return None
+    return (
+        f"Reading the {split} images from their files: there is no finished cache for these "
+        f"settings ({split_dir(config, split)}), so every image is decoded again each epoch. "
+        f"`{command}` with the same CONFIG/ARGS builds it once (or set data.build_cache: true)."
+    )
+
+
 __all__ = ["ImageSource", "image_source", "input_shape", "open_source"]

@@ -33,7 +33,8 @@ from competition.inference.assemble import (
 )
 from competition.inference.ensemble import combine_folds
 from competition.inference.tta import TTA_AXES
-from competition.layout import Layout, fold_dir
+from competition.layout import Layout, fold_dir, run_dir
+from competition.locks import exclusive
 from competition.progress import keras_verbose
 from competition.training.model import check_input_shape, load_checkpoint
 
@@ -137,5 +138,6 @@ def predict_and_submit(config: Config, folds: list[int] | None = None, force: bo
         check_folds(config, folds)
     sample = sub.read_sample(config.task, Layout.from_config(config).sample_submission)
     image_ids, fields = test_images(config, sample)
-    table, summary = predict_test(config, folds, image_ids, fields)
-    return finish(config, folds, sample, table, fields, summary)
+    with exclusive(run_dir(config), f"the predictions of experiment {config.experiment!r}"):
+        table, summary = predict_test(config, folds, image_ids, fields)
+        return finish(config, folds, sample, table, fields, summary)

@@ -23,13 +23,14 @@ from competition.config import Config, check_fold
 from competition.data.folds import read_folds
 from competition.data.generator import DataGenerator, surfacing_load_errors
 from competition.data.labels import read_labels
-from competition.data.sources import open_source
+from competition.data.sources import cache_note, open_source
 from competition.errors import KitError
 from competition.evaluation import thresholds
 from competition.evaluation.report import fold_table, save_curves
 from competition.evaluation.scores import score, score_groups
 from competition.fileio import disk_full_is_an_error, write_csv_atomic, write_text_atomic
 from competition.layout import Layout, fold_dir
+from competition.locks import LOCK, exclusive
 from competition.progress import keras_verbose
 from competition.training import callbacks as cb
 from competition.training import strategy as accelerate
@@ -78,6 +79,9 @@ def read_inputs(config: Config) -> Inputs:
             f"{layout.train_csv} has no labels for {len(missing)} images of {layout.folds_csv} "
             f"(e.g. {', '.join(missing[:3])}). Run `make folds` again."
         )
+    note = cache_note(config, "train")
+    if note:
+        print(note)
     return Inputs(labels, folds, open_source(config, "train", fields=labels))
 
 
@@ -283,10 +287,19 @@ def train_fold(config: Config, inputs: Inputs, fold: int, force: bool = False, g
     finished = None if force else _finished(config, fold)
     if finished is not None:
         return finished
+    with exclusive(fold_dir(config, fold), f"fold {fold} of experiment {config.experiment!r}"):
+        return _train_fold(config, data, fold, force, guard)
+
+
+def _train_fold(config: Config, data: FoldData, fold: int, force: bool, guard) -> dict:
     resolve_weights(config.model)
     out = fold_dir(config, fold)
-    if force:
-        shutil.rmtree(out, ignore_errors=True)
+    if force:  # everything but the lock this run holds
+        for child in (c for c in out.iterdir() if c.name != LOCK):
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
     out.mkdir(parents=True, exist_ok=True)
     runs.record_inputs(config, fold)
     keras.utils.set_random_seed(config.seed + fold)

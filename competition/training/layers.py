@@ -60,3 +60,37 @@ class GeMPooling2D(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "p": self.p_init, "eps": self.eps}
+
+
+@keras.saving.register_keras_serializable(package="competition")
+class ToRGB(keras.layers.Layer):
+    """C channels -> the 3 a pretrained backbone's first layer expects:
+    `repeat` (channels cycled: grey -> grey, grey, grey; 1 or 2 channels) or
+    `project` (a learned 1x1 mix, started at the channels' mean: at first
+    each output channel is the grey mean of the inputs)."""
+
+    def __init__(self, mode: str = "repeat", **kwargs):
+        super().__init__(**kwargs)
+        self.mode = mode
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if self.mode == "project":
+            self.kernel = self.add_weight(
+                shape=(channels, 3),
+                initializer=keras.initializers.Constant(1.0 / channels),
+                name="kernel",
+            )
+
+    def call(self, x):
+        x = keras.ops.cast(x, self.compute_dtype)
+        if self.mode == "project":
+            return keras.ops.matmul(x, keras.ops.cast(self.kernel, self.compute_dtype))
+        channels = x.shape[-1]
+        return keras.ops.take(x, [i % channels for i in range(3)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 3)
+
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}

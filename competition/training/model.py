@@ -63,6 +63,34 @@ def _build_backbone(cfg: ModelConfig, inputs):
         ) from None
 
 
+def backbone_features(cfg: ModelConfig, inputs, channels: int):
+    """The backbone's last feature map for the image: the backbone built on
+    the input itself, or, with model.input_adapter, on a 3-channel input fed
+    by the adapter (a nested model: its weights save and load as a unit).
+    Pretrained weights of an ImageNet backbone need 3 channels: any other
+    count without an adapter is refused here, with the ways out, not left to
+    fail deep in Keras as if the download had."""
+    pretrained = cfg.weights is not None and cfg.backbone != "tiny_cnn"
+    if cfg.input_adapter == "none":
+        if pretrained and channels != 3:
+            raise ModelError(
+                f"model.weights={cfg.weights} gives {cfg.backbone} the first layer of a "
+                f"3-channel (RGB) network, but the model input has {channels} channel(s) (from "
+                "preprocess: the windows, channels or 2.5D neighbours). Choose one: "
+                "model.input_adapter=repeat (1 or 2 channels copied to 3), "
+                "model.input_adapter=project (a learned 1x1 convolution to 3 channels, started "
+                "at their mean), or model.weights=null (random initialisation, any channel count)."
+            )
+        return _build_backbone(cfg, inputs).output
+    if cfg.input_adapter == "repeat" and channels > 3:
+        raise ModelError(
+            f"model.input_adapter=repeat copies 1 or 2 channels to 3; the input has {channels}. "
+            "Use model.input_adapter=project."
+        )
+    rgb = keras.Input(shape=(*inputs.shape[1:-1], 3), name="rgb")
+    return _build_backbone(cfg, rgb)(layers.ToRGB(cfg.input_adapter, name="to_rgb")(inputs))
+
+
 def _pooling(name: str) -> keras.layers.Layer:
     """The feature map -> one vector: average, max, or generalised mean."""
     if name == "gem":
@@ -95,8 +123,7 @@ def build_model(
     """Backbone + global pooling + dropout + the task's heads.
     `mean_target` (the training targets' mean per output) sets the biases."""
     inputs = keras.Input(shape=input_shape, name="image")
-    backbone = _build_backbone(cfg, inputs)
-    x = _pooling(cfg.pooling)(backbone.output)
+    x = _pooling(cfg.pooling)(backbone_features(cfg, inputs, input_shape[-1]))
     x = keras.layers.Dropout(cfg.dropout, name="dropout")(x)
     heads = []
     for head, part in task.head_slices():
