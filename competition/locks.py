@@ -63,8 +63,11 @@ def exclusive(folder: str | Path, what: str, name: str = LOCK) -> Iterator[None]
             "since": time.time(),
             "command": " ".join(sys.argv)[:300],
         }
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode(), 0)
+        try:  # who holds it, for the message of a refused run; the lock holds without it
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(record).encode(), 0)
+        except OSError:  # a full disk: the command's own writes will say so
+            pass
         _HELD.add(key)
         try:
             yield

@@ -29,7 +29,7 @@ def test_quick_bench_measures_every_section(small_competition, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert report["machine"]["cores"] >= 1 and report["images"] == 256
+    assert report["machine"]["cores"] >= 1 and report["images"] == 128
     for name in ("seeds_generator", "tfdata_over_dicom", "kit_cache_flips", "in_memory_ceiling"):
         assert report["loaders"][name] > 0
     assert report["fit_predict"]["fit_pipeline_steps_per_s[tiny_cnn]"] > 0

@@ -165,7 +165,7 @@ def test_a_fold_survives_a_killed_process_then_a_removed_node(cluster, small_com
     then the removal of the node running the retry after its second: each
     time Ray retries the task and the fold resumes where its backup is."""
     runs = tmp_path / "runs"
-    args = config_args(small_competition.data.root, runs, "train.epochs=4")
+    args = config_args(small_competition.data.root, runs, "train.epochs=3")
     proc = start_driver(cluster, "cluster-train", *args, "--folds", "1", "--gpus-per-fold", "0")
     try:
         folder = runs / "small" / "fold1"
@@ -186,7 +186,7 @@ def test_a_fold_survives_a_killed_process_then_a_removed_node(cluster, small_com
     assert third["attempt"] == 3 and second["pid"] != first["pid"]
     assert third["node"] != second["node"]
     assert third["node"] in {fresh.node_id, *(n.node_id for n in cluster.worker_nodes)}
-    assert history_epochs(folder) == [0, 1, 2, 3]  # each epoch once
+    assert history_epochs(folder) == [0, 1, 2]  # each epoch once
     assert json.loads((folder / "metrics.json").read_text())["fold"] == 1
     # a CPU task sees no GPU, and TensorFlow runs on the one CPU Ray gave it
     assert third["cuda_visible_devices"] == "" and third["intra_op_threads"] == 1

@@ -19,6 +19,7 @@ import h5py
 import pandas as pd
 import pytest
 
+from competition.locks import LOCK
 from competition.training.model import load_checkpoint
 
 from conftest import TRAINED_WITH
@@ -129,7 +130,8 @@ def test_training_killed_at_random_points_resumes_with_every_epoch_once(
     assert pd.read_csv(history).epoch.tolist() == [0, 1, 2, 3, 4, 5], f"seed {seed}"
     assert (out / "metrics.json").exists()
     assert_no_half_written_checkpoint(out)
-    assert not [p.name for p in out.rglob(".*") if p.is_file()]  # no temporary file left
+    temporary = [p.name for p in out.rglob(".*") if p.is_file() and p.name != LOCK]
+    assert not temporary  # no temporary file left (the fold's lock file stays, unlocked)
 
 
 # --- kill -9 during prediction and submission writing -----------------------------
@@ -261,7 +263,7 @@ def test_full_disk_is_a_clear_error_and_the_previous_file_is_intact(
     assert training["code"] == 2 and "Traceback" not in training["stderr"]
     assert "No space left on the device writing" in training["stderr"]
     assert "best.keras" not in training["files"]  # never half-written
-    assert not [name for name in training["files"] if name.startswith(".")]
+    assert not [name for name in training["files"] if name.startswith(".") and name != LOCK]
 
     cache = found["cache"]
     assert cache["refused"].startswith("CacheSpaceError: The train cache of"), cache["refused"]

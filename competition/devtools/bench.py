@@ -514,11 +514,12 @@ def run(
     cached = CacheSource(split_dir(config, "train"), dicom, fallback=False)
     index = read_index(layout)
     readable = index[(index["split"] == "train") & index["readable"]]
-    ids = readable["image_id"].tolist()[: 256 if quick else 2000]
+    ids = readable["image_id"].tolist()[: 128 if quick else 2000]
     images = cached.gather(np.asarray(ids))
     # 2.5D: each slice with its neighbours, three windows each (9 channels)
     stacks = NeighborSource(cached, positions_by_series(index, "train"), 1)
-    stacked_images = stacks.take(stacks.locate(ids[:640]))
+    fitted = 320 if quick else 640  # images fit and predict run over
+    stacked_images = stacks.take(stacks.locate(ids[:fitted]))
     files = [str(layout.root / p) for p in readable["path"]]  # what the build reads
     backbones = ["tiny_cnn"] if quick else ["tiny_cnn", "efficientnet_b0"]
     print(f"bench: {len(ids)} images at {images.shape[1:]}; this takes a few minutes", flush=True)
@@ -533,8 +534,8 @@ def run(
         "decode": decode_rates(config, files, worker_count(workers)),
         "loaders": loaders(config, ids, cached, dicom, images, stacks),
         "fit_predict": {
-            **fit_and_predict(config, ids[:640], cached, images[:640], backbones),
-            **fit_and_predict(config, ids[:640], stacks, stacked_images, backbones, "_2.5d"),
+            **fit_and_predict(config, ids[:fitted], cached, images[:fitted], backbones),
+            **fit_and_predict(config, ids[:fitted], stacks, stacked_images, backbones, "_2.5d"),
         },
         "memory": memory_growth(config_path, overrides, split_dir(config, "train")),
     }

@@ -287,12 +287,12 @@ def train_fold(config: Config, inputs: Inputs, fold: int, force: bool = False, g
     finished = None if force else _finished(config, fold)
     if finished is not None:
         return finished
+    resolve_weights(config.model)  # a missing weights file before the fold folder exists
     with exclusive(fold_dir(config, fold), f"fold {fold} of experiment {config.experiment!r}"):
         return _train_fold(config, data, fold, force, guard)
 
 
 def _train_fold(config: Config, data: FoldData, fold: int, force: bool, guard) -> dict:
-    resolve_weights(config.model)
     out = fold_dir(config, fold)
     if force:  # everything but the lock this run holds
         for child in (c for c in out.iterdir() if c.name != LOCK):

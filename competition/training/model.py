@@ -67,7 +67,7 @@ def backbone_features(cfg: ModelConfig, inputs, channels: int):
     """The backbone's last feature map for the image: the backbone built on
     the input itself, or, with model.input_adapter, on a 3-channel input fed
     by the adapter (a nested model: its weights save and load as a unit).
-    Pretrained weights of an ImageNet backbone need 3 channels: any other
+    Pretrained weights of an ImageNet backbone need 3 channels: another
     count without an adapter is refused here, with the ways out, not left to
     fail deep in Keras as if the download had."""
     pretrained = cfg.weights is not None and cfg.backbone != "tiny_cnn"
@@ -79,7 +79,7 @@ def backbone_features(cfg: ModelConfig, inputs, channels: int):
                 "preprocess: the windows, channels or 2.5D neighbours). Choose one: "
                 "model.input_adapter=repeat (1 or 2 channels copied to 3), "
                 "model.input_adapter=project (a learned 1x1 convolution to 3 channels, started "
-                "at their mean), or model.weights=null (random initialisation, any channel count)."
+                "at their mean), or model.weights=null (random initialisation, all channels)."
             )
         return _build_backbone(cfg, inputs).output
     if cfg.input_adapter == "repeat" and channels > 3:
