@@ -41,7 +41,7 @@ CLI_ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA_DIR),--set data.root=
 # predict, report, data-report, validate, kaggle: EXPERIMENT=name takes the config its folds were trained with
 EXP_ARGS := $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(CLI_ARGS)
 
-.PHONY: help setup data index folds cache train train-seq predict cluster-train cluster-predict report data-report validate kaggle kaggle-push bench bench-stages bench-scale test lint clean
+.PHONY: help setup data index folds cache train train-seq predict cluster-train cluster-predict augment-preview report data-report validate kaggle kaggle-push bench bench-stages bench-scale test lint clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [CONFIG=configs/x.yaml] [DATA_DIR=path] [GPU=1]"
@@ -84,6 +84,9 @@ cluster-train: $(STAMP) ## train FOLDS (default all) as Ray tasks on the cluster
 
 cluster-predict: $(STAMP) ## the test set in SHARDS pieces through one Ray actor per GPU -> the same submission as make predict
 	$(CLI) cluster-predict --address $(ADDRESS) --shards $(SHARDS) $(if $(FOLDS),--folds $(FOLDS)) $(EXP_ARGS)
+
+augment-preview: $(STAMP) ## a PNG of training images after the configured augmentation (OUT=, default runs/<experiment>/augment_preview.png)
+	$(CLI) augment-preview $(if $(OUT),--out $(OUT)) $(CLI_ARGS)
 
 report: $(STAMP) ## cross-validation report over the out-of-fold predictions
 	$(CLI) report $(EXP_ARGS)

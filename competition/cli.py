@@ -13,7 +13,7 @@ from pathlib import Path
 
 from competition.config import Config, check_fold, load_config
 from competition.errors import KitError
-from competition.layout import Layout
+from competition.layout import Layout, run_dir
 
 
 def _common() -> argparse.ArgumentParser:
@@ -326,6 +326,15 @@ def cmd_gallery(config: Config, args: argparse.Namespace) -> None:
     print(f"Wrote {gallery.save_gallery(config, args.real, args.out)}")
 
 
+def cmd_augment_preview(config: Config, args: argparse.Namespace) -> None:
+    from competition.data.prepare import ensure_index
+
+    preview = _devtool("preview")
+    ensure_index(config)  # the synthetic data first; 2.5D stacks follow the index
+    out = args.out or run_dir(config) / "augment_preview.png"
+    print(f"Wrote {preview.save_preview(config, out, args.draws, args.seed, args.images)}")
+
+
 def cmd_show_config(config: Config, args: argparse.Namespace) -> None:
     print(config.to_yaml(), end="")
 
@@ -372,6 +381,10 @@ COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int | None], st
         "each data stage at several sizes, projected to the real competition -> bench-scale.json",
     ),
     "gallery": (cmd_gallery, "a PNG of windowed training images, one per label column"),
+    "augment-preview": (
+        cmd_augment_preview,
+        "a PNG of training images as the model sees them after the configured augmentation",
+    ),
     "show-config": (cmd_show_config, "print the resolved config"),
 }
 
@@ -389,6 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parsers["gallery"].add_argument("--real", type=Path, help="also show slices from this folder")
     parsers["gallery"].add_argument("--out", type=Path, default=Path("docs/gallery.png"))
+    preview = parsers["augment-preview"]
+    preview.add_argument("--out", type=Path, help="default runs/<experiment>/augment_preview.png")
+    preview.add_argument("--draws", type=int, default=4, help="augmented copies of each image")
+    preview.add_argument("--seed", type=int, default=0, help="the draws' seed")
+    preview.add_argument("--images", type=int, default=5, help="images shown (rows)")
     for name in ("train", "train-seq"):
         parsers[name].add_argument("--fold", default="0", help="a fold, a comma list, or all")
         parsers[name].add_argument(

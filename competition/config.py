@@ -25,7 +25,8 @@ from typing import Any, Literal
 
 import yaml
 
-from competition.data.pixelspec import CROPS, DICOM_ONLY, MODES, PixelSpec
+from competition.augmentation import check_augment
+from competition.data.pixelspec import CROPS, DICOM_ONLY, MODES, PixelSpec, model_input_shape
 from competition.data.windows import DEFAULT_WINDOWS
 from competition.errors import ConfigError
 from competition.fileio import write_text_atomic
@@ -37,6 +38,15 @@ from competition.training.backbones import BACKBONE_NAMES
 
 __all__ = ["Config", "ConfigError", "check_fold", "load_config"]
 ENSEMBLES = tuple(ENSEMBLE_METHODS)
+# Head CT (RSNA ICH winners: a horizontal flip, a small shift-scale-rotate,
+# brightness and contrast); the presets choose their own (configs/*.yaml).
+DEFAULT_AUGMENT = [
+    {"RandomFlip": {"mode": "horizontal"}},
+    {"RandomRotation": {"factor": 0.03, "fill_mode": "constant"}},
+    {"RandomZoom": {"height_factor": 0.1, "fill_mode": "constant"}},
+    {"RandomBrightness": {"factor": 0.1}},
+    {"RandomContrast": {"factor": 0.1}},
+]
 
 
 def knob(
@@ -96,17 +106,6 @@ class PreprocessConfig:
 class FoldsConfig:
     k: int = knob(5, ge=2)
     seed: int = 42
-
-
-@dataclass(frozen=True)
-class AugmentConfig:
-    hflip: float = knob(0.5, ge=0, le=1)
-    vflip: float = knob(0.0, ge=0, le=1)
-    rotate: float = knob(10.0, ge=0, le=180)
-    scale: float = knob(0.1, ge=0, le=0.5)
-    shift: float = knob(0.05, ge=0, le=0.5)
-    brightness: float = knob(0.1, ge=0, le=1)
-    contrast: float = knob(0.1, ge=0, le=1)
 
 
 @dataclass(frozen=True)
@@ -191,7 +190,7 @@ class Config:
     synth: SynthConfig = field(default_factory=SynthConfig)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     folds: FoldsConfig = field(default_factory=FoldsConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: list[dict] = knob(DEFAULT_AUGMENT)  # Keras layers in order: see augmentation.py
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
@@ -372,6 +371,12 @@ def _checked(key: str, value: Any, annotation: Any, meta: typing.Mapping, source
 
 
 def _unknown_key(key: str, source: str) -> ConfigError:
+    if key.startswith("augment."):
+        return ConfigError(
+            f"Unknown config key '{key}' (from {source}): augment is a list of Keras "
+            "augmentation layers with their arguments, e.g. augment: [{RandomFlip: {mode: "
+            "horizontal}}, {RandomRotation: {factor: 0.03}}] (see configs/base.yaml)"
+        )
     close = difflib.get_close_matches(key, SCHEMA, n=3)
     section = key.rsplit(".", 1)[0] + "." if "." in key else ""
     known = [k for k in SCHEMA if k.startswith(section)] or sorted(SCHEMA)
@@ -649,6 +654,11 @@ def validate(config: Config) -> None:
             )
     check_task(config.task)
     _check_preprocess(config)
+    check_augment(
+        config.augment,
+        model_input_shape(config)[2],
+        {head.name: head.kind for head in config.task.heads},
+    )
     _check_sample_weights(config)
     if config.predict.ensemble in PROBABILITY_ONLY and not all(
         head.probabilities for head in config.task.heads

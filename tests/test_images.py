@@ -8,9 +8,8 @@ import pydicom
 import pytest
 from pydicom.uid import ImplicitVRLittleEndian, RLELossless
 
-from competition.config import AugmentConfig
-from competition.data.augment import augment_batch
 from competition.data.dicom import Rescale, lenient_uids, read_pixels
+from competition.data.flips import flip_batch
 from competition.data.preprocess import load_windowed, preprocess
 from competition.data.rawdicom import read_fast
 from competition.layout import Layout
@@ -99,13 +98,14 @@ def test_lookup_table_windowing_equals_the_reference(
             np.testing.assert_array_equal(got, reference_windowed(path, windows, size), str(path))
 
 
-def test_vectorised_augmentation_is_seeded_and_in_range():
+def test_host_flips_are_seeded_and_exact():
     rng = np.random.default_rng(0)
-    batch = rng.uniform(0, 255, (16, 24, 24, 3)).astype(np.float32)
-    flips = AugmentConfig(hflip=1, vflip=0, rotate=0, scale=0, shift=0, brightness=0, contrast=0)
-    np.testing.assert_array_equal(augment_batch(batch.copy(), rng, flips), batch[:, :, ::-1])
-    full = AugmentConfig()
-    one = augment_batch(batch.copy(), np.random.default_rng(5), full)
-    two = augment_batch(batch.copy(), np.random.default_rng(5), full)
+    batch = rng.integers(0, 255, (16, 24, 24, 3)).astype(np.uint8)
+    np.testing.assert_array_equal(flip_batch(batch.copy(), rng, (1, 0)), batch[:, :, ::-1])
+    np.testing.assert_array_equal(flip_batch(batch.copy(), rng, (0, 1)), batch[:, ::-1])
+    nine = rng.integers(0, 255, (4, 8, 8, 9)).astype(np.uint8)  # 2.5D: numpy's flip
+    np.testing.assert_array_equal(flip_batch(nine.copy(), rng, (1, 0)), nine[:, :, ::-1])
+    one = flip_batch(batch.copy(), np.random.default_rng(5), (0.5, 0.5))
+    two = flip_batch(batch.copy(), np.random.default_rng(5), (0.5, 0.5))
     np.testing.assert_array_equal(one, two)
-    assert one.min() >= 0 and one.max() <= 255 and not np.array_equal(one, batch)
+    assert not np.array_equal(one, batch)

@@ -77,13 +77,13 @@ def test_other_settings_are_named_and_force_is_the_way_on(small_competition, tra
         f"runs_dir={runs}",
         f"predict.submissions_dir={tmp_path / 'subs'}",
         *TRAINED_WITH,
-        "augment.rotate=5",  # changes the model
+        "augment=[{RandomFlip: {mode: vertical}}]",  # changes the model
         "train.workers=2",  # changes only how fast it trains
     ]
     args = ["--config", "configs/small.yaml", *(a for o in overrides for a in ("--set", o))]
     refused = cli("predict", *args, timeout=300)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert "- augment.rotate: 10.0 then, 5.0 now" in refused.stderr
+    assert "- augment: " in refused.stderr and "vertical" in refused.stderr
     assert "train.workers" not in refused.stderr  # how fast, not what
     assert "or add --force to use them anyway" in refused.stderr
     forced = cli("predict", *args, "--force", timeout=300)

@@ -21,8 +21,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from competition.config import AugmentConfig
-from competition.data.augment import distort_batch, flip_batch, needs_float
+from competition.data.flips import flip_batch
 from competition.data.sampler import Sampler
 from competition.errors import ImageReadError, KitError
 from competition.layout import check_image_ids
@@ -69,7 +68,7 @@ class DataGenerator(keras.utils.PyDataset):
         *,
         batch_size: int = 32,
         shuffle: bool = False,
-        augment: AugmentConfig | None = None,
+        flips: tuple[float, float] | None = None,
         seed: int = 0,
         workers: int = 1,
         use_multiprocessing: bool = False,
@@ -89,7 +88,7 @@ class DataGenerator(keras.utils.PyDataset):
             )
         self.source = source
         self.labels = None if labels is None else np.asarray(labels, dtype=np.float32)
-        self.batch_size, self.shuffle, self.augment, self.seed = batch_size, shuffle, augment, seed
+        self.batch_size, self.shuffle, self.flips, self.seed = batch_size, shuffle, flips, seed
         self.epoch = 0
         self.sampler = Sampler(
             len(self.image_ids), batch_size, seed, shuffle, steps_per_epoch, repeats
@@ -131,9 +130,9 @@ class DataGenerator(keras.utils.PyDataset):
         most flips: that is a memory copy of microseconds, and a second thread
         only fights the first for the GIL (measured: 2 threads ~0.6x of 1).
         Keras still prefetches it in the background. Per-image work (DICOM
-        or cache-entry decode, affine) gets the configured threads."""
+        or cache-entry decode) gets the configured threads."""
         rows = self._source_rows
-        cheap = rows is not None and bool((rows >= 0).all()) and not needs_float(self.augment)
+        cheap = rows is not None and bool((rows >= 0).all())
         cheap = cheap and getattr(self.source, "cheap_take", False)
         return 1 if cheap else workers
 
@@ -146,16 +145,9 @@ class DataGenerator(keras.utils.PyDataset):
     def training(self) -> bool:
         return self.labels is not None
 
-    @property
-    def dtype(self) -> np.dtype:
-        """uint8 unless the augmentation needs floats: the model casts its
-        input in-graph (on the accelerator), so the host neither casts nor
-        sends 4x the bytes."""
-        return np.dtype(np.float32 if needs_float(self.augment) else np.uint8)
-
     def load_batch(self, rows: np.ndarray, batch_index: int = 0):
         """The batch of the given sample rows: x (B, H, W, C) in 0..255 as
-        `dtype`, plus y float32 (B, outputs) when labelled. An unreadable image is
+        uint8 (the model casts in-graph), plus y float32 (B, outputs) when labelled. An unreadable image is
         replaced by the next readable one in the epoch's order, and remembered."""
         rows = np.array(rows, dtype=np.int64)
         images = self._gather(rows)
@@ -163,16 +155,13 @@ class DataGenerator(keras.utils.PyDataset):
             images = np.empty((len(rows), *self.source.shape), dtype=np.uint8)
             for i, row in enumerate(rows):
                 rows[i], images[i] = self._load_readable(int(row))
-        x = images
-        if self.augment is not None:
+        if self.flips is not None and any(self.flips):
             # Seeded by what is in the batch: reproducible, whoever calls.
             rng = np.random.default_rng([self.seed, self.epoch, batch_index, *rows.tolist()])
-            flip_batch(images, rng, self.augment)  # on uint8: 4x less to move
-            if needs_float(self.augment):
-                x = distort_batch(images.astype(np.float32), rng, self.augment)
+            flip_batch(images, rng, self.flips)
         if not self.training:
-            return x
-        return x, self.labels[rows]
+            return images
+        return images, self.labels[rows]
 
     def fill_unreadable(self, predictions: np.ndarray, fallback: np.ndarray) -> np.ndarray:
         """Inference: the rows of images that could not be read get `fallback`

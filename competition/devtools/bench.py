@@ -24,12 +24,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from competition.config import AugmentConfig, Config
+from competition.config import Config
 from competition.data.dicom import lenient_uids, read_header
 from competition.fileio import write_text_atomic
 from competition.workers import worker_count
 
-FLIPS = AugmentConfig(hflip=0.5, vflip=0, rotate=0, scale=0, shift=0, brightness=0, contrast=0)
+FLIPS = (0.5, 0.0)  # P(horizontal), P(vertical): the host flips every config's RandomFlip makes
 TARGETS = {  # ratio name -> minimum
     "cache_vs_seeds": 10.0,
     "cache_vs_tfdata": 3.0,
@@ -37,6 +37,7 @@ TARGETS = {  # ratio name -> minimum
     "fit_pipeline_vs_memory[tiny_cnn]": 0.9,
     "fit_pipeline_vs_memory[efficientnet_b0]": 0.9,
     "fit_pipeline_vs_memory_2.5d[efficientnet_b0]": 0.9,
+    "fit_augment_vs_none[efficientnet_b0]": 0.9,
     "predict_pipeline_vs_memory": 0.9,
     "cache_build_vs_pixel_array": 1.7,
     "rss_anon_growth_10x": None,  # must stay below 0.15
@@ -142,8 +143,8 @@ def loaders(config: Config, ids: list[str], cached, dicom, images: np.ndarray, s
     n = len(ids)
     seeds = SeedsGenerator(paths, windows, size, batch)
 
-    def kit(source, augment):
-        gen = DataGenerator(ids, source, batch_size=batch, augment=augment, workers=workers)
+    def kit(source):
+        gen = DataGenerator(ids, source, batch_size=batch, flips=FLIPS, workers=workers)
         return best_rate(lambda: generator_batches(gen, gen.workers), n)
 
     return {
@@ -151,9 +152,7 @@ def loaders(config: Config, ids: list[str], cached, dicom, images: np.ndarray, s
         "tfdata_over_dicom": best_rate(
             lambda: tfdata_over_dicom(paths, windows, size, batch).as_numpy_iterator(), n
         ),
-        "kit_dicom_flips": kit(dicom, FLIPS),
-        "kit_dicom_full_augment": kit(dicom, config.augment),
-        "kit_cache_full_augment": kit(cached, config.augment),
+        "kit_dicom_flips": kit(dicom),
         # Alternating, as they are compared: a disturbance hits both alike.
         **cache_and_ceiling(config, ids, cached, images, stacks),
     }
@@ -167,7 +166,7 @@ def cache_and_ceiling(config: Config, ids, cached, images, stacks) -> dict:
             ids,
             source,
             batch_size=config.train.batch_size,
-            augment=FLIPS,
+            flips=FLIPS,
             workers=config.train.workers,
         )
 
@@ -222,15 +221,52 @@ def fastest(runs: dict, rounds: int = 3) -> dict:
     return best
 
 
-def fit_rates(model, gen, x, labels) -> dict:
-    """fit steps/s fed by the generator vs by the same images in memory."""
-    seconds = fastest(
-        {
-            "pipeline": lambda: _epoch_seconds(model, gen),
-            "memory": lambda: _epoch_seconds(model, x, y=labels, batch_size=gen.batch_size),
-        }
-    )
-    return {feed: len(gen) / s for feed, s in seconds.items()}
+def fit_rates(model, gen, x, labels, others: dict | None = None) -> dict:
+    """fit steps/s fed by the generator vs by the same images in memory, and
+    of `others` (name -> (model, generator)), alternating with them."""
+    runs = {
+        "pipeline": lambda: _epoch_seconds(model, gen),
+        "memory": lambda: _epoch_seconds(model, x, y=labels, batch_size=gen.batch_size),
+    }
+    for name, (other, feed) in (others or {}).items():
+        runs[name] = lambda other=other, feed=feed: _epoch_seconds(other, feed)
+    return {name: len(gen) / s for name, s in fastest(runs).items()}
+
+
+def augmented_runs(config: Config, network, ids, source, labels) -> dict:
+    """(model, generator) pairs: the config's whole augmentation (host flips,
+    in-graph layers, mixing), and flips alone in the graph vs on the host
+    (the evidence for where RandomFlip runs)."""
+    import keras
+
+    from competition.augmentation import placement
+    from competition.data.generator import DataGenerator
+    from competition.training.augment import TrainingModel, training_model
+    from competition.training.losses import compile_args
+
+    def generator(flips):
+        return DataGenerator(
+            ids,
+            source,
+            labels,
+            batch_size=config.train.batch_size,
+            flips=flips,
+            workers=config.train.workers,
+        )
+
+    def compiled(model):
+        model.compile("adam", compile_args(config.task)["loss"])
+        return model
+
+    graph_flip = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=0)])
+    return {
+        "augmented": (
+            compiled(training_model(network, config.augment, config.seed)),
+            generator(placement(config.augment).host_flips),
+        ),
+        "flips_host": (compiled(network), generator(FLIPS)),
+        "flips_graph": (compiled(TrainingModel(network, graph_flip, [])), generator(None)),
+    }
 
 
 def predict_rates(model, gen, x) -> dict:
@@ -262,7 +298,8 @@ def fit_and_predict(config: Config, ids, cached, images, backbones, label: str =
         model = build_model(cfg, images.shape[1:], config.task)
         model.compile("adam", compile_args(config.task)["loss"])
         gen = DataGenerator(ids, cached, labels, batch_size=batch, workers=workers)
-        for feed, rate in fit_rates(model, gen, x, labels).items():
+        others = None if label else augmented_runs(config, model, ids, cached, labels)
+        for feed, rate in fit_rates(model, gen, x, labels, others).items():
             result[f"fit_{feed}_steps_per_s{label}[{backbone}]"] = rate
         if backbone == backbones[0] and not label:
             gen = DataGenerator(ids, cached, batch_size=batch, workers=workers)
@@ -466,6 +503,15 @@ def ratios(r: dict) -> dict:
             variant = key.removeprefix("fit_pipeline_steps_per_s")  # [backbone] or _2.5d[backbone]
             out[f"fit_pipeline_vs_memory{variant}"] = (
                 fit[key] / fit[f"fit_memory_steps_per_s{variant}"]
+            )
+        if key.startswith("fit_augmented_steps_per_s"):
+            variant = key.removeprefix("fit_augmented_steps_per_s")
+            out[f"fit_augment_vs_none{variant}"] = (
+                fit[key] / fit[f"fit_pipeline_steps_per_s{variant}"]
+            )
+            out[f"fit_flips_graph_vs_host{variant}"] = (
+                fit[f"fit_flips_graph_steps_per_s{variant}"]
+                / fit[f"fit_flips_host_steps_per_s{variant}"]
             )
     return out
 

@@ -23,12 +23,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from competition.augmentation import placement
 from competition.config import Config
 from competition.data.generator import DataGenerator, surfacing_load_errors
 from competition.fileio import atomic_path
 from competition.inference.predict import tta_view
 from competition.progress import keras_verbose
 from competition.task import TaskSpec
+from competition.training.augment import augmenter
 
 FOLDER = "features"
 EPS = 1e-6
@@ -50,11 +52,13 @@ class Features:
         return Features(self.ids[rows], self.embeddings[rows], self.logits[rows], self.unreadable)
 
 
-def feature_model(model: keras.Model, tta: list[str]) -> keras.Model:
-    """image -> (embedding, outputs), each the mean over the TTA views."""
+def feature_model(model: keras.Model, tta: list[str], augment=None) -> keras.Model:
+    """image -> (embedding, outputs), each the mean over the TTA views; with
+    `augment` (in-graph augmentation layers), of an augmented image."""
     inner = keras.Model(model.inputs, [model.get_layer("pool").output, model.output])
     inputs = keras.Input(shape=model.input_shape[1:], name="image")
-    pairs = [inner(tta_view(inputs, view)) for view in tta]
+    image = inputs if augment is None else augment(inputs, training=True)
+    pairs = [inner(tta_view(image, view)) for view in tta]
     embedding = keras.ops.mean(keras.ops.stack([e for e, _ in pairs], axis=1), axis=1)
     outputs = keras.ops.mean(keras.ops.stack([o for _, o in pairs], axis=1), axis=1)
     return keras.Model(inputs, [embedding, outputs], name="features")
@@ -82,7 +86,7 @@ def embed(
         list(image_ids),
         source,
         batch_size=config.predict.batch_size,
-        augment=config.augment if augment else None,
+        flips=placement(config.augment).host_flips if augment else None,
         seed=config.seed,
         workers=config.train.workers,
         max_queue_size=config.train.max_queue_size,
@@ -152,12 +156,13 @@ def fold_features(
         from competition.training.model import load_checkpoint
 
         model = load_checkpoint(checkpoint, config.model.safe_mode)
-    extractor = feature_model(model, config.predict.tta)
     augment_set = set(augmented)
     plain = [i for i in image_ids if i not in augment_set]
     parts = {}
     for ids, augment in ((plain, False), (list(augmented), True)):
         if ids:
+            layers = augmenter(config.augment, config.seed) if augment else None
+            extractor = feature_model(model, config.predict.tta, layers)
             parts[augment] = (ids, *embed(extractor, config, ids, source, augment=augment))
     ids = np.concatenate([np.asarray(p[0], dtype=str) for p in parts.values()])
     features = Features(

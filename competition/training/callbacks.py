@@ -4,7 +4,8 @@
   optimizer, so the learning-rate schedule continues) is written atomically
   to `backup/epoch-NNNN.weights.h5`; the epoch is in the file name, so the
   state and its epoch can never disagree. `latest_backup` finds it again.
-- BestCheckpoint: ModelCheckpoint(save_best_only) written atomically.
+- BestCheckpoint: ModelCheckpoint(save_best_only) written atomically; of a
+  TrainingModel it saves the network alone (no augmentation layers).
 - trim_history: drops the CSV rows of epochs that will be run again.
 - EpochSync: tells the training generator which epoch Keras starts, so its
   sampler draws that epoch's batches (also the first one after a resume).
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from competition.fileio import atomic_path, write_csv_atomic, write_text_atomic
+from competition.training.augment import inference_network
 
 _BACKUP = re.compile(r"epoch-(\d{4})\.weights\.h5")
 
@@ -99,7 +101,7 @@ class BestCheckpoint(keras.callbacks.Callback):
         if value is None or not np.isfinite(value) or not self.improves(value):
             return
         with atomic_path(self.path, suffix=".keras") as tmp:
-            self.model.save(tmp)
+            inference_network(self.model).save(tmp)
         self.best = float(value)  # only once it is saved
         write_text_atomic(
             self.path.with_suffix(".json"),

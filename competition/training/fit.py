@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from competition import runs
+from competition.augmentation import placement
 from competition.config import Config, check_fold
 from competition.data.folds import read_folds
 from competition.data.generator import DataGenerator, surfacing_load_errors
@@ -34,6 +35,7 @@ from competition.locks import LOCK, exclusive
 from competition.progress import keras_verbose
 from competition.training import callbacks as cb
 from competition.training import strategy as accelerate
+from competition.training.augment import training_model
 from competition.training.losses import compile_args
 from competition.training.model import build_model, load_checkpoint, resolve_weights
 
@@ -121,7 +123,7 @@ def make_generator(
         targets,
         batch_size=t.batch_size,
         shuffle=training,
-        augment=config.augment if training and t.augment else None,
+        flips=placement(config.augment).host_flips if training and t.augment else None,
         seed=config.seed,
         workers=t.workers,
         use_multiprocessing=t.use_multiprocessing,
@@ -146,8 +148,12 @@ def make_optimizer(t, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay)
 
 
-def compiled_model(config: Config, input_shape, mean_target, steps_per_epoch: int):
-    model = build_model(config.model, input_shape, config.task, mean_target)
+def compiled_model(config: Config, input_shape, mean_target, steps_per_epoch: int, seed=0):
+    """The network, with the in-graph augmentation in front when training
+    augments (checkpoints hold the network alone: see training.augment)."""
+    network = build_model(config.model, input_shape, config.task, mean_target)
+    augment = config.augment if config.train.augment else None
+    model = training_model(network, augment, seed)
     model.compile(
         optimizer=make_optimizer(config.train, steps_per_epoch),
         jit_compile=config.train.jit_compile,
@@ -187,7 +193,13 @@ def fit_fold(config: Config, data: FoldData, out: Path, guard=None) -> DataGener
     valid_gen = make_generator(config, data, data.valid, data.y_valid, training=False)
     strategy = accelerate.choose_strategy(config.train.strategy)
     with accelerate.scope(strategy):
-        model = compiled_model(config, data.source.shape, data.y_train.mean(axis=0), len(train_gen))
+        model = compiled_model(
+            config,
+            data.source.shape,
+            data.y_train.mean(axis=0),
+            len(train_gen),
+            seed=config.seed + 1000 * data.fold,
+        )
     start = cb.restore(model, out / "backup")
     cb.trim_history(out / "history.csv", start)
     if start:

@@ -51,8 +51,7 @@ def as_tf_dataset(gen: DataGenerator, parallel: int = 2) -> tf.data.Dataset:
         out = gen.load_batch(np.asarray(batch_rows), int(index))
         return out if gen.training else (out,)
 
-    x_type = tf.as_dtype(gen.dtype)
-    types = [x_type, tf.float32] if gen.training else [x_type]
+    types = [tf.uint8, tf.float32] if gen.training else [tf.uint8]
 
     def load_tf(index, batch_rows):
         tensors = tf.numpy_function(load, [index, batch_rows], types)
