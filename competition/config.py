@@ -128,6 +128,7 @@ class TrainConfig:
     min_lr_ratio: float = knob(0.05, ge=0, le=1)
     early_stopping_patience: int = knob(3, ge=1)
     augment: bool = True
+    augment_on: Literal["auto", "graph", "host"] = "auto"
     workers: int = knob(2, ge=0)
     use_multiprocessing: bool = False
     max_queue_size: int = knob(10, ge=1)

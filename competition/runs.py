@@ -35,6 +35,7 @@ NOT_THE_MODEL = (
     "task.submission",
     "model.safe_mode",
     "train.workers",
+    "train.augment_on",
     "train.use_multiprocessing",
     "train.max_queue_size",
     "train.jit_compile",

@@ -204,3 +204,29 @@ def test_the_preview_is_written(small_competition, tmp_path):
 
     picture = matplotlib.image.imread(out)
     assert picture.shape[0] > 200 and picture.shape[1] > 200 and picture.std() > 0.05
+
+
+def test_on_the_host_a_batch_key_reproduces_the_draws_whichever_thread():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from competition.data.generator import DataGenerator
+    from competition.training.augment import host_augmenter, image_layers_on
+
+    from helpers import IndexSource
+
+    host = host_augmenter(AUGMENT, seed=3)
+    x = np.random.default_rng(0).integers(0, 255, (4, 32, 32, 3)).astype(np.uint8)
+    first = host(x, 11)
+    assert first.dtype == np.float32 and first.shape == x.shape
+    np.testing.assert_array_equal(host_augmenter(AUGMENT, seed=3)(x, 11), first)
+    assert not np.allclose(host(x, 12), first)
+    with ThreadPoolExecutor(4) as pool:  # keys interleaved across threads
+        again = list(pool.map(lambda key: host(x, key), [11, 12, 11, 12, 11]))
+    for got in again[::2]:
+        np.testing.assert_array_equal(got, first)
+    ids = [f"ID_{i}" for i in range(8)]
+    labels = np.zeros((8, 2), np.float32)
+    gen = DataGenerator(ids, IndexSource(), labels, batch_size=4, augment_batch=host)
+    assert gen.dtype == np.float32 and gen[0][0].dtype == np.float32
+    np.testing.assert_array_equal(gen[1][0], gen[1][0])
+    assert image_layers_on("graph") == "graph" and image_layers_on("host") == "host"

@@ -69,6 +69,7 @@ class DataGenerator(keras.utils.PyDataset):
         batch_size: int = 32,
         shuffle: bool = False,
         flips: tuple[float, float] | None = None,
+        augment_batch=None,
         seed: int = 0,
         workers: int = 1,
         use_multiprocessing: bool = False,
@@ -89,6 +90,7 @@ class DataGenerator(keras.utils.PyDataset):
         self.source = source
         self.labels = None if labels is None else np.asarray(labels, dtype=np.float32)
         self.batch_size, self.shuffle, self.flips, self.seed = batch_size, shuffle, flips, seed
+        self.augment_batch = augment_batch  # (uint8 batch, key) -> float32: host augmentation
         self.epoch = 0
         self.sampler = Sampler(
             len(self.image_ids), batch_size, seed, shuffle, steps_per_epoch, repeats
@@ -132,7 +134,7 @@ class DataGenerator(keras.utils.PyDataset):
         Keras still prefetches it in the background. Per-image work (DICOM
         or cache-entry decode) gets the configured threads."""
         rows = self._source_rows
-        cheap = rows is not None and bool((rows >= 0).all())
+        cheap = rows is not None and bool((rows >= 0).all()) and self.augment_batch is None
         cheap = cheap and getattr(self.source, "cheap_take", False)
         return 1 if cheap else workers
 
@@ -145,9 +147,14 @@ class DataGenerator(keras.utils.PyDataset):
     def training(self) -> bool:
         return self.labels is not None
 
+    @property
+    def dtype(self) -> np.dtype:
+        """uint8 (the model casts in-graph), float32 after host augmentation."""
+        return np.dtype(np.uint8 if self.augment_batch is None else np.float32)
+
     def load_batch(self, rows: np.ndarray, batch_index: int = 0):
         """The batch of the given sample rows: x (B, H, W, C) in 0..255 as
-        uint8 (the model casts in-graph), plus y float32 (B, outputs) when labelled. An unreadable image is
+        `dtype`, plus y float32 (B, outputs) when labelled. An unreadable image is
         replaced by the next readable one in the epoch's order, and remembered."""
         rows = np.array(rows, dtype=np.int64)
         images = self._gather(rows)
@@ -155,13 +162,17 @@ class DataGenerator(keras.utils.PyDataset):
             images = np.empty((len(rows), *self.source.shape), dtype=np.uint8)
             for i, row in enumerate(rows):
                 rows[i], images[i] = self._load_readable(int(row))
-        if self.flips is not None and any(self.flips):
+        x = images
+        if self.flips is not None or self.augment_batch is not None:
             # Seeded by what is in the batch: reproducible, whoever calls.
             rng = np.random.default_rng([self.seed, self.epoch, batch_index, *rows.tolist()])
-            flip_batch(images, rng, self.flips)
+            if self.flips is not None and any(self.flips):
+                flip_batch(images, rng, self.flips)
+            if self.augment_batch is not None:
+                x = self.augment_batch(images, int(rng.integers(2**31)))
         if not self.training:
-            return images
-        return images, self.labels[rows]
+            return x
+        return x, self.labels[rows]
 
     def fill_unreadable(self, predictions: np.ndarray, fallback: np.ndarray) -> np.ndarray:
         """Inference: the rows of images that could not be read get `fallback`

@@ -235,34 +235,40 @@ def fit_rates(model, gen, x, labels, others: dict | None = None) -> dict:
 
 def augmented_runs(config: Config, network, ids, source, labels) -> dict:
     """(model, generator) pairs: the config's whole augmentation (host flips,
-    in-graph layers, mixing), and flips alone in the graph vs on the host
-    (the evidence for where RandomFlip runs)."""
+    mixing, and the image layers in the graph or on the host), and flips
+    alone in the graph vs on the host (the evidence for where each runs)."""
     import keras
 
     from competition.augmentation import placement
     from competition.data.generator import DataGenerator
-    from competition.training.augment import TrainingModel, training_model
+    from competition.training.augment import TrainingModel, host_augmenter, training_model
     from competition.training.losses import compile_args
 
-    def generator(flips):
+    def generator(flips, host=None):
         return DataGenerator(
             ids,
             source,
             labels,
             batch_size=config.train.batch_size,
             flips=flips,
+            augment_batch=host,
             workers=config.train.workers,
         )
 
     def compiled(model):
-        model.compile("adam", compile_args(config.task)["loss"])
+        model.compile("adam", compile_args(config.task)["loss"], jit_compile=False)
         return model
 
     graph_flip = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=0)])
+    flips = placement(config.augment).host_flips
     return {
-        "augmented": (
+        "augmented_graph": (
             compiled(training_model(network, config.augment, config.seed)),
-            generator(placement(config.augment).host_flips),
+            generator(flips),
+        ),
+        "augmented_host": (
+            compiled(training_model(network, config.augment, config.seed, image_layers=False)),
+            generator(flips, host_augmenter(config.augment, config.seed)),
         ),
         "flips_host": (compiled(network), generator(FLIPS)),
         "flips_graph": (compiled(TrainingModel(network, graph_flip, [])), generator(None)),
@@ -296,7 +302,7 @@ def fit_and_predict(config: Config, ids, cached, images, backbones, label: str =
         keras.utils.set_random_seed(0)
         cfg = replace(config.model, backbone=backbone, weights=None)
         model = build_model(cfg, images.shape[1:], config.task)
-        model.compile("adam", compile_args(config.task)["loss"])
+        model.compile("adam", compile_args(config.task)["loss"], jit_compile=False)
         gen = DataGenerator(ids, cached, labels, batch_size=batch, workers=workers)
         others = None if label else augmented_runs(config, model, ids, cached, labels)
         for feed, rate in fit_rates(model, gen, x, labels, others).items():
@@ -504,11 +510,15 @@ def ratios(r: dict) -> dict:
             out[f"fit_pipeline_vs_memory{variant}"] = (
                 fit[key] / fit[f"fit_memory_steps_per_s{variant}"]
             )
-        if key.startswith("fit_augmented_steps_per_s"):
-            variant = key.removeprefix("fit_augmented_steps_per_s")
-            out[f"fit_augment_vs_none{variant}"] = (
-                fit[key] / fit[f"fit_pipeline_steps_per_s{variant}"]
-            )
+        if key.startswith("fit_augmented_graph_steps_per_s"):
+            variant = key.removeprefix("fit_augmented_graph_steps_per_s")
+            plain = fit[f"fit_pipeline_steps_per_s{variant}"]
+            for where in ("graph", "host"):
+                rate = fit[f"fit_augmented_{where}_steps_per_s{variant}"]
+                out[f"fit_augment_{where}_vs_none{variant}"] = rate / plain
+            # what the kit does here: train.augment_on auto's choice on this machine
+            chosen = out[f"fit_augment_{r['augment_on']}_vs_none{variant}"]
+            out[f"fit_augment_vs_none{variant}"] = chosen
             out[f"fit_flips_graph_vs_host{variant}"] = (
                 fit[f"fit_flips_graph_steps_per_s{variant}"]
                 / fit[f"fit_flips_host_steps_per_s{variant}"]
@@ -550,6 +560,7 @@ def run(
     from competition.data.neighbors import NeighborSource, positions_by_series
     from competition.data.prepare import ensure_index
     from competition.data.sources import image_source
+    from competition.training.augment import image_layers_on
 
     layout = ensure_index(config)
     workers = config.data.workers
@@ -575,6 +586,7 @@ def run(
         "input_shape": list(images.shape[1:]),
         "batch_size": config.train.batch_size,
         "workers": config.train.workers,
+        "augment_on": image_layers_on("auto"),
         # First, before TensorFlow is loaded here: `make cache` runs without
         # it, and forking workers from a process holding it costs ~15%.
         "decode": decode_rates(config, files, worker_count(workers)),

@@ -35,7 +35,7 @@ from competition.locks import LOCK, exclusive
 from competition.progress import keras_verbose
 from competition.training import callbacks as cb
 from competition.training import strategy as accelerate
-from competition.training.augment import training_model
+from competition.training.augment import host_augmenter, image_layers_on, training_model
 from competition.training.losses import compile_args
 from competition.training.model import build_model, load_checkpoint, resolve_weights
 
@@ -114,8 +114,9 @@ def sample_repeats(config: Config, rows: pd.DataFrame) -> np.ndarray | None:
 
 
 def make_generator(
-    config: Config, data: FoldData, rows: pd.DataFrame, targets, *, training: bool
+    config: Config, data: FoldData, rows: pd.DataFrame, targets, *, training: bool, host=None
 ) -> DataGenerator:
+    """`host`: the image layers to run on the host (a HostAugmenter), if there."""
     t = config.train
     return DataGenerator(
         rows["image_id"].tolist(),
@@ -124,6 +125,7 @@ def make_generator(
         batch_size=t.batch_size,
         shuffle=training,
         flips=placement(config.augment).host_flips if training and t.augment else None,
+        augment_batch=host if training else None,
         seed=config.seed,
         workers=t.workers,
         use_multiprocessing=t.use_multiprocessing,
@@ -148,12 +150,14 @@ def make_optimizer(t, steps_per_epoch: int) -> keras.optimizers.Optimizer:
     return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=t.weight_decay)
 
 
-def compiled_model(config: Config, input_shape, mean_target, steps_per_epoch: int, seed=0):
+def compiled_model(
+    config: Config, input_shape, mean_target, steps_per_epoch: int, seed=0, image_layers=True
+):
     """The network, with the in-graph augmentation in front when training
     augments (checkpoints hold the network alone: see training.augment)."""
     network = build_model(config.model, input_shape, config.task, mean_target)
     augment = config.augment if config.train.augment else None
-    model = training_model(network, augment, seed)
+    model = training_model(network, augment, seed, image_layers)
     model.compile(
         optimizer=make_optimizer(config.train, steps_per_epoch),
         jit_compile=config.train.jit_compile,
@@ -189,7 +193,10 @@ def fold_callbacks(task, out: Path, patience: int) -> list[keras.callbacks.Callb
 def fit_fold(config: Config, data: FoldData, out: Path, guard=None) -> DataGenerator:
     """Train (or resume) the fold; returns the training generator. `guard`,
     when given, is called before each epoch's writes (see train_fold)."""
-    train_gen = make_generator(config, data, data.train, data.y_train, training=True)
+    seed = config.seed + 1000 * data.fold
+    on_host = config.train.augment and image_layers_on(config.train.augment_on) == "host"
+    host = host_augmenter(config.augment, seed) if on_host else None
+    train_gen = make_generator(config, data, data.train, data.y_train, training=True, host=host)
     valid_gen = make_generator(config, data, data.valid, data.y_valid, training=False)
     strategy = accelerate.choose_strategy(config.train.strategy)
     with accelerate.scope(strategy):
@@ -198,7 +205,8 @@ def fit_fold(config: Config, data: FoldData, out: Path, guard=None) -> DataGener
             data.source.shape,
             data.y_train.mean(axis=0),
             len(train_gen),
-            seed=config.seed + 1000 * data.fold,
+            seed=seed,
+            image_layers=not on_host,
         )
     start = cb.restore(model, out / "backup")
     cb.trim_history(out / "history.csv", start)

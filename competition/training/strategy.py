@@ -51,7 +51,8 @@ def as_tf_dataset(gen: DataGenerator, parallel: int = 2) -> tf.data.Dataset:
         out = gen.load_batch(np.asarray(batch_rows), int(index))
         return out if gen.training else (out,)
 
-    types = [tf.uint8, tf.float32] if gen.training else [tf.uint8]
+    x_type = tf.as_dtype(gen.dtype)
+    types = [x_type, tf.float32] if gen.training else [x_type]
 
     def load_tf(index, batch_rows):
         tensors = tf.numpy_function(load, [index, batch_rows], types)
