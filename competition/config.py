@@ -661,6 +661,13 @@ def validate(config: Config) -> None:
         {head.name: head.kind for head in config.task.heads},
     )
     _check_sample_weights(config)
+    if config.train.augment_on == "host" and config.train.use_multiprocessing:
+        raise ConfigError(
+            "Config key 'train.augment_on' host runs the augmentation layers (TensorFlow) in "
+            "the loader's workers, and TensorFlow does not run in forked worker processes "
+            "(train.use_multiprocessing: true). Use graph or auto, or thread workers. "
+            "Received: host"
+        )
     if config.predict.ensemble in PROBABILITY_ONLY and not all(
         head.probabilities for head in config.task.heads
     ):

@@ -230,3 +230,11 @@ def test_on_the_host_a_batch_key_reproduces_the_draws_whichever_thread():
     assert gen.dtype == np.float32 and gen[0][0].dtype == np.float32
     np.testing.assert_array_equal(gen[1][0], gen[1][0])
     assert image_layers_on("graph") == "graph" and image_layers_on("host") == "host"
+
+
+def test_host_placement_is_refused_with_worker_processes(tmp_path):
+    from competition.training.augment import image_layers_on
+
+    with pytest.raises(ConfigError, match="forked worker processes"):
+        small_config(tmp_path, "train.augment_on=host", "train.use_multiprocessing=true")
+    assert image_layers_on("auto", worker_processes=True) == "graph"

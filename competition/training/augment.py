@@ -93,11 +93,14 @@ def training_model(
     return TrainingModel(network, aug, mixing)
 
 
-def image_layers_on(setting: str) -> str:
-    """graph or host: `train.augment_on`, with auto = graph where a GPU is."""
+def image_layers_on(setting: str, worker_processes: bool = False) -> str:
+    """graph or host: `train.augment_on`, with auto = graph where a GPU is, or
+    where the loader's workers are processes (TensorFlow does not run in a
+    forked process: the host placement is for thread workers)."""
     if setting != "auto":
         return setting
-    return "graph" if tf.config.list_logical_devices("GPU") else "host"
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    return "graph" if gpu or worker_processes else "host"
 
 
 class HostAugmenter:

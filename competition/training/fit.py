@@ -194,7 +194,8 @@ def fit_fold(config: Config, data: FoldData, out: Path, guard=None) -> DataGener
     """Train (or resume) the fold; returns the training generator. `guard`,
     when given, is called before each epoch's writes (see train_fold)."""
     seed = config.seed + 1000 * data.fold
-    on_host = config.train.augment and image_layers_on(config.train.augment_on) == "host"
+    t = config.train
+    on_host = t.augment and image_layers_on(t.augment_on, t.use_multiprocessing) == "host"
     host = host_augmenter(config.augment, seed) if on_host else None
     train_gen = make_generator(config, data, data.train, data.y_train, training=True, host=host)
     valid_gen = make_generator(config, data, data.valid, data.y_valid, training=False)
