@@ -169,7 +169,7 @@ def placement(augment: list[dict] | None) -> Placement:
     )
 
 
-def _value_error(key: str, argument: str, value: Any, default: Any) -> str | None:
+def _value_error(argument: str, value: Any, default: Any) -> str | None:
     """What is wrong with one argument's value, judged by Keras' default for it."""
     if argument in CHOICES:
         if value not in CHOICES[argument]:
@@ -221,7 +221,7 @@ def _check_step(key: str, item: Any) -> Step:
                 f"Config key '{key}.{name}' has an unknown argument {argument!r}. "
                 f"Known: {', '.join(known) or '(none)'}"
             )
-        expected = _value_error(key, argument, value, known[argument])
+        expected = _value_error(argument, value, known[argument])
         if expected:
             raise ConfigError(
                 f"Config key '{key}.{name}.{argument}' expects {expected}. Received: {value!r}"
