@@ -13,7 +13,6 @@ from pathlib import Path
 
 from competition.config import Config, check_fold, load_config
 from competition.errors import KitError
-from competition.layout import Layout, run_dir
 
 
 def _common() -> argparse.ArgumentParser:
@@ -43,7 +42,7 @@ def synthetic_variant(config_path: str | None) -> str:
 
 
 def cmd_synth(config: Config, args: argparse.Namespace) -> None:
-    from competition.synthetic import generate
+    from competition.pipeline.prepare import write_synthetic
 
     if not config.synth.generate:
         raise KitError(
@@ -51,24 +50,23 @@ def cmd_synth(config: Config, args: argparse.Namespace) -> None:
             "make data would write a synthetic competition there. The config that writes the "
             f"stand-in: {synthetic_variant(args.config)} (make data CONFIG=...)."
         )
-    root = generate.generate(config, workers=args.workers, force=args.force)
-    config.save(root / "synthetic.config.yaml")
+    root = write_synthetic(config, args.workers, args.force)
     print(f"Synthetic competition at {root}")
 
 
 def cmd_index(config: Config, args: argparse.Namespace) -> None:
     from competition.data.index import write_index
-    from competition.data.prepare import ensure_synthetic
+    from competition.pipeline.prepare import ensure_synthetic
 
     ensure_synthetic(config)
-    layout = Layout.from_config(config)
+    layout = config.layout
     write_index(layout, args.workers or config.data.workers)
     config.save(layout.index_csv.with_suffix(".config.yaml"))
     print(f"Wrote {layout.index_csv}")
 
 
 def cmd_folds(config: Config, args: argparse.Namespace) -> None:
-    from competition.data.prepare import ensure_index, write_folds_for
+    from competition.pipeline.prepare import ensure_index, write_folds_for
 
     layout = ensure_index(config)
     write_folds_for(config, layout)
@@ -76,18 +74,19 @@ def cmd_folds(config: Config, args: argparse.Namespace) -> None:
 
 
 def cmd_cache(config: Config, args: argparse.Namespace) -> None:
-    from competition.data.cache import build, verify
-    from competition.data.prepare import ensure_index
+    from competition.data.cache.build import build, verify
+    from competition.pipeline.prepare import ensure_index
 
     ensure_index(config)
     splits = ["train", "test"] if args.split == "all" else [args.split]
-    for result in build(config, splits, args.workers or config.data.workers):
+    workers = args.workers or config.data.workers
+    for result in build(config.cache, splits, workers):
         folder = Path(result["folder"])
         if args.verify and result["status"] == "up to date":
             bad = verify(folder)
             if bad:
                 print(f"{len(bad)} corrupt entries in {folder}; rebuilding them")
-                result = build(config, [folder.name], args.workers or config.data.workers)[0]
+                result = build(config.cache, [folder.name], workers)[0]
         rate = (
             f" at {result['images_per_second']} images/s" if "images_per_second" in result else ""
         )
@@ -156,12 +155,12 @@ def _fold_list(text: str, k: int) -> list[int]:
 
 
 def cmd_train(config: Config, args: argparse.Namespace) -> None:
-    from competition.data.prepare import ensure_data
+    from competition.pipeline.prepare import ensure_data
 
     folds = _fold_list(args.fold, config.folds.k)
     ensure_data(config)
     from competition.evaluation.report import headline
-    from competition.training.fit import train_folds
+    from competition.pipeline.train import train_folds
 
     results = train_folds(config, folds, force=args.force)
     for metrics in results:
@@ -174,7 +173,7 @@ def cmd_train(config: Config, args: argparse.Namespace) -> None:
 def cmd_train_seq(config: Config, args: argparse.Namespace) -> None:
     folds = _fold_list(args.fold, config.folds.k)
     from competition.evaluation.report import headline
-    from competition.sequence.train import train_sequence_folds
+    from competition.pipeline.train_seq import train_sequence_folds
 
     for metrics in train_sequence_folds(config, folds, force=args.force):
         print(
@@ -188,24 +187,24 @@ def cmd_train_seq(config: Config, args: argparse.Namespace) -> None:
 def _print_data_report(config: Config) -> None:
     from competition.evaluation.data_report import write_report
 
-    write_report(config, echo=True)
+    write_report(config.cache, config.runs, echo=True)
 
 
 def _print_cv(config: Config) -> None:
     from competition.evaluation.cv import cv_report, markdown
 
-    report = cv_report(config)
+    report = cv_report(config.task, config.runs)
     print(markdown(report), end="")
-    print(f"Wrote {Path(config.runs_dir) / config.experiment / 'cv.json'} (+ cv.md, roc.png)")
+    print(f"Wrote {config.runs.root / 'cv.json'} (+ cv.md, roc.png)")
 
 
 def cmd_predict(config: Config, args: argparse.Namespace) -> None:
     if config.synth.generate:
-        from competition.data.prepare import ensure_synthetic
+        from competition.pipeline.prepare import ensure_synthetic
 
         ensure_synthetic(config)
     from competition.evaluation.report import headline
-    from competition.inference.predict import predict_and_submit
+    from competition.pipeline.predict import predict_and_submit
 
     folds = _fold_list(args.folds, config.folds.k) if args.folds else None
     summary = predict_and_submit(config, folds, force=args.force)
@@ -274,7 +273,7 @@ def cmd_validate(config: Config, args: argparse.Namespace) -> int:
     sample submission)."""
     from competition.inference import submission as sub
 
-    sample = args.sample or Layout.from_config(config).sample_submission
+    sample = args.sample or config.layout.sample_submission
     expected = sub.read_sample(config.task, sample)  # missing: the command's error (exit 2)
     try:
         frame = sub.read_submission(args.file)
@@ -320,18 +319,18 @@ def cmd_data_report(config: Config, args: argparse.Namespace) -> None:
 def cmd_gallery(config: Config, args: argparse.Namespace) -> None:
     gallery = _devtool("gallery")
     if config.synth.generate:
-        from competition.data.prepare import ensure_synthetic
+        from competition.pipeline.prepare import ensure_synthetic
 
         ensure_synthetic(config)
     print(f"Wrote {gallery.save_gallery(config, args.real, args.out)}")
 
 
 def cmd_augment_preview(config: Config, args: argparse.Namespace) -> None:
-    from competition.data.prepare import ensure_index
+    from competition.pipeline.prepare import ensure_index
 
     preview = _devtool("preview")
     ensure_index(config)  # the synthetic data first; 2.5D stacks follow the index
-    out = args.out or run_dir(config) / "augment_preview.png"
+    out = args.out or config.runs.root / "augment_preview.png"
     print(f"Wrote {preview.save_preview(config, out, args.draws, args.seed, args.images)}")
 
 
@@ -507,7 +506,7 @@ def _config(args: argparse.Namespace) -> Config:
     """The command's config: --config and --set, or, with --experiment, the
     experiment's own (its folds' saved config) with --set applied."""
     if getattr(args, "experiment", None):
-        from competition.runs import experiment_config
+        from competition.pipeline.runs import experiment_config
 
         return experiment_config(args.experiment, args.config, args.overrides)
     return load_config(args.config, args.overrides)

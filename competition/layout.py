@@ -5,99 +5,19 @@ with values that cannot leave their folder."""
 
 from __future__ import annotations
 
-import re
-import string
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from competition.errors import KitError
+from competition.ids import check_image_id
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from competition.config import Config
     from competition.task import TaskSpec
 
-# A file name, not a path: no separators, no leading dot (so no `..`), no NUL.
-_SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 SPLITS = ("train", "test")
-
-
-class UnsafeIdError(KitError, ValueError):
-    """An image ID (or a path field) that could name a file outside the data folder."""
-
-
-def check_image_id(image_id: str) -> str:
-    check_image_ids([image_id], "image ID")
-    return image_id
-
-
-def check_image_ids(image_ids, source: str) -> None:
-    """Every ID is a plain file name; the error names the bad ones."""
-    bad = [i for i in image_ids if not (isinstance(i, str) and _SAFE_ID.fullmatch(i))]
-    if bad:
-        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise UnsafeIdError(
-            f"{source}: image IDs must be plain file names (letters, digits, '_', '.', '-'; no "
-            f"path separators, no leading dot). Received: {', '.join(map(repr, bad[:5]))}{more}"
-        )
-
-
-class ImageTemplate:
-    """The task's image path template, e.g. `{split_dir}/{patient_id}/{image_id}.dcm`:
-    filled from a CSV row, turned into a glob to list the files, and read
-    back (a file's path -> its fields)."""
-
-    def __init__(self, text: str, id_field: str):
-        self.text, self.id_field = text, id_field
-        parsed = list(string.Formatter().parse(text))
-        self.fields = [name for _, name, _, _ in parsed if name is not None]
-
-    def problem(self) -> str | None:
-        """What is wrong with the template, or None."""
-        if not self.text.startswith("{split_dir}/"):
-            return "must start with {split_dir}/ (the split's image folder)"
-        if self.id_field not in self.fields:
-            return f"must name the image ID field {{{self.id_field}}}"
-        if len(set(self.fields)) != len(self.fields) or any(
-            not f.isidentifier() for f in self.fields
-        ):
-            return "must name each field once, as {column_name}"
-        if "\\" in self.text or "/../" in self.text or "/./" in self.text:
-            return "must be a plain relative path"
-        return None
-
-    @property
-    def within_split(self) -> str:
-        """The part of the template below the split's folder."""
-        return self.text.removeprefix("{split_dir}/")
-
-    @property
-    def extra_fields(self) -> list[str]:
-        """Fields other than the split folder and the image ID."""
-        return [f for f in self.fields if f not in ("split_dir", self.id_field)]
-
-    def glob(self) -> str:
-        """A glob for the files below the split's folder."""
-        return re.sub(r"\{[^}]*\}", "*", self.within_split)
-
-    def parse(self, relative: str) -> dict[str, str] | None:
-        """Fields of a path below the split's folder, or None if it does not fit."""
-        pattern = ""
-        for literal, name, _, _ in string.Formatter().parse(self.within_split):
-            pattern += re.escape(literal)
-            if name is not None:
-                pattern += f"(?P<{name}>[^/]+?)"
-        found = re.fullmatch(pattern, relative)
-        return found.groupdict() if found else None
-
-    def fill(self, split_dir: str, fields: dict[str, str]) -> str:
-        for name in self.fields:
-            if name != "split_dir":
-                check_image_ids([fields[name]], f"path field {name!r}")
-        values = {name: fields[name] for name in self.fields if name != "split_dir"}
-        return self.text.format(split_dir=split_dir, **values)
 
 
 @dataclass(frozen=True)
@@ -107,10 +27,6 @@ class Layout:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
-
-    @classmethod
-    def from_config(cls, config: Config) -> Layout:
-        return cls(Path(config.data.root), config.task)
 
     def split_dir(self, split: str) -> str:
         """The split's image folder as the template gets it (relative to root,
@@ -182,10 +98,43 @@ class ImagePaths:
         return self.layout.image_path(self.split, image_id, row.to_dict())
 
 
-def run_dir(config: Config) -> Path:
-    """runs/<experiment>/: the folds, the CV report, the test predictions."""
-    return Path(config.runs_dir) / config.experiment
+@dataclass(frozen=True)
+class RunLayout:
+    """runs/<experiment>/: an experiment's folds, reports and test predictions.
+
+    fold<k>/           what training fold k made (checkpoint, history, oof.csv, metrics.json)
+    fold<k>/sequence/  the fold's second stage (the sequence model over its CNN's features)
+    """
+
+    runs_dir: Path
+    experiment: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "runs_dir", Path(self.runs_dir))
+
+    @property
+    def root(self) -> Path:
+        return self.runs_dir / self.experiment
+
+    def fold(self, fold: int) -> Path:
+        return self.root / f"fold{fold}"
+
+    def sequence(self, fold: int) -> Path:
+        return self.fold(fold) / "sequence"
+
+    def finished_folds(self) -> list[int]:
+        """Folds whose training finished: best.keras and metrics.json present."""
+        found = []
+        for folder in self.root.glob("fold*"):
+            suffix = folder.name.removeprefix("fold")
+            if suffix.isdigit() and _finished(folder):
+                found.append(int(suffix))
+        return sorted(found)
+
+    def has_sequence(self, fold: int) -> bool:
+        """The fold's sequence stage finished."""
+        return _finished(self.sequence(fold))
 
 
-def fold_dir(config: Config, fold: int) -> Path:
-    return run_dir(config) / f"fold{fold}"
+def _finished(folder: Path) -> bool:
+    return (folder / "best.keras").is_file() and (folder / "metrics.json").is_file()

@@ -24,7 +24,7 @@ import numpy as np
 
 from competition.errors import ConfigError
 from competition.evaluation.metrics import METRIC_NAMES, METRICS
-from competition.layout import ImageTemplate
+from competition.template import ImageTemplate
 
 HEAD_KINDS = ("multilabel", "binary", "multiclass", "ordinal")
 LABEL_FORMATS = ("long", "wide")

@@ -26,7 +26,7 @@ def small_config(root, *overrides: str) -> Config:
 @pytest.fixture(scope="session")
 def small_competition(tmp_path_factory) -> Config:
     """The `small` synthetic preset, written, indexed and folded once per session."""
-    from competition.data.prepare import ensure_data
+    from competition.pipeline.prepare import ensure_data
 
     config = small_config(tmp_path_factory.mktemp("small") / "competition")
     ensure_data(config)
@@ -37,7 +37,7 @@ def small_competition(tmp_path_factory) -> Config:
 def trained(small_competition, tmp_path_factory):
     """A runs folder with folds 0 and 1 of the small preset trained, one epoch
     each (fold 2 left untrained). Tests that write into it copy it first."""
-    from competition.training.fit import train_folds
+    from competition.pipeline.train import train_folds
 
     runs = tmp_path_factory.mktemp("runs")
     config = small_config(small_competition.data.root, f"runs_dir={runs}", *TRAINED_WITH)
@@ -93,8 +93,8 @@ def preset_config(name: str, root, *extra: str) -> Config:
 def presets(tmp_path_factory):
     """name -> (root, runs): each preset's tiny stand-in written, indexed and
     folded, with fold 0 trained, once per session (on first use)."""
-    from competition.data.prepare import ensure_data
-    from competition.training.fit import train_folds
+    from competition.pipeline.prepare import ensure_data
+    from competition.pipeline.train import train_folds
 
     made = {}
 

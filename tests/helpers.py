@@ -15,7 +15,7 @@ import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from competition.data import shards
+from competition.data.cache import shards
 from competition.data.dicom import DicomReadError, lenient_uids
 from competition.layout import Layout
 from competition.task import TaskSpec
@@ -206,3 +206,11 @@ def corrupt_entry(folder, row: int) -> None:
         byte = handle.read(1)[0]
         handle.seek(offset + 20)
         handle.write(bytes([byte ^ 0xFF]))
+
+
+def synthesize(config, workers: int = 0, force: bool = False) -> Path:
+    """The config's synthetic competition written at data.root (the generator
+    alone: no config file beside it, so two folders can be compared byte for byte)."""
+    from competition.synthetic.generate import generate
+
+    return generate(config.synth, config.layout, workers, force)

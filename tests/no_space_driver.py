@@ -119,45 +119,47 @@ def training() -> dict:
 
 
 def cache() -> dict:
-    from competition.data import cache_plan
-    from competition.data.cache import CacheSource, build, is_complete, split_dir, verify
+    from competition.data.cache import plan as cache_plan
+    from competition.data.cache.build import build, verify
+    from competition.data.cache.source import CacheSource
     from competition.data.sources import ImageSource, open_source
 
     config = small_config(DATA, f"data.cache_dir={SMALL / 'cache'}")
-    build(config, ["test"])
-    test_folder = split_dir(config, "test")
+    cache = config.cache
+    build(cache, ["test"])
+    test_folder = config.cache.split_folder("test")
     before = digests(test_folder)
     fill()
-    refused = error_of(lambda: build(config, ["train"]))  # too small already: not started
+    refused = error_of(lambda: build(cache, ["train"]))  # too small already: not started
     started = list((SMALL / "cache").rglob("train"))
     free()
     plan = cache_plan.plan_codec
     cache_plan.plan_codec = lambda *args: (plan(*args), fill())[0]  # full once it has started
-    error = error_of(lambda: build(config, ["train"]))
+    error = error_of(lambda: build(cache, ["train"]))
     cache_plan.plan_codec = plan
-    served = open_source(config, "train")
+    served = open_source(config.inputs, "train")
     after = {
-        "test_complete": is_complete(config, "test"),
+        "test_complete": cache.is_complete("test"),
         "test_intact": digests(test_folder) == before,
-        "test_served_from_cache": isinstance(open_source(config, "test"), CacheSource),
-        "train_complete": is_complete(config, "train"),
+        "test_served_from_cache": isinstance(open_source(config.inputs, "test"), CacheSource),
+        "train_complete": cache.is_complete("train"),
         "train_served_from_dicom": isinstance(served, ImageSource),
     }
     free()
-    rebuilt = build(config, ["train"])[0]
+    rebuilt = build(cache, ["train"])[0]
     return {
         "refused": refused,
         "refused_started": [str(p) for p in started],
         "error": error,
         **after,
         "rebuilt": rebuilt["status"],
-        "rebuilt_complete": is_complete(config, "train"),
-        "corrupt_after_rebuild": verify(split_dir(config, "train")),
+        "rebuilt_complete": cache.is_complete("train"),
+        "corrupt_after_rebuild": verify(config.cache.split_folder("train")),
     }
 
 
 def submission() -> dict:
-    from competition.inference.predict import predict_and_submit
+    from competition.pipeline.predict import predict_and_submit
 
     subs = SMALL / "subs"
     config = small_config(

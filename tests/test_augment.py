@@ -12,7 +12,8 @@ import keras
 import numpy as np
 import pytest
 
-from competition.augmentation import (
+from competition.augment.layers import augmenter, mix, mixers, training_model
+from competition.augment.spec import (
     KIT_ARGUMENTS,
     LAYERS,
     NOT_AUGMENTATION,
@@ -21,8 +22,6 @@ from competition.augmentation import (
     placement,
 )
 from competition.config import ConfigError, load_config
-from competition.data.pixelspec import model_input_shape
-from competition.training.augment import augmenter, mix, mixers, training_model
 from competition.training.callbacks import BestCheckpoint
 from competition.training.model import load_checkpoint
 
@@ -167,7 +166,10 @@ def test_the_saved_model_holds_no_augmentation_and_loads_in_safe_mode(tmp_path):
     names = {type(layer).__name__ for layer in loaded._flatten_layers()}
     assert not names & set(LAYERS), names
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), 1e-5)
-    assert training_model(network(), [{"RandomFlip": {}}], 0).name == "net"  # host flips only
+    net = network()
+    flips_only = training_model(net, [{"RandomFlip": {}}], 0)  # host flips: nothing in the graph
+    assert flips_only.network is net and flips_only.layers == net.layers
+    assert [id(w) for w in flips_only.weights] == [id(w) for w in net.weights]
 
 
 def test_a_seed_reproduces_a_batch_and_another_seed_does_not():
@@ -187,7 +189,7 @@ def test_every_preset_builds_its_augmentation():
         config = load_config(path)
         layers = augmenter(config.augment, config.seed)
         if layers is not None:
-            shape = (2, 32, 32, model_input_shape(config)[2])
+            shape = (2, 32, 32, config.input_shape[2])
             assert layers(np.zeros(shape, np.float32), training=True).shape == shape, path.name
 
 
@@ -211,8 +213,8 @@ def test_the_preview_is_written(small_competition, tmp_path):
 def test_on_the_host_a_batch_key_reproduces_the_draws_whichever_thread():
     from concurrent.futures import ThreadPoolExecutor
 
+    from competition.augment.layers import host_augmenter, image_layers_on
     from competition.data.generator import DataGenerator
-    from competition.training.augment import host_augmenter, image_layers_on
 
     from helpers import IndexSource
 
@@ -235,7 +237,7 @@ def test_on_the_host_a_batch_key_reproduces_the_draws_whichever_thread():
 
 
 def test_host_placement_is_refused_with_worker_processes(tmp_path):
-    from competition.training.augment import image_layers_on
+    from competition.augment.layers import image_layers_on
 
     with pytest.raises(ConfigError, match="forked worker processes"):
         small_config(tmp_path, "train.augment_on=host", "train.use_multiprocessing=true")

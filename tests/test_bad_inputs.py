@@ -22,10 +22,9 @@ from competition.cli import main
 from competition.data.dicom import load_hu
 from competition.data.labels import read_labels
 from competition.data.preprocess import load_windowed
-from competition.inference.predict import predict_and_submit
+from competition.errors import KitError
 from competition.inference.submission import read_sample, validate_file
-from competition.layout import Layout
-from competition.training.model import ModelError
+from competition.pipeline.predict import predict_and_submit
 
 from conftest import small_config
 from helpers import REPO, cli, last_json, reencode, run_checked, write_dataset
@@ -105,7 +104,7 @@ SAME_IMAGE = (monochrome1, twelve_bit_intercept)  # read to the identical model 
 def damaged(small_competition, tmp_path_factory):
     """A copy of the small competition with every kind of bad file planted
     among the train and test images, run through cache, train and predict."""
-    source = Layout.from_config(small_competition)
+    source = small_competition.layout
     root = tmp_path_factory.mktemp("damaged") / "competition"
     keep = shutil.ignore_patterns("cache", "index*", "folds*")
     shutil.copytree(source.root, root, ignore=keep)
@@ -116,7 +115,7 @@ def damaged(small_competition, tmp_path_factory):
         f"predict.submissions_dir={root.parent / 'subs'}",
     ]
     config = small_config(root, *overrides)
-    layout = Layout.from_config(config)
+    layout = config.layout
     train_ids = read_labels(config.task, layout.train_csv).index.tolist()
     test_ids = read_sample(config.task, layout.sample_submission).images()
     damage = {}  # (split, image ID) -> damage
@@ -173,7 +172,7 @@ def test_data_report_lists_each_bad_file_with_its_stage_and_reason(damaged):
     )
     assert "corrupt pixel data" in stages["training"][corrupt_train]  # skipped by training
     bad_test = {k for k, h in damage.items() if k[0] == "test" and h in UNREADABLE}
-    assert set(stages["prediction"]) == bad_test  # given the fallback
+    assert set(stages["prediction"]) == bad_test  # given the training mean
     for name, stage in report["stages"].items():
         assert stage["count"] == len(stage["images"]) == sum(stage["reasons"].values()), name
     unique = {key for found in stages.values() for key in found}
@@ -184,7 +183,7 @@ def test_readable_variants_give_the_same_model_input(damaged):
     from competition.data.sources import open_source
 
     config, damage, expected, _, _ = damaged
-    sources = {split: open_source(config, split) for split in ("train", "test")}
+    sources = {split: open_source(config.inputs, split) for split in ("train", "test")}
     for (split, image_id), harm in damage.items():
         if harm in SAME_IMAGE:
             np.testing.assert_array_equal(sources[split].load(image_id), expected[split, image_id])
@@ -193,17 +192,17 @@ def test_readable_variants_give_the_same_model_input(damaged):
             assert image.shape == sources[split].shape and image.std() > 0
 
 
-def test_bad_test_images_get_the_training_prevalence_in_a_valid_submission(damaged):
+def test_bad_test_images_get_the_training_mean_in_a_valid_submission(damaged):
     config, damage, _, _, _ = damaged
-    layout = Layout.from_config(config)
+    layout = config.layout
     summary = json.loads((Path(config.runs_dir) / "small" / "predict.json").read_text())
     problems, rows = validate_file(config.task, summary["submission"], layout.sample_submission)
     assert problems == [] and rows == len(read_sample(config.task, layout.sample_submission).ids)
     preds = pd.read_csv(summary["test_preds"], index_col="image_id")
-    fallback = list(summary["fallback"].values())
+    training_mean = list(summary["training_mean"].values())
     for (split, image_id), harm in damage.items():
         if split == "test" and harm in UNREADABLE:
-            np.testing.assert_allclose(preds.loc[image_id].to_numpy(), fallback, rtol=1e-5)
+            np.testing.assert_allclose(preds.loc[image_id].to_numpy(), training_mean, rtol=1e-5)
 
 
 # --- label files ---------------------------------------------------------------
@@ -343,14 +342,11 @@ def test_unknown_key_in_a_config_file_names_the_file_and_the_key(tmp_path, capsy
 
 def lambda_fold(config, prevalence):
     """A fold whose checkpoint holds a Lambda layer (Python bytecode)."""
-    from competition.data.preprocess import input_shape
-    from competition.layout import fold_dir
-
-    inputs = keras.Input(input_shape(config))
+    inputs = keras.Input(config.pixels.input_shape)
     x = keras.layers.Lambda(lambda t: t / 255.0)(inputs)
     x = keras.layers.GlobalAveragePooling2D()(x)
     outputs = keras.layers.Dense(len(config.task.outputs), activation="sigmoid")(x)
-    out = fold_dir(config, 0)
+    out = config.runs.fold(0)
     out.mkdir(parents=True)
     keras.Model(inputs, outputs).save(out / "best.keras")
     # `prevalence`: what folds trained before the task spec recorded (still read)
@@ -368,11 +364,11 @@ def test_model_file_with_a_lambda_layer_is_refused_unless_trusted(small_competit
         )
 
     path = lambda_fold(config(), dict.fromkeys(config().task.outputs, 0.1))
-    with pytest.raises(ModelError) as info:
+    with pytest.raises(KitError) as info:
         predict_and_submit(config())
     message = str(info.value)
     assert str(path) in message and "Lambda" in message and "model.safe_mode=false" in message
     assert not (tmp_path / "subs").exists()
     summary = predict_and_submit(config("model.safe_mode=false"))  # the user trusts it
-    sample = Layout.from_config(config()).sample_submission
+    sample = config().layout.sample_submission
     assert validate_file(config().task, summary["submission"], sample)[0] == []

@@ -10,13 +10,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from competition.data import cache, shards
-from competition.data.cache import CacheError, CacheSource, build_split, split_dir
+from competition.data.cache import build as cache
+from competition.data.cache import shards
+from competition.data.cache import spec as cache_spec
+from competition.data.cache.build import build_split
+from competition.data.cache.source import CacheSource
+from competition.data.cache.spec import DONE, CacheError
 from competition.data.generator import DataGenerator
 from competition.data.index import write_index
 from competition.data.sources import ImageSource, image_source, open_source
 from competition.devtools.memory import rss_anon_bytes
-from competition.layout import Layout
 
 from conftest import small_config
 from helpers import cli, corrupt_entry, group_alive, start_kit
@@ -28,11 +31,11 @@ def cached_config(base, tmp_path, *overrides):
 
 def test_cache_serves_exactly_what_the_dicom_path_reads(small_competition, tmp_path):
     config = cached_config(small_competition, tmp_path)
-    result = build_split(config, "train", workers=2)
+    result = build_split(config.cache, "train", workers=2)
     assert result["status"] == "built" and result["unreadable"] == 0
-    source = open_source(config, "train")
+    source = open_source(config.inputs, "train")
     assert isinstance(source, CacheSource)
-    dicom = image_source(config, "train")
+    dicom = image_source(config.inputs, "train")
     ids = source.index.tolist()
     assert result["images"] == len(ids)
     for image_id in ids[::3]:
@@ -42,7 +45,7 @@ def test_cache_serves_exactly_what_the_dicom_path_reads(small_competition, tmp_p
     np.testing.assert_array_equal(gens[0][2][0], gens[1][2][0])
     # One thread for single-read cache batches, the configured ones to decode DICOM.
     assert [g.workers for g in gens] == [1, 2]
-    again = build_split(config, "train")
+    again = build_split(config.cache, "train")
     assert again["status"] == "up to date"
     restored = pickle.loads(pickle.dumps(source))
     assert len(pickle.dumps(source)) < 200_000  # the array is not pickled
@@ -53,35 +56,35 @@ def test_settings_change_builds_a_new_cache_instead_of_serving_stale_images(
     small_competition, tmp_path, monkeypatch
 ):
     config = cached_config(small_competition, tmp_path)
-    build_split(config, "test", workers=1)
-    assert isinstance(open_source(config, "test"), CacheSource)
+    build_split(config.cache, "test", workers=1)
+    assert isinstance(open_source(config.inputs, "test"), CacheSource)
     for override in ("preprocess.image_size=48", "preprocess.windows=[[40, 80], [80, 200]]"):
         other = cached_config(small_competition, tmp_path, override)
-        assert split_dir(other, "test") != split_dir(config, "test")
-        assert isinstance(open_source(other, "test"), ImageSource)
+        assert other.cache.split_folder("test") != config.cache.split_folder("test")
+        assert isinstance(open_source(other.inputs, "test"), ImageSource)
         strict = cached_config(small_competition, tmp_path, override, "data.source=cache")
         with pytest.raises(CacheError, match="no finished test cache for these settings"):
-            open_source(strict, "test")
-    before = split_dir(config, "test")
-    monkeypatch.setattr(cache, "READER_VERSION", 99)
-    assert split_dir(config, "test") != before
-    assert isinstance(open_source(config, "test"), ImageSource)
+            open_source(strict.inputs, "test")
+    before = config.cache.split_folder("test")
+    monkeypatch.setattr(cache_spec, "READER_VERSION", 99)
+    assert config.cache.split_folder("test") != before
+    assert isinstance(open_source(config.inputs, "test"), ImageSource)
 
 
 def test_unreadable_images_are_recorded_and_left_out(small_competition, tmp_path):
     import shutil
 
     root = tmp_path / "competition"
-    source = Layout.from_config(small_competition)
+    source = small_competition.layout
     shutil.copytree(source.image_dir("test"), root / "stage_2_test")
     files = sorted((root / "stage_2_test").glob("*.dcm"))
     files[0].write_bytes(b"not a dicom file")
     config = small_config(root)
-    write_index(Layout.from_config(config), workers=1)
+    write_index(config.layout, workers=1)
     files[1].unlink()  # indexed as readable, gone by the time the cache is built
-    result = build_split(config, "test", workers=1)
+    result = build_split(config.cache, "test", workers=1)
     assert result["unreadable"] == 2 and result["images"] == len(files) - 2
-    cached = open_source(config, "test")
+    cached = open_source(config.inputs, "test")
     assert set(cached.unreadable) == {files[0].stem, files[1].stem}
     assert "not a DICOM file" in cached.unreadable[files[0].stem]
     assert "file not found" in cached.unreadable[files[1].stem]
@@ -99,11 +102,11 @@ def many_images(small_competition, tmp_path):
     root = tmp_path / "many"
     folder = root / "stage_2_train"
     folder.mkdir(parents=True)
-    originals = sorted(Layout.from_config(small_competition).image_dir("train").glob("*.dcm"))
+    originals = sorted(small_competition.layout.image_dir("train").glob("*.dcm"))
     for i in range(2000):
         (folder / f"ID_{i:06d}.dcm").symlink_to(originals[i % len(originals)])
     config = small_config(root, "synth.generate=false")
-    write_index(Layout.from_config(config), workers=2)
+    write_index(config.layout, workers=2)
     return config
 
 
@@ -111,7 +114,7 @@ def many_images(small_competition, tmp_path):
 @pytest.mark.parametrize("codec", ["raw", "zstd"])
 def test_killed_build_resumes_and_corrupt_entries_are_redone(many_images, codec):
     config = replace(many_images, data=replace(many_images.data, cache_codec=codec))
-    folder = split_dir(config, "train", codec)
+    folder = config.cache.split_folder("train", codec)
     args = ["cache", "--config", "configs/small.yaml", "--set", f"data.root={config.data.root}"]
     args += ["--set", "synth.generate=false", "--set", f"data.cache_codec={codec}"]
     proc = start_kit(
@@ -127,7 +130,7 @@ def test_killed_build_resumes_and_corrupt_entries_are_redone(many_images, codec)
     while True:
         assert proc.poll() is None and time.time() < deadline, "the build ended before the kill"
         state = folder / "state.npy"
-        if state.exists() and int((np.load(state) == cache.DONE).sum()) >= 200:
+        if state.exists() and int((np.load(state) == DONE).sum()) >= 200:
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)  # the job's own process, as `kill -9 PID` does
@@ -137,9 +140,9 @@ def test_killed_build_resumes_and_corrupt_entries_are_redone(many_images, codec)
         assert time.time() < deadline, "a cache worker outlived the killed build"
         time.sleep(0.05)
     assert not (folder / "complete.json").exists()
-    assert isinstance(open_source(config, "train"), ImageSource)  # never served unfinished
+    assert isinstance(open_source(config.inputs, "train"), ImageSource)  # never served unfinished
     state = np.load(folder / "state.npy")
-    done_rows = np.flatnonzero(state == cache.DONE)
+    done_rows = np.flatnonzero(state == DONE)
     assert 200 <= len(done_rows) < 2000
     corrupt_entry(folder, done_rows[5])
     result = cli(*args, "--split", "train", timeout=120)
@@ -149,8 +152,8 @@ def test_killed_build_resumes_and_corrupt_entries_are_redone(many_images, codec)
     if codec != "raw":  # what the kill left after the last entry is cut off; the old copy stays
         lengths = np.load(folder / "length.npy").astype(int)
         assert shards.stored_bytes(folder) == lengths.sum() + lengths[done_rows[5]]
-    cached = open_source(config, "train")
-    dicom = image_source(config, "train")
+    cached = open_source(config.inputs, "train")
+    dicom = image_source(config.inputs, "train")
     for row in (*done_rows[:10], 1999):
         image_id = f"ID_{row:06d}"
         np.testing.assert_array_equal(cached.load(image_id), dicom.load(image_id))
@@ -158,8 +161,8 @@ def test_killed_build_resumes_and_corrupt_entries_are_redone(many_images, codec)
 
 def test_verify_finds_a_corrupt_entry_in_a_finished_cache(small_competition, tmp_path):
     config = cached_config(small_competition, tmp_path)
-    build_split(config, "test", workers=1)
-    folder = split_dir(config, "test")
+    build_split(config.cache, "test", workers=1)
+    folder = config.cache.split_folder("test")
     assert cache.verify(folder) == []
     images = np.load(folder / "images.npy", mmap_mode="r+")
     images[3, 10, 10] ^= 0xFF
@@ -167,7 +170,7 @@ def test_verify_finds_a_corrupt_entry_in_a_finished_cache(small_competition, tmp
     del images
     assert cache.verify(folder) == [3]
     assert not (folder / "complete.json").exists()
-    assert build_split(config, "test")["redone"] == 0  # marked to do by verify, now rebuilt
+    assert build_split(config.cache, "test")["redone"] == 0  # marked to do by verify, now rebuilt
     assert cache.verify(folder) == []
 
 

@@ -9,9 +9,11 @@ import pickle
 import numpy as np
 import pytest
 
-from competition.data import shards
-from competition.data.cache import CacheError, CacheSource, build_split, split_dir
-from competition.data.codecs import make_codec
+from competition.data.cache import shards
+from competition.data.cache.build import build_split
+from competition.data.cache.codecs import make_codec
+from competition.data.cache.source import CacheSource
+from competition.data.cache.spec import CacheError
 from competition.data.generator import DataGenerator
 from competition.data.sources import image_source, open_source
 
@@ -31,11 +33,11 @@ def codec_config(base, tmp_path, codec, *overrides):
 @pytest.mark.parametrize("codec", ["zstd", "png"])
 def test_lossless_codecs_serve_exactly_what_the_files_read(small_competition, tmp_path, codec):
     config = codec_config(small_competition, tmp_path, codec)
-    result = build_split(config, "test", workers=2)
-    folder = split_dir(config, "test")
-    assert result["codec"] == codec and folder == split_dir(config, "test", codec)
+    result = build_split(config.cache, "test", workers=2)
+    folder = config.cache.split_folder("test")
+    assert result["codec"] == codec and folder == config.cache.split_folder("test", codec)
     assert not (folder / "images.npy").exists() and list((folder / "shards").glob("*.bin"))
-    source, files = open_source(config, "test"), image_source(config, "test")
+    source, files = open_source(config.inputs, "test"), image_source(config.inputs, "test")
     assert isinstance(source, CacheSource) and source.codec == codec
     ids = source.index.tolist()
     raw_bytes = len(ids) * int(np.prod(source.shape))
@@ -48,9 +50,9 @@ def test_lossless_codecs_serve_exactly_what_the_files_read(small_competition, tm
     assert len(pickle.dumps(source)) < 200_000
     restored = pickle.loads(pickle.dumps(source))
     np.testing.assert_array_equal(restored.load(ids[-1]), files.load(ids[-1]))
-    assert build_split(config, "test")["status"] == "up to date"
+    assert build_split(config.cache, "test")["status"] == "up to date"
     auto = codec_config(small_competition, tmp_path, "auto")
-    served = open_source(auto, "test")  # auto serves the finished cache there is
+    served = open_source(auto.inputs, "test")  # auto serves the finished cache there is
     assert isinstance(served, CacheSource) and served.codec == codec
 
 
@@ -58,8 +60,8 @@ def test_jpeg_is_smaller_and_close_but_not_exact(small_competition, tmp_path):
     sizes = {}
     for codec in ("zstd", "jpeg"):
         config = codec_config(small_competition, tmp_path, codec)
-        sizes[codec] = build_split(config, "test", workers=1)["bytes"]
-    source, files = open_source(config, "test"), image_source(config, "test")
+        sizes[codec] = build_split(config.cache, "test", workers=1)["bytes"]
+    source, files = open_source(config.inputs, "test"), image_source(config.inputs, "test")
     assert source.codec == "jpeg" and sizes["jpeg"] < sizes["zstd"]
     errors = [np.abs(source.load(i).astype(int) - files.load(i)).mean() for i in source.index[:20]]
     assert 0 < np.mean(errors) < 4, errors
@@ -91,12 +93,12 @@ def test_shards_roll_over_and_read_back_by_row(tmp_path):
 
 def test_a_damaged_entry_is_named_then_rebuilt_by_verify(small_competition, tmp_path):
     config = codec_config(small_competition, tmp_path, "zstd")
-    build_split(config, "test", workers=1)
-    folder = split_dir(config, "test")
-    source, files = open_source(config, "test"), image_source(config, "test")
+    build_split(config.cache, "test", workers=1)
+    folder = config.cache.split_folder("test")
+    source, files = open_source(config.inputs, "test"), image_source(config.inputs, "test")
     damaged = source.index[3]
     corrupt_entry(folder, 3)
-    fresh = open_source(config, "test")
+    fresh = open_source(config.inputs, "test")
     with pytest.raises(CacheError, match=f"damaged entry among images {damaged}.*--verify"):
         fresh.load(damaged)
     np.testing.assert_array_equal(fresh.load(source.index[4]), files.load(source.index[4]))
@@ -105,12 +107,14 @@ def test_a_damaged_entry_is_named_then_rebuilt_by_verify(small_competition, tmp_
     result = cli(*args, "--split", "test", "--verify", timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "1 corrupt entries" in result.stdout
-    np.testing.assert_array_equal(open_source(config, "test").load(damaged), files.load(damaged))
+    np.testing.assert_array_equal(
+        open_source(config.inputs, "test").load(damaged), files.load(damaged)
+    )
 
 
 def test_auto_says_which_codec_and_why(small_competition, tmp_path, capsys):
     config = codec_config(small_competition, tmp_path, "auto")
-    result = build_split(config, "test", workers=1)
+    result = build_split(config.cache, "test", workers=1)
     said = capsys.readouterr().out
     assert result["codec"] == "raw"  # this disk has room for it
     assert "Cache of test: auto chose raw" in said and "free" in said

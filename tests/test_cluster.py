@@ -124,8 +124,10 @@ def test_two_folds_on_two_nodes_match_sequential_training(
 
     from competition.evaluation.cv import cv_report
 
-    on_ray = cv_report(small_config(root, f"runs_dir={runs}", *TRAINED_WITH))
-    one_by_one = cv_report(small_config(root, f"runs_dir={trained}", *TRAINED_WITH))
+    on_ray_config = small_config(root, f"runs_dir={runs}", *TRAINED_WITH)
+    one_by_one_config = small_config(root, f"runs_dir={trained}", *TRAINED_WITH)
+    on_ray = cv_report(on_ray_config.task, on_ray_config.runs)
+    one_by_one = cv_report(one_by_one_config.task, one_by_one_config.runs)
     assert on_ray["overall"]["score"] == pytest.approx(one_by_one["overall"]["score"], abs=2e-3)
     for fold in ("0", "1"):
         assert on_ray["folds"][fold]["score"] == pytest.approx(
@@ -195,7 +197,7 @@ def test_a_fold_survives_a_killed_process_then_a_removed_node(cluster, small_com
 def test_cluster_predict_in_two_shards_equals_predict(
     cluster, small_competition, trained, tmp_path
 ):
-    from competition.inference.predict import predict_and_submit
+    from competition.pipeline.predict import predict_and_submit
 
     runs = tmp_path / "runs"
     shutil.copytree(trained, runs)

@@ -3,9 +3,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from competition.data.cache import CacheError
+from competition.data.cache.spec import CacheError
 from competition.data.generator import DataGenerator, ImageLoadError, surfacing_load_errors
-from competition.training.fit import fold_data, make_generator, read_inputs
+from competition.pipeline.generators import training_generator
+from competition.pipeline.inputs import fold_data, read_inputs
 
 from conftest import small_config
 from helpers import IndexSource
@@ -38,15 +39,21 @@ def test_length_is_ceil_so_predict_keeps_the_tail():
 def test_every_sample_once_per_epoch_with_shuffle_even_with_extra_epoch_end_calls():
     gen = generator(shuffle=True, seed=3)
     orders = []
-    for calls in (1, 2, 1):  # Keras may call on_epoch_end more than once
+    for extra in (1, 2, 0):  # Keras calls on_epoch_end before the first epoch, and more
+        for _ in range(extra):
+            gen.on_epoch_end()
+        gen.on_epoch_begin()  # once per epoch Keras runs: the epoch counts from here
         samples = epoch_samples(gen)
         assert sorted(samples) == list(range(23))
         orders.append(samples)
-        for _ in range(calls):
-            gen.on_epoch_end()
+        gen.on_epoch_end()
     assert orders[0] != orders[1] != orders[2]
     again = generator(shuffle=True, seed=3)
+    again.on_epoch_begin()
     assert epoch_samples(again) == orders[0]  # seeded
+    again.resume_at(2)  # a fit resumed at epoch 3 draws what the uninterrupted one did
+    again.on_epoch_begin()
+    assert epoch_samples(again) == orders[2]
 
 
 def test_inference_keeps_order_and_ids_match_batches():
@@ -88,7 +95,7 @@ def test_unreadable_image_in_inference_keeps_alignment_and_is_reported():
 
 def test_dicom_source_batches_from_the_small_competition(small_competition):
     data = fold_data(small_competition, read_inputs(small_competition), 0)
-    gen = make_generator(small_competition, data, data.train, data.y_train, training=True)
+    gen = training_generator(small_competition, data)
     x, y = gen[0]
     assert x.shape == (16, 64, 64, 3) and x.dtype == np.uint8  # the model casts in-graph
     assert x.min() >= 0 and x.max() <= 255 and x.max() > 200
@@ -129,7 +136,7 @@ def test_training_says_when_it_decodes_the_files_for_want_of_a_cache(small_compe
     from competition.data.sources import cache_note
 
     config = small_config(small_competition.data.root, f"data.cache_dir={tmp_path / 'none'}")
-    note = cache_note(config, "train")
+    note = cache_note(config.inputs, "train")
     assert note and "no finished cache for these settings" in note and "make cache" in note
     files = small_config(small_competition.data.root, "data.source=files")
-    assert cache_note(files, "train") is None  # asked for the files: nothing to say
+    assert cache_note(files.inputs, "train") is None  # asked for the files: nothing to say

@@ -8,11 +8,10 @@ import pydicom
 import pytest
 from pydicom.uid import ImplicitVRLittleEndian, RLELossless
 
+from competition.augment.flips import flip_batch
 from competition.data.dicom import Rescale, lenient_uids, read_pixels
-from competition.data.flips import flip_batch
 from competition.data.preprocess import load_windowed, preprocess
 from competition.data.rawdicom import read_fast
-from competition.layout import Layout
 
 from helpers import make_dataset, write_dataset, write_dicom
 
@@ -61,7 +60,7 @@ def edge_case_files(tmp_path):
 
 
 def all_files(small_competition, real_series, tmp_path):
-    layout = Layout.from_config(small_competition)
+    layout = small_competition.layout
     synthetic = sorted(layout.image_dir("train").glob("*.dcm"))[::5]
     real = sorted((real_series / "stage_2_test").glob("*.dcm"))
     return [*synthetic, *real, *edge_case_files(tmp_path).values()]

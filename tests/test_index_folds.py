@@ -7,14 +7,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from competition.config import FoldsConfig
-from competition.data.folds import FoldError, assign_folds, read_folds, usable_images, write_folds
+from competition.data.folds import assign_folds, read_folds, usable_images, write_folds
 from competition.data.index import MissingTableError, build_index, read_index
 from competition.data.labels import read_labels
-from competition.layout import Layout, UnsafeIdError
+from competition.data.settings import FoldsConfig
+from competition.errors import KitError
+from competition.ids import UnsafeIdError
+from competition.layout import Layout
 from competition.task import ImagesSpec, TaskSpec
 
 from conftest import small_config
+from helpers import synthesize
 
 
 def test_real_series_is_indexed_and_ordered_by_z(real_series, tmp_path):
@@ -32,7 +35,7 @@ def test_real_series_is_indexed_and_ordered_by_z(real_series, tmp_path):
 
 
 def test_index_table_round_trips(small_competition):
-    layout = Layout.from_config(small_competition)
+    layout = small_competition.layout
     index = read_index(layout)
     assert index.readable.all() and set(index.split) == {"train", "test"}
     per_series = index.groupby("series_id").slice_rank.agg(["min", "max", "size"])
@@ -45,10 +48,8 @@ def test_index_table_round_trips(small_competition):
 def damaged_competition(tmp_path):
     """A small competition with files that cannot be used added to it."""
     config = small_config(tmp_path / "damaged", "synth.patients=8")
-    from competition.synthetic import generate
-
-    generate.generate(config)
-    layout = Layout.from_config(config)
+    synthesize(config)
+    layout = config.layout
     train = sorted(layout.image_dir("train").glob("*.dcm"))
     data = train[0].read_bytes()
     train[0].write_bytes(data[: len(data) // 2])  # truncated
@@ -81,7 +82,7 @@ def test_folds_leave_out_unusable_images_with_reasons(damaged_competition):
 
 
 def test_no_patient_in_two_folds_and_balanced_any(small_competition):
-    layout = Layout.from_config(small_competition)
+    layout = small_competition.layout
     folds = read_folds(layout)
     assert (folds.groupby("group").fold.nunique() == 1).all()
     patients = read_index(layout).set_index("image_id").loc[folds.image_id, "patient_id"]
@@ -90,7 +91,7 @@ def test_no_patient_in_two_folds_and_balanced_any(small_competition):
 
 
 def test_folds_are_deterministic_for_a_seed(small_competition):
-    layout, task = Layout.from_config(small_competition), small_competition.task
+    layout, task = small_competition.layout, small_competition.task
     usable, _ = usable_images(task, read_labels(task, layout.train_csv), read_index(layout))
     a = assign_folds(usable, FoldsConfig(k=3, seed=1))
     b = assign_folds(usable, FoldsConfig(k=3, seed=1))
@@ -100,9 +101,9 @@ def test_folds_are_deterministic_for_a_seed(small_competition):
 
 
 def test_more_folds_than_patients_is_a_clear_error(small_competition):
-    layout, task = Layout.from_config(small_competition), small_competition.task
+    layout, task = small_competition.layout, small_competition.task
     usable, _ = usable_images(task, read_labels(task, layout.train_csv), read_index(layout))
-    with pytest.raises(FoldError, match="folds.k=50 needs at least 50 groups"):
+    with pytest.raises(KitError, match="folds.k=50 needs at least 50 groups"):
         assign_folds(usable, FoldsConfig(k=50))
 
 
@@ -143,7 +144,7 @@ def test_template_lists_and_reads_back_nested_files(tmp_path):
 
 
 def test_files_removed_from_the_folder_after_indexing_are_noticed(tmp_path, capsys):
-    from competition.data.prepare import ensure_data
+    from competition.pipeline.prepare import ensure_data
 
     config = small_config(tmp_path / "comp", "synth.patients=6")
     layout = ensure_data(config)

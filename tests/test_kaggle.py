@@ -20,9 +20,8 @@ from kaggle_stand_in import StandIn
 from competition.errors import KitError
 from competition.inference.submission import validate_file
 from competition.kaggle import bundle as kaggle
-from competition.kaggle.bundle import KaggleError, normalise
-from competition.layout import Layout
-from competition.training.fit import train_folds
+from competition.kaggle.bundle import normalise
+from competition.pipeline.train import train_folds
 
 from conftest import PRESETS, TRAINED_WITH, preset_config, small_config
 from helpers import REPO
@@ -133,7 +132,7 @@ def offline(command: list[str]) -> list[str]:
 
 
 def fake_kaggle_root(root: Path, dataset: Path, competition) -> Path:
-    layout = Layout.from_config(competition)
+    layout = competition.layout
     inputs = root / "input"
     shutil.copytree(dataset, inputs / "small-kit")
     comp = inputs / "rsna-intracranial-hemorrhage-detection"
@@ -165,7 +164,7 @@ def test_kernel_runs_offline_in_a_kaggle_like_environment(bundle, small_competit
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     submission = root / "working" / "submission.csv"
-    sample = Layout.from_config(small_competition).sample_submission
+    sample = small_competition.layout.sample_submission
     problems, rows = validate_file(small_competition.task, submission, sample)
     assert problems == [] and rows > 0
     assert "rows, checked against the sample" in done.stdout
@@ -177,7 +176,7 @@ def test_kernel_runs_both_stages_of_a_2_5d_experiment_offline(
 ):
     """2.5D input and the sequence stage in the kernel: the test folder has
     no header index there, so its series and z are read from the headers."""
-    from competition.sequence.train import train_sequence_folds
+    from competition.pipeline.train_seq import train_sequence_folds
 
     runs = tmp_path / "runs"
     config = bundle_config(
@@ -188,7 +187,7 @@ def test_kernel_runs_both_stages_of_a_2_5d_experiment_offline(
     train_sequence_folds(config, [0])
     from dataclasses import replace
 
-    from competition.inference.predict import predict_and_submit
+    from competition.pipeline.predict import predict_and_submit
 
     cnn_only = replace(
         config, predict=replace(config.predict, stage=1, submissions_dir=str(tmp_path / "sub"))
@@ -204,7 +203,7 @@ def test_kernel_runs_both_stages_of_a_2_5d_experiment_offline(
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "stage 2" in done.stdout
-    sample = Layout.from_config(small_competition).sample_submission
+    sample = small_competition.layout.sample_submission
     problems, rows = validate_file(
         small_competition.task, root / "working" / "submission.csv", sample
     )
@@ -259,12 +258,12 @@ def test_each_presets_kernel_finds_its_files_and_submits_offline(
 
 
 def test_kernel_names_what_it_could_not_find(bundle, tmp_path):
-    from competition.kaggle.kernel import KernelError, kernel_config
+    from competition.kaggle.kernel import kernel_config
 
     _, summary = bundle
     inputs = tmp_path / "input"
     shutil.copytree(Path(summary["folder"]) / "dataset", inputs / "small-kit")
-    with pytest.raises(KernelError, match="stage_2_sample_submission.csv.*found none"):
+    with pytest.raises(KitError, match="stage_2_sample_submission.csv.*found none"):
         kernel_config(inputs / "small-kit", inputs, tmp_path / "working")
 
 
@@ -360,7 +359,7 @@ def test_bad_settings_are_refused_before_anything_is_written(
     monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
     build = tmp_path / "kaggle"
     config = bundle_config(small_competition, trained_runs, build, *overrides)
-    with pytest.raises(KaggleError, match=message):
+    with pytest.raises(KitError, match=message):
         kaggle.build(config)
     assert not build.exists() and list(tmp_path.iterdir()) == []
 

@@ -6,7 +6,7 @@ import pytest
 
 from competition.config import load_config
 from competition.data.labels import LabelError, read_labels
-from competition.layout import UnsafeIdError
+from competition.ids import UnsafeIdError
 
 from helpers import REPO
 

@@ -77,11 +77,11 @@ def test_a_second_train_of_the_same_fold_is_refused(small_competition, tmp_path,
 
 
 def test_a_second_cache_build_of_the_same_split_is_refused(small_competition, tmp_path, holder):
-    from competition.data.cache import build_split, cache_root
+    from competition.data.cache.build import build_split
 
     config = small_config(small_competition.data.root, f"data.cache_dir={tmp_path / 'cache'}")
-    key = cache_root(config).name
-    proc = holder(cache_root(config).parent, f".{key}-train.lock")
+    key = config.cache.root().name
+    proc = holder(config.cache.root().parent, f".{key}-train.lock")
     with pytest.raises(BusyError, match=rf"the train cache .* \(pid {proc.pid} on "):
-        build_split(config, "train", 1)
-    assert not cache_root(config).exists()  # nothing was started
+        build_split(config.cache, "train", 1)
+    assert not config.cache.root().exists()  # nothing was started

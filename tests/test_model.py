@@ -4,8 +4,10 @@ import keras
 import numpy as np
 import pytest
 
-from competition.config import ModelConfig, load_config
-from competition.training.model import ModelError, build_model, initial_bias
+from competition.config import load_config
+from competition.errors import KitError
+from competition.training.model import build_model, initial_bias
+from competition.training.settings import ModelConfig
 
 from helpers import REPO
 
@@ -72,7 +74,7 @@ def test_local_weights_file_is_loaded(tmp_path):
 
 def test_missing_weights_file_is_a_clear_error(tmp_path):
     cfg = ModelConfig(backbone="tiny_cnn", weights=str(tmp_path / "x.h5"))
-    with pytest.raises(ModelError, match="no weights file at"):
+    with pytest.raises(KitError, match="no weights file at"):
         build_model(cfg, (32, 32, 3), RSNA)
 
 
@@ -91,9 +93,9 @@ def test_other_poolings_build_and_reload_in_safe_mode(pooling, tmp_path):
 
 def test_pretrained_weights_with_other_than_three_channels_say_what_to_do():
     cfg = ModelConfig(backbone="efficientnet_b0", weights="imagenet")  # nothing is downloaded
-    with pytest.raises(ModelError, match=r"input has 1 channel.*input_adapter=repeat.*project"):
+    with pytest.raises(KitError, match=r"input has 1 channel.*input_adapter=repeat.*project"):
         build_model(cfg, (32, 32, 1), RSNA)
-    with pytest.raises(ModelError, match="copies 1 or 2 channels"):
+    with pytest.raises(KitError, match="copies 1 or 2 channels"):
         build_model(ModelConfig(weights="imagenet", input_adapter="repeat"), (32, 32, 9), RSNA)
 
 

@@ -9,19 +9,16 @@ import pandas as pd
 import pytest
 
 from competition.config import ConfigError
-from competition.data.cache import build
+from competition.data.cache.build import build
 from competition.data.generator import DataGenerator
 from competition.data.index import read_index
 from competition.data.neighbors import (
-    NeighborError,
     NeighborSource,
     channel_picks,
     neighbor_rows,
     positions_by_series,
 )
-from competition.data.pixelspec import model_input_shape
 from competition.data.sources import open_source, slice_source
-from competition.layout import Layout
 
 from conftest import preset_config, small_config
 
@@ -69,7 +66,7 @@ def test_stacking_puts_each_slices_channels_side_by_side(picks):
 
 def test_images_without_z_are_refused():
     index = _index([("a", "", np.nan), ("b", "", np.nan)])
-    with pytest.raises(NeighborError, match="do not form series"):
+    with pytest.raises(ConfigError, match="do not form series"):
         positions_by_series(index, "train")
 
 
@@ -104,14 +101,14 @@ def test_stacks_from_the_cache_are_one_read_per_batch_and_match_the_files(small_
     config = small_config(
         small_competition.data.root, "preprocess.neighbors=1", "preprocess.neighbor_windows=[0, 1]"
     )
-    build(config, ["train"])
-    cache = slice_source(config, "train")
+    build(config.cache, ["train"])
+    cache = slice_source(config.inputs, "train")
     assert type(cache).__name__ == "CacheSource"
-    index = read_index(Layout.from_config(config))
+    index = read_index(config.layout)
     table = positions_by_series(index, "train")
     counting = CountingCache(cache)
     stacked = NeighborSource(counting, table, 1, [0, 1])
-    assert stacked.shape == model_input_shape(config) == (64, 64, 6)
+    assert stacked.shape == config.input_shape == (64, 64, 6)
     ids = table["image_id"].tolist()[:40]
     batches = DataGenerator(ids, stacked, batch_size=16)
     batch = batches[0]
@@ -122,7 +119,7 @@ def test_stacks_from_the_cache_are_one_read_per_batch_and_match_the_files(small_
             "preprocess.neighbors=1",
             "preprocess.neighbor_windows=[0, 1]",
             "data.source=files",
-        ),
+        ).inputs,
         "train",
     )
     for i, image_id in enumerate(ids[:16]):
@@ -141,12 +138,12 @@ def test_real_series_stacks_follow_z_without_an_index(real_series, tmp_path):
 
     test_dir = real_series / "stage_2_test"
     config = small_config(tmp_path, "preprocess.neighbors=1", f"task.images.test_dir={test_dir}")
-    stacked = open_source(config, "test")
-    assert not Layout.from_config(config).index_csv.exists()
+    stacked = open_source(config.inputs, "test")
+    assert not config.layout.index_csv.exists()
     files = sorted(test_dir.glob("*.dcm"))
     by_z = [p.stem for p in sorted(files, key=lambda p: read_header(p)["z"])]
     assert by_z != sorted(by_z)  # the IDs do not give the order
-    plain = slice_source(config, "test")
+    plain = slice_source(config.inputs, "test")
     middle = stacked.load(by_z[10])
     for position, image_id in enumerate(by_z[9:12]):
         np.testing.assert_array_equal(

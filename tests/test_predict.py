@@ -8,18 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from competition.data.preprocess import input_shape
 from competition.data.sources import open_source
 from competition.errors import KitError
-from competition.evaluation.cv import ReportError, cv_report
+from competition.evaluation.cv import cv_report
 from competition.evaluation.metrics import weighted_log_loss
 from competition.inference.ensemble import combine_folds
-from competition.inference.predict import (
-    ensemble_model,
-    inference_generator,
-    load_fold_model,
-    predict_and_submit,
-)
+from competition.inference.predict import ensemble_model, load_fold_model
 from competition.inference.submission import (
     SubmissionError,
     build_submission,
@@ -27,9 +21,10 @@ from competition.inference.submission import (
     validate_file,
     write_submission,
 )
-from competition.layout import Layout, fold_dir
-from competition.runs import RunError, select_folds
-from competition.training.model import ModelError, build_model
+from competition.pipeline.generators import inference_generator
+from competition.pipeline.predict import predict_and_submit
+from competition.pipeline.runs import select_folds
+from competition.training.model import build_model
 
 from conftest import TRAINED_WITH, small_config
 from helpers import REPO, cli
@@ -53,7 +48,7 @@ def test_submission_is_the_sample_rows_checked_and_named_by_what_made_it(
 ):
     config = predict_config(small_competition, trained, tmp_path)
     summary = predict_and_submit(config)
-    layout = Layout.from_config(config)
+    layout = config.layout
     sample = read_sample(TASK, layout.sample_submission)
     ids = sample.images()
 
@@ -81,10 +76,14 @@ def test_generator_predictions_equal_in_memory_predictions_per_fold_and_view(
     small_competition, trained, tmp_path
 ):
     config = predict_config(small_competition, trained, tmp_path, "predict.batch_size=7")
-    ids = read_sample(TASK, Layout.from_config(config).sample_submission).images()[:30]
-    models = [load_fold_model(config, fold) for fold in (0, 1)]
-    model = ensemble_model(models, ["identity", "hflip", "vflip"], input_shape(config))
-    generator = inference_generator(config, ids, open_source(config, "test"))
+    ids = read_sample(TASK, config.layout.sample_submission).images()[:30]
+    shape, outputs = config.input_shape, len(TASK.outputs)
+    models = [
+        load_fold_model(config.runs.fold(f) / "best.keras", shape, outputs, f"fold{f}")
+        for f in (0, 1)
+    ]
+    model = ensemble_model(models, ["identity", "hflip", "vflip"], shape)
+    generator = inference_generator(config, ids, open_source(config.inputs, "test"))
     from_generator = model.predict(generator, verbose=0)
     images = np.stack([generator.source.load(i) for i in ids]).astype(np.float32)
     assert from_generator.shape == (30, 2, 3, 6)
@@ -110,10 +109,10 @@ def test_fold_combinations():
         assert (np.diff(rank[np.argsort(mean_rank[:, k], kind="stable"), k]) >= 0).all()
 
 
-def test_unreadable_test_image_gets_the_training_prevalence_and_is_reported(
+def test_unreadable_test_image_gets_the_training_mean_and_is_reported(
     small_competition, trained, tmp_path
 ):
-    layout = Layout.from_config(small_competition)
+    layout = small_competition.layout
     test_dir = tmp_path / "test_copy"
     shutil.copytree(layout.image_dir("test"), test_dir)
     bad = read_sample(TASK, layout.sample_submission).images()[3]
@@ -125,41 +124,41 @@ def test_unreadable_test_image_gets_the_training_prevalence_and_is_reported(
     assert list(summary["unreadable"]) == [bad]
     assert "not a DICOM file" in summary["unreadable"][bad]
     preds = pd.read_csv(trained / "small" / "test_preds.csv", index_col="image_id")
-    fallback = [summary["fallback"][name] for name in SUBTYPES]
-    np.testing.assert_allclose(preds.loc[bad].to_numpy(), fallback, rtol=1e-5)
-    labels = [
-        json.loads((fold_dir(config, f) / "metrics.json").read_text())["constant_prediction"]
+    training_mean = [summary["training_mean"][name] for name in SUBTYPES]
+    np.testing.assert_allclose(preds.loc[bad].to_numpy(), training_mean, rtol=1e-5)
+    means = [
+        json.loads((config.runs.fold(f) / "metrics.json").read_text())["training_mean"]
         for f in (0, 1)
     ]
-    expected = [np.mean([fold[name] for fold in labels]) for name in SUBTYPES]
-    np.testing.assert_allclose(fallback, expected)
+    expected = [np.mean([fold[name] for fold in means]) for name in SUBTYPES]
+    np.testing.assert_allclose(training_mean, expected)
 
 
 def test_no_trained_fold_and_untrained_fold_are_clear_errors(small_competition, trained, tmp_path):
     empty = predict_config(small_competition, tmp_path / "none", tmp_path)
-    with pytest.raises(RunError, match="No trained fold found .*make train FOLD=0"):
+    with pytest.raises(KitError, match="No trained fold found .*make train FOLD=0"):
         predict_and_submit(empty)
     config = predict_config(small_competition, trained, tmp_path)
-    with pytest.raises(RunError, match=r"Fold\(s\) \[2\] .* Finished: \[0, 1\]"):
+    with pytest.raises(KitError, match=r"Fold\(s\) \[2\] .* Finished: \[0, 1\]"):
         select_folds(config, [1, 2])
     assert not (tmp_path / "submissions").exists()
 
 
 def test_checkpoint_that_does_not_fit_the_config_is_refused(small_competition, trained, tmp_path):
     other = predict_config(small_competition, trained, tmp_path, "preprocess.image_size=32")
-    with pytest.raises(RunError, match="other inputs .*\n- preprocess.image_size: 64 then, 32 now"):
+    with pytest.raises(KitError, match="other inputs .*\n- preprocess.image_size: 64 then, 32 now"):
         predict_and_submit(other)
     runs = tmp_path / "runs"
     shutil.copytree(trained / "small" / "fold0", runs / "small" / "fold0")
     config = predict_config(small_competition, runs, tmp_path)
     (runs / "small" / "fold0" / "config.yaml").unlink()
     build_model(config.model, (32, 32, 3), TASK).save(runs / "small" / "fold0" / "best.keras")
-    with pytest.raises(ModelError, match=r"takes \(32, 32, 3\) .* needs \(64, 64, 3\)"):
+    with pytest.raises(KitError, match=r"takes \(32, 32, 3\) .* needs \(64, 64, 3\)"):
         predict_and_submit(config)
     inputs = keras.Input((64, 64, 3))
     five = keras.Model(inputs, keras.layers.Dense(5)(keras.layers.Flatten()(inputs)))
     five.save(runs / "small" / "fold0" / "best.keras")
-    with pytest.raises(ModelError, match="gives 5 outputs"):
+    with pytest.raises(KitError, match="gives 5 outputs"):
         predict_and_submit(config)
     assert not (tmp_path / "submissions").exists()
 
@@ -175,7 +174,7 @@ def test_checkpoint_that_does_not_fit_the_config_is_refused(small_competition, t
 def test_bad_sample_submission_is_an_error_and_nothing_is_written(
     small_competition, trained, tmp_path, line, message
 ):
-    layout = Layout.from_config(small_competition)
+    layout = small_competition.layout
     sample = tmp_path / "sample.csv"
     sample.write_text(layout.sample_submission.read_text() + line + "\n")
     config = predict_config(
@@ -187,7 +186,7 @@ def test_bad_sample_submission_is_an_error_and_nothing_is_written(
 
 
 def test_failed_check_writes_nothing_and_keeps_the_previous_submission(small_competition, tmp_path):
-    sample = read_sample(TASK, Layout.from_config(small_competition).sample_submission)
+    sample = read_sample(TASK, small_competition.layout.sample_submission)
     ids = sample.images()
     probs = pd.DataFrame(0.5, index=ids, columns=SUBTYPES)
     probs.iloc[1, 2] = np.nan
@@ -203,8 +202,8 @@ def test_failed_check_writes_nothing_and_keeps_the_previous_submission(small_com
 
 def test_cv_report_pools_the_out_of_fold_predictions(small_competition, trained, tmp_path):
     config = predict_config(small_competition, trained, tmp_path)
-    report = cv_report(config)
-    oof = [pd.read_csv(fold_dir(config, f) / "oof.csv") for f in (0, 1)]
+    report = cv_report(config.task, config.runs)
+    oof = [pd.read_csv(config.runs.fold(f) / "oof.csv") for f in (0, 1)]
     pooled = pd.concat(oof)
     truth = pooled.filter(like="label_").to_numpy()
     assert list(report["folds"]) == ["0", "1"]
@@ -216,7 +215,7 @@ def test_cv_report_pools_the_out_of_fold_predictions(small_competition, trained,
     assert json.loads((out / "cv.json").read_text()) == report
     assert "| all |" in (out / "cv.md").read_text()
     assert (out / "roc.png").stat().st_size > 10_000
-    with pytest.raises(ReportError, match="No out-of-fold predictions"):
+    with pytest.raises(KitError, match="No out-of-fold predictions"):
         cv_report(predict_config(small_competition, tmp_path / "none", tmp_path))
 
 
@@ -253,7 +252,7 @@ def test_real_series_predicts_a_valid_192_row_submission(
 
 
 def test_validate_lists_what_is_wrong(small_competition, tmp_path):
-    sample_path = Layout.from_config(small_competition).sample_submission
+    sample_path = small_competition.layout.sample_submission
     sample = pd.read_csv(sample_path)
     bad = sample.iloc[2:].copy()
     bad.loc[bad.index[0], "Label"] = 1.5
@@ -275,7 +274,7 @@ def test_validate_lists_what_is_wrong(small_competition, tmp_path):
 
 def test_validate_exit_codes_are_consistent(small_competition, tmp_path):
     """1: the file fails (missing, unreadable or wrong); 2: the command cannot run."""
-    sample_path = Layout.from_config(small_competition).sample_submission
+    sample_path = small_competition.layout.sample_submission
     missing = tmp_path / "nothing.csv"
     result = cli("validate", str(missing), "--sample", str(sample_path), timeout=60)
     assert result.returncode == 1 and f"No submission file at {missing}" in result.stdout

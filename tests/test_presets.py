@@ -14,12 +14,11 @@ import pandas as pd
 import pydicom
 import pytest
 
-from competition.data.cache import build_split, split_dir
+from competition.data.cache import build_split
 from competition.data.sources import image_source
-from competition.synthetic import generate
 
 from conftest import PRESETS, preset_args, preset_config
-from helpers import cli, digest
+from helpers import cli, digest, synthesize
 
 RANZCR = ["ETT - Abnormal", "ETT - Borderline", "ETT - Normal", "NGT - Abnormal",
           "NGT - Borderline", "NGT - Incompletely Imaged", "NGT - Normal", "CVC - Abnormal",
@@ -127,7 +126,7 @@ def test_the_stand_in_is_written_in_the_downloads_layout(presets, name):
 
 def test_the_mammograms_are_compressed_both_ways_with_both_photometrics(tmp_path):
     config = preset_config("rsna_breast_2023", tmp_path / "m", "synth.patients=40")
-    root = generate.generate(config, workers=2)
+    root = synthesize(config, workers=2)
     found = set()
     for path in root.glob("*_images/*/*.dcm"):
         ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -143,9 +142,9 @@ def test_the_mammograms_are_compressed_both_ways_with_both_photometrics(tmp_path
 @pytest.mark.parametrize("name", PRESETS)
 def test_the_stand_in_is_the_same_for_a_seed_whatever_the_processes(tmp_path, name):
     small = ["synth.patients=6", "synth.image_size=64"]
-    one = generate.generate(preset_config(name, tmp_path / "a", *small), workers=1)
-    two = generate.generate(preset_config(name, tmp_path / "b", *small), workers=2)
-    other = generate.generate(preset_config(name, tmp_path / "c", *small, "synth.seed=1"))
+    one = synthesize(preset_config(name, tmp_path / "a", *small), workers=1)
+    two = synthesize(preset_config(name, tmp_path / "b", *small), workers=2)
+    other = synthesize(preset_config(name, tmp_path / "c", *small, "synth.seed=1"))
     assert digest(one) == digest(two) != digest(other)
 
 
@@ -183,14 +182,14 @@ def test_predict_and_validate_through_the_cli(presets, name, tmp_path):
 def test_the_cache_serves_exactly_what_the_files_read(presets, name, tmp_path):
     root, _ = presets(name)
     config = preset_config(name, root, f"data.cache_dir={tmp_path / 'cache'}")
-    result = build_split(config, "test", workers=2)
+    result = build_split(config.cache, "test", workers=2)
     assert result["status"] == "built" and result["unreadable"] == 0
-    images = np.load(split_dir(config, "test") / "images.npy")
-    ids = pd.read_csv(split_dir(config, "test") / "ids.csv", dtype=str).image_id
+    images = np.load(config.cache.split_folder("test") / "images.npy")
+    ids = pd.read_csv(config.cache.split_folder("test") / "ids.csv", dtype=str).image_id
     fields = None
     if name == "rsna_breast_2023":
         fields = pd.read_csv(root / "test.csv", dtype=str).set_index("image_id")
-    files = image_source(config, "test", fields)
+    files = image_source(config.inputs, "test", fields)
     assert images.shape[1:] == files.shape
     for row, image_id in list(enumerate(ids))[::3]:
         np.testing.assert_array_equal(images[row], files.load(image_id))

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from competition.inference.predict import predict_and_submit
+from competition.errors import KitError
 from competition.inference.submission import validate_file
-from competition.layout import Layout
-from competition.runs import RunError, differences
-from competition.training.fit import train_folds
+from competition.pipeline.predict import predict_and_submit
+from competition.pipeline.runs import differences
+from competition.pipeline.train import train_folds
 from competition.training.model import load_checkpoint
 
 from conftest import TRAINED_WITH, small_config
@@ -53,13 +53,13 @@ def test_a_fold_trained_on_other_data_is_not_reused(small_competition, trained, 
     runs = copied_runs(trained, tmp_path)
     root = other_competition(small_competition, tmp_path, change_a_label=True)
     config = small_config(root, f"runs_dir={runs}", "synth.generate=false", *TRAINED_WITH)
-    with pytest.raises(RunError) as info:
+    with pytest.raises(KitError) as info:
         train_folds(config, [0])
     message = str(info.value)
     assert "fold0 was trained with other inputs" in message
     assert "data: the label CSV or folds.csv differ" in message and str(root) in message
     assert "--force" in message and "--set experiment=NAME" in message
-    with pytest.raises(RunError, match="data: the label CSV"):  # prediction checks the same
+    with pytest.raises(KitError, match="data: the label CSV"):  # prediction checks the same
         predict_and_submit(config)
 
 
@@ -117,10 +117,10 @@ def test_a_fold_folder_of_the_previous_layout_predicts_a_valid_submission(
     )
     assert differences(config, 0) == []  # its old config.yaml agrees where the keys still exist
     summary = predict_and_submit(config)
-    sample = Layout.from_config(config).sample_submission
+    sample = config.layout.sample_submission
     assert validate_file(config.task, summary["submission"], sample)[0] == []
     old = json.loads((PREVIOUS / "fold0" / "metrics.json").read_text())["prevalence"]
-    assert summary["fallback"] == pytest.approx(old)  # its `prevalence` read as the fallback
+    assert summary["training_mean"] == pytest.approx(old)  # its `prevalence`: the training mean
 
 
 # --- set-up on a fresh folder, and the way out of the first errors -------------------------------

@@ -13,7 +13,7 @@ import pytest
 
 from competition.config import load_config
 from competition.data.folds import read_folds
-from competition.layout import Layout, fold_dir
+from competition.errors import KitError
 from competition.sequence.series import (
     SeriesBatches,
     augmented,
@@ -63,7 +63,7 @@ def test_batches_pad_whole_series_and_weigh_padding_zero():
     emb = np.arange(12, dtype=np.float16).reshape(6, 2) + 1
     logits = np.ones((6, 1), np.float32)
     labels = np.arange(6, dtype=np.float32)[:, None]
-    batches = SeriesBatches(series, emb, logits, labels, cfg=cfg)
+    batches = SeriesBatches(series, emb, logits, labels, sequence_config=cfg)
     assert len(batches) == 2
     x, y, w = batches[0]
     assert x.shape == (2, 3, 7) and y.shape == (2, 3, 1)
@@ -86,7 +86,7 @@ def test_untrained_sequence_model_is_the_cnn_and_padding_does_not_count():
     logits = rng.normal(size=(7, outputs)).astype(np.float32)
     labels = (rng.random((7, outputs)) < 0.3).astype(np.float32)
     batches = SeriesBatches(
-        [np.arange(5), np.arange(5, 7)], emb, logits, labels, cfg=config.sequence
+        [np.arange(5), np.arange(5, 7)], emb, logits, labels, sequence_config=config.sequence
     )
     model = build_sequence_model(batches.feature_dim, config.task, config.sequence)
     found = predict_series(model, batches, 7)
@@ -104,7 +104,7 @@ def test_untrained_sequence_model_is_the_cnn_and_padding_does_not_count():
 @pytest.fixture(scope="module")
 def sequenced(small_competition, trained, tmp_path_factory):
     """The shared trained folds plus fold 0's sequence stage."""
-    from competition.sequence.train import train_sequence_folds
+    from competition.pipeline.train_seq import train_sequence_folds
 
     runs = tmp_path_factory.mktemp("seq") / "runs"
     shutil.copytree(trained, runs)
@@ -115,53 +115,53 @@ def sequenced(small_competition, trained, tmp_path_factory):
 
 def test_sequence_stage_trains_scores_and_records_what_it_saw(sequenced):
     config, metrics = sequenced
-    out = fold_dir(config, 0) / "sequence"
+    out = config.runs.fold(0) / "sequence"
     for name in ("best.keras", "history.csv", "oof.csv", "metrics.json", "train_ids.csv"):
         assert (out / name).is_file(), name
     assert not (out / "backup").exists()
     assert metrics["stage"] == 2 and np.isfinite(metrics["score"])
     assert (
         metrics["stage1_score"]
-        == json.loads((fold_dir(config, 0) / "metrics.json").read_text())["score"]
+        == json.loads((config.runs.fold(0) / "metrics.json").read_text())["score"]
     )
-    features = np.load(fold_dir(config, 0) / "features" / "train.npz")
+    features = np.load(config.runs.fold(0) / "features" / "train.npz")
     assert features["embeddings"].dtype == np.float16
     assert len(pd.read_csv(out / "history.csv")) == 2
 
 
 def test_no_validation_image_is_in_any_training_set_of_its_fold(sequenced):
     config, _ = sequenced
-    folds = read_folds(Layout.from_config(config))
+    folds = read_folds(config.layout)
     stage1_train = set(folds.loc[folds["fold"] != 0, "image_id"])
-    stage2_train = set(pd.read_csv(fold_dir(config, 0) / "sequence" / "train_ids.csv")["image_id"])
-    scored = set(pd.read_csv(fold_dir(config, 0) / "sequence" / "oof.csv")["image_id"])
+    stage2_train = set(pd.read_csv(config.runs.fold(0) / "sequence" / "train_ids.csv")["image_id"])
+    scored = set(pd.read_csv(config.runs.fold(0) / "sequence" / "oof.csv")["image_id"])
     assert scored == set(folds.loc[folds["fold"] == 0, "image_id"])
     assert stage2_train <= stage1_train
     assert not scored & stage1_train and not scored & stage2_train
 
 
 def test_leak_guard_refuses_overlap():
-    from competition.sequence.train import SequenceError, check_no_leak
+    from competition.pipeline.train_seq import check_no_leak
 
-    with pytest.raises(SequenceError, match="also training images"):
+    with pytest.raises(KitError, match="also training images"):
         check_no_leak(["a", "b"], ["b", "c"], fold=0)
 
 
 def test_finished_sequence_stage_is_reused_and_settings_change_is_refused(sequenced):
-    from competition.sequence.train import SequenceError, train_sequence_folds
+    from competition.pipeline.train_seq import train_sequence_folds
 
     config, metrics = sequenced
     assert train_sequence_folds(config, [0])[0] == metrics
     changed = small_config(
         config.data.root, f"runs_dir={config.runs_dir}", *TRAINED_WITH, *SEQ, "sequence.units=4"
     )
-    with pytest.raises(SequenceError, match="units"):
+    with pytest.raises(KitError, match="units"):
         train_sequence_folds(changed, [0])
 
 
 def test_sequence_stage_resumes_from_its_backup(sequenced, tmp_path, monkeypatch, capsys):
     """Stopped right after epoch 1's backup, the next run starts at epoch 2."""
-    from competition.sequence import train as seq
+    from competition.pipeline import train_seq as seq
     from competition.training.callbacks import EpochBackup
 
     config, _ = sequenced
@@ -178,7 +178,7 @@ def test_sequence_stage_resumes_from_its_backup(sequenced, tmp_path, monkeypatch
     monkeypatch.setattr(EpochBackup, "on_epoch_end", stop_after_first)
     with pytest.raises(KeyboardInterrupt):
         seq.train_sequence_folds(config, [0])
-    out = fold_dir(config, 0) / "sequence"
+    out = config.runs.fold(0) / "sequence"
     assert (out / "backup" / "epoch-0001.weights.h5").is_file()
     assert not (out / "metrics.json").exists()
     monkeypatch.setattr(EpochBackup, "on_epoch_end", save)
@@ -189,8 +189,8 @@ def test_sequence_stage_resumes_from_its_backup(sequenced, tmp_path, monkeypatch
 
 
 def test_predict_uses_the_sequence_stage_and_writes_a_valid_submission(sequenced, tmp_path):
-    from competition.inference.predict import predict_and_submit
     from competition.inference.submission import validate_file
+    from competition.pipeline.predict import predict_and_submit
 
     config, _ = sequenced
     runs = tmp_path / "runs"
@@ -199,10 +199,8 @@ def test_predict_uses_the_sequence_stage_and_writes_a_valid_submission(sequenced
     two = small_config(config.data.root, *extra, "predict.folds=[0]")
     summary = predict_and_submit(two)
     assert summary["stage"] == 2 and summary["test_score"]["score"] > 0
-    assert (fold_dir(two, 0) / "features" / "test.npz").is_file()
-    problems, _ = validate_file(
-        two.task, summary["submission"], Layout.from_config(two).sample_submission
-    )
+    assert (two.runs.fold(0) / "features" / "test.npz").is_file()
+    problems, _ = validate_file(two.task, summary["submission"], two.layout.sample_submission)
     assert problems == []
     one = small_config(config.data.root, *extra, "predict.folds=[0]", "predict.stage=1")
     assert predict_and_submit(one)["stage"] == 1
@@ -214,7 +212,7 @@ def test_report_shows_both_stages_side_by_side(sequenced):
     from competition.evaluation.cv import cv_report, markdown
 
     config, metrics = sequenced
-    report = cv_report(config)
+    report = cv_report(config.task, config.runs)
     pair = report["stages"]["folds"]["0"]
     assert pair["stage2"]["score"] == pytest.approx(metrics["score"])
     assert pair["stage1"]["score"] == pytest.approx(metrics["stage1_score"])
@@ -225,11 +223,11 @@ def test_report_shows_both_stages_side_by_side(sequenced):
 
 
 def test_sequence_stage_is_refused_for_images_without_series(presets):
-    from competition.sequence.train import SequenceError, train_sequence_folds
+    from competition.pipeline.train_seq import train_sequence_folds
 
     from conftest import preset_config
 
     root, runs = presets("aptos_2019")
     config = preset_config("aptos_2019", root, f"runs_dir={runs}")
-    with pytest.raises(SequenceError, match="do not form series"):
+    with pytest.raises(KitError, match="do not form series"):
         train_sequence_folds(config, [0])

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from competition.cluster import sweep
-from competition.cluster.owner import StaleAttempt, claim, read_owner
-from competition.errors import ConfigError
+from competition.cluster.owner import claim, read_owner
+from competition.errors import ConfigError, KitError
 
 
 def write(tmp_path, text: str):
@@ -77,6 +77,6 @@ def test_a_stale_attempt_cannot_write_after_a_newer_one_claimed_the_fold(tmp_pat
     first.check()  # still the owner
     second = claim(tmp_path / "fold0", "node-b", {"cuda_visible_devices": ""})
     assert second.attempt == 2 and read_owner(tmp_path / "fold0")["node"] == "node-b"
-    with pytest.raises(StaleAttempt, match="attempt 2.*stops without writing"):
+    with pytest.raises(KitError, match="attempt 2.*stops without writing"):
         first.check()
     second.check()

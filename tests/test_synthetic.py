@@ -11,13 +11,12 @@ from competition.data.dicom import load_hu, read_header
 from competition.data.index import read_index
 from competition.data.labels import read_labels
 from competition.errors import KitError
-from competition.layout import Layout
 from competition.synthetic import generate as synthetic
 from competition.synthetic import phantom
 from competition.synthetic.phantom import LESION_SUBTYPES
 
 from conftest import small_config
-from helpers import digest
+from helpers import digest, synthesize
 
 
 def read_long_csv(path) -> pd.DataFrame:
@@ -25,7 +24,7 @@ def read_long_csv(path) -> pd.DataFrame:
 
 
 def test_layout_is_the_competitions(small_competition):
-    layout = Layout.from_config(small_competition)
+    layout = small_competition.layout
     train = sorted(layout.image_dir("train").glob("*.dcm"))
     test = sorted(layout.image_dir("test").glob("*.dcm"))
     assert train and test
@@ -39,7 +38,7 @@ def test_layout_is_the_competitions(small_competition):
 
 
 def test_round_trip_every_image_reads_back(small_competition):
-    layout = Layout.from_config(small_competition)
+    layout = small_competition.layout
     labels = read_labels(small_competition.task, layout.train_csv)
     assert (labels["any"] == labels[list(LESION_SUBTYPES)].max(axis=1)).all()
     for path in layout.image_dir("train").glob("*.dcm"):
@@ -50,7 +49,7 @@ def test_round_trip_every_image_reads_back(small_competition):
 
 
 def test_headers_look_like_the_real_ones(small_competition, real_series):
-    layout = Layout.from_config(small_competition)
+    layout = small_competition.layout
     path = next(layout.image_dir("train").glob("*.dcm"))
     ds = pydicom.dcmread(path)
     real = pydicom.dcmread(next((real_series / "stage_2_test").glob("*.dcm")))
@@ -66,7 +65,7 @@ def test_encodings_include_the_real_variants(tmp_path):
     config = small_config(
         tmp_path / "c", "synth.patients=40", "synth.image_size=32", "synth.slices_per_series=[3, 3]"
     )
-    root = synthetic.generate(config)
+    root = synthesize(config)
     seen = set()
     for path in root.rglob("*.dcm"):
         ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -76,22 +75,20 @@ def test_encodings_include_the_real_variants(tmp_path):
 
 def test_same_seed_same_files_other_seed_other_files(tmp_path):
     config = small_config(tmp_path / "a", "synth.patients=4")
-    first = digest(synthetic.generate(config, workers=1))
-    second = digest(synthetic.generate(small_config(tmp_path / "b", "synth.patients=4"), workers=2))
-    other = digest(
-        synthetic.generate(small_config(tmp_path / "c", "synth.patients=4", "synth.seed=1"))
-    )
+    first = digest(synthesize(config, workers=1))
+    second = digest(synthesize(small_config(tmp_path / "b", "synth.patients=4"), workers=2))
+    other = digest(synthesize(small_config(tmp_path / "c", "synth.patients=4", "synth.seed=1")))
     assert first == second != other
 
 
 def test_generate_is_idempotent_and_regenerates_on_change(tmp_path):
     config = small_config(tmp_path / "d", "synth.patients=3")
-    root = synthetic.generate(config)
+    root = synthesize(config)
     stamp = (root / synthetic.MARKER).stat().st_mtime_ns
-    synthetic.generate(config)
+    synthesize(config)
     assert (root / synthetic.MARKER).stat().st_mtime_ns == stamp
     changed = small_config(tmp_path / "d", "synth.patients=4")
-    synthetic.generate(changed)
+    synthesize(changed)
     assert json.loads((root / synthetic.MARKER).read_text())["synth"]["patients"] == 4
     assert not list(tmp_path.glob(".*partial"))
 
@@ -100,7 +97,7 @@ def test_refuses_to_overwrite_a_folder_it_did_not_write(tmp_path):
     (tmp_path / "real").mkdir()
     (tmp_path / "real" / "stage_2_train.csv").write_text("ID,Label\n")
     with pytest.raises(KitError, match="refusing to overwrite") as info:
-        synthetic.generate(small_config(tmp_path / "real"))
+        synthesize(small_config(tmp_path / "real"))
     assert "CONFIG=configs/rsna_ich.yaml" in str(info.value)  # the way out
     assert "--set synth.generate=false" in str(info.value)
 
@@ -109,8 +106,8 @@ def test_prevalence_resembles_the_real_data(tmp_path):
     config = small_config(
         tmp_path / "p", "synth.patients=150", "synth.image_size=64", "synth.test_fraction=0"
     )
-    synthetic.generate(config)
-    labels = read_labels(config.task, Layout.from_config(config).train_csv)
+    synthesize(config)
+    labels = read_labels(config.task, config.layout.train_csv)
     rate = labels.mean()
     assert 0.09 <= rate["any"] <= 0.20
     assert rate["epidural"] == min(rate)
@@ -159,14 +156,14 @@ def test_phantom_has_skull_base_calcifications_and_subtle_partial_lesions():
 
 
 def test_slice_order_is_only_in_the_headers(small_competition):
-    index = read_index(Layout.from_config(small_competition))
+    index = read_index(small_competition.layout)
     series = index[index["series_id"] == index["series_id"].iloc[0]]
     by_z = series.sort_values("z")["image_id"].tolist()
     assert by_z != sorted(by_z)  # IDs are random: sorting them does not order the slices
 
 
 def test_real_and_synthetic_headers_index_the_same_way(small_competition):
-    path = next(Layout.from_config(small_competition).image_dir("test").glob("*.dcm"))
+    path = next(small_competition.layout.image_dir("test").glob("*.dcm"))
     header = read_header(path)
     assert header["pixel_problem"] is None and header["patient_id"].startswith("ID_")
 
@@ -174,7 +171,7 @@ def test_real_and_synthetic_headers_index_the_same_way(small_competition):
 def test_gallery_shows_each_subtype_beside_real_slices(small_competition, real_series, tmp_path):
     from competition.devtools.gallery import pick_examples, save_gallery
 
-    layout = Layout.from_config(small_competition)
+    layout = small_competition.layout
     labels = read_labels(small_competition.task, layout.train_csv)
     picks = pick_examples(small_competition, labels)
     titles = [title for title, _ in picks]

@@ -11,8 +11,8 @@ import pytest
 
 from competition.config import ConfigError, load_config
 from competition.data.index import MissingTableError
-from competition.layout import fold_dir
-from competition.training.fit import fold_data, read_inputs, train_folds
+from competition.pipeline.inputs import fold_data, read_inputs
+from competition.pipeline.train import train_folds
 
 from conftest import small_config
 from helpers import REPO, cli, last_json, run_checked, start_kit
@@ -28,11 +28,11 @@ def test_short_fit_lowers_the_loss_and_writes_the_fold(small_competition, tmp_pa
         small_competition,
         tmp_path,
         "train.epochs=3",
-        "train.augment=false",
+        "augment=[]",
         "train.learning_rate=0.003",
     )
     (metrics,) = train_folds(config, [0])
-    out = fold_dir(config, 0)
+    out = config.runs.fold(0)
     history = pd.read_csv(out / "history.csv")
     assert history.epoch.tolist() == [0, 1, 2]
     assert history.loss.iloc[-1] < history.loss.iloc[0]

@@ -20,10 +20,6 @@ from competition.fileio import write_text_atomic
 OWNER = "owner.json"
 
 
-class StaleAttempt(KitError, RuntimeError):
-    """A newer attempt owns the fold folder: this one must not write there."""
-
-
 def read_owner(folder: Path) -> dict:
     path = Path(folder) / OWNER
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -39,10 +35,10 @@ class Owner:
     pid: int
 
     def check(self) -> None:
-        """Raise StaleAttempt unless this attempt still owns the folder."""
+        """Raise KitError unless this attempt still owns the folder."""
         found = read_owner(Path(self.folder))
         if found.get("token") != self.token:
-            raise StaleAttempt(
+            raise KitError(
                 f"{self.folder} now belongs to attempt {found.get('attempt')} (node "
                 f"{found.get('node')}, host {found.get('host')}, pid {found.get('pid')}); "
                 f"attempt {self.attempt} (pid {self.pid}) stops without writing."

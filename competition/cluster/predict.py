@@ -8,23 +8,22 @@ from __future__ import annotations
 import os
 import time
 
-from competition import runs
 from competition.cluster import shards as sh
-from competition.cluster.session import ClusterError, check_fits, connect
+from competition.cluster.session import check_fits, connect
 from competition.cluster.storage import check_shared_storage
 from competition.cluster.train import Resources
 from competition.config import Config
-from competition.inference import assemble
+from competition.errors import KitError
 from competition.inference import submission as sub
-from competition.layout import Layout, run_dir
 from competition.locks import exclusive
+from competition.pipeline import assemble, runs
 
 
 def refuse_stage_two(config: Config, folds: list[int]) -> None:
     """The actors run the stage-1 ensemble (CNN folds x TTA views)."""
-    with_sequence = [f for f in folds if runs.has_sequence(config, f)]
+    with_sequence = [f for f in folds if config.runs.has_sequence(f)]
     if config.predict.stage == 2 or (config.predict.stage == "auto" and with_sequence == folds):
-        raise ClusterError(
+        raise KitError(
             "cluster-predict runs the CNN ensemble (stage 1); these folds predict with their "
             "sequence stage (predict.stage resolves to 2). Predict stage 2 on one machine "
             "(make predict), or the CNN ensemble here with --set predict.stage=1."
@@ -76,7 +75,7 @@ def merged(config: Config, folds: list[int], parts: list[list[str]], total: int)
         path = sh.shard_path(config, index, total)
         found = sh.read_shard(path, sh.signature(config, folds, ids))
         if found is None or found[0] != ids:
-            raise ClusterError(f"{path} is missing or holds other images; run the command again")
+            raise KitError(f"{path} is missing or holds other images; run the command again")
         combined.append(found[1])
         unreadable.update(found[2])
     return np.concatenate(combined), unreadable
@@ -87,7 +86,7 @@ def on_cluster(config, address: str, res: Resources, actors: int, folds, fields,
     ray = connect(address)
     try:
         check_fits(ray, res.cpus, res.gpus, "a predictor")
-        check_shared_storage(ray, [Layout.from_config(config).root, run_dir(config)])
+        check_shared_storage(ray, [config.layout.root, config.runs.root])
         predict_shards(ray, config, folds, fields, todo, res, actor_count(ray, actors, res.gpus))
     finally:
         ray.shutdown()
@@ -107,7 +106,7 @@ def cluster_predict(
     if not force:
         assemble.check_folds(config, folds)
     refuse_stage_two(config, folds)
-    sample = sub.read_sample(config.task, Layout.from_config(config).sample_submission)
+    sample = sub.read_sample(config.task, config.layout.sample_submission)
     image_ids, fields = assemble.test_images(config, sample)
     parts = sh.cut(image_ids, shards)
     todo = {}
@@ -117,7 +116,7 @@ def cluster_predict(
             todo[path] = ids
     print(f"{len(parts) - len(todo)} of {len(parts)} shards already predicted")
     started = time.perf_counter()
-    with exclusive(run_dir(config), f"the predictions of experiment {config.experiment!r}"):
+    with exclusive(config.runs.root, f"the predictions of experiment {config.experiment!r}"):
         if todo:
             needed = [i for ids in todo.values() for i in ids]
             wanted = fields.loc[needed] if fields is not None else None
@@ -135,7 +134,7 @@ def cluster_predict(
             "shards_predicted": len(todo),
             "seconds": round(seconds, 2),
             "images_per_second": round(len(image_ids) / max(seconds, 1e-9), 1),
-            "fallback": assemble.fallback_of(config, folds),
+            "training_mean": assemble.training_mean_record(config, folds),
             "unreadable": dict(sorted(unreadable.items())),
         }
         return assemble.finish(config, folds, sample, table, fields, summary)

@@ -8,17 +8,13 @@ import os
 from competition.errors import KitError
 
 
-class ClusterError(KitError, RuntimeError):
-    """No Ray, no cluster at the address, or work that failed on the cluster."""
-
-
 def import_ray():
     # Each fold's lines are its own: Ray's log de-duplication would hide one fold's epochs.
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     try:
         import ray
     except ImportError:
-        raise ClusterError(
+        raise KitError(
             'The cluster commands need Ray: pip install ".[cluster]" (make setup installs it).'
         ) from None
     return ray
@@ -31,7 +27,7 @@ def connect(address: str):
     try:
         ray.init(address=address, log_to_driver=True, logging_level="WARNING")
     except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise ClusterError(
+        raise KitError(
             f"Cannot connect to a Ray cluster at {address!r}: {exc}\nStart one first "
             "(`ray start --head` on the head node, `ray start --address HEAD:6379` on each "
             "worker) and pass --address HEAD:6379, or --address auto on a node of it."
@@ -56,7 +52,7 @@ def check_fits(ray, cpus: float, gpus: float, what: str) -> None:
             {(n["Resources"].get("CPU", 0), n["Resources"].get("GPU", 0)) for n in nodes},
             reverse=True,
         )
-        raise ClusterError(
+        raise KitError(
             f"No node of the cluster can run {what} with {cpus:g} CPU(s) and {gpus:g} GPU(s): "
             f"its nodes have (CPUs, GPUs) {sizes}. Ask for less (--cpus-per-fold, "
             "--gpus-per-fold) or add a node that large."

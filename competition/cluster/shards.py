@@ -13,7 +13,6 @@ import numpy as np
 
 from competition.config import Config
 from competition.fileio import atomic_path
-from competition.layout import run_dir
 
 
 def cut(image_ids: list[str], shards: int) -> list[list[str]]:
@@ -25,14 +24,14 @@ def cut(image_ids: list[str], shards: int) -> list[list[str]]:
 def signature(config: Config, folds: list[int], image_ids: list[str]) -> str:
     """What decides a shard's predictions: the folds, the views, the ensemble, the images."""
     digest = hashlib.blake2b(digest_size=12)
-    p = config.predict
-    digest.update(json.dumps([config.experiment, folds, p.tta, p.ensemble]).encode())
+    predict = config.predict
+    digest.update(json.dumps([config.experiment, folds, predict.tta, predict.ensemble]).encode())
     digest.update("\n".join(image_ids).encode())
     return digest.hexdigest()
 
 
 def shard_path(config: Config, index: int, total: int) -> Path:
-    return run_dir(config) / "test_shards" / f"shard-{index:04d}-of-{total:04d}.npz"
+    return config.runs.root / "test_shards" / f"shard-{index:04d}-of-{total:04d}.npz"
 
 
 def write_shard(path: Path, image_ids, combined, unreadable: dict, sig: str) -> None:

@@ -15,10 +15,6 @@ from competition.fileio import write_text_atomic
 MARKER = ".cluster-marker-{token}"
 
 
-class SharedStorageError(KitError, RuntimeError):
-    """A node that does not see the driver's folders."""
-
-
 def write_markers(folders: list[Path]) -> dict[str, str]:
     """A marker (path -> its token) in each folder, made absolute."""
     markers = {}
@@ -38,7 +34,7 @@ def remove_markers(markers: dict[str, str]) -> None:
 
 def check_shared_storage(ray, folders: list[Path], timeout: float = 120.0) -> list[dict]:
     """Every alive node reads the markers; returns what each node saw, or
-    raises SharedStorageError naming the nodes and the folders they miss."""
+    raises KitError naming the nodes and the folders they miss."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from competition.cluster.session import alive_nodes
@@ -65,7 +61,7 @@ def check_shared_storage(ray, folders: list[Path], timeout: float = 120.0) -> li
             + ", ".join(str(Path(p).parent) for p in s["missing"])
             for s in blind
         ]
-        raise SharedStorageError(
+        raise KitError(
             "The cluster's nodes must share the data and runs folders (the same paths on a "
             "shared filesystem: NFS, a cloud file share), but\n"
             + "\n".join(lines)

@@ -51,18 +51,19 @@ def train_fold_task(config: Config, fold: int, cwd: str, cpus: float, gpus: floa
     import ray
 
     from competition.cluster.owner import claim
-    from competition.layout import fold_dir
     from competition.locks import exclusive
 
     started = time.perf_counter()
     context = ray.get_runtime_context()
     process = prepare_process(cwd, cpus, gpus)
-    from competition.training.fit import read_inputs, train_fold
+    from competition.pipeline.inputs import read_inputs
+    from competition.pipeline.train import train_fold
 
     config = sized_to_task(config, cpus)
     inputs = read_inputs(config)
-    with exclusive(fold_dir(config, fold), f"fold {fold} of experiment {config.experiment!r}"):
-        owner = claim(fold_dir(config, fold), context.get_node_id(), process)
+    out = config.runs.fold(fold)
+    with exclusive(out, f"fold {fold} of experiment {config.experiment!r}"):
+        owner = claim(out, context.get_node_id(), process)
         metrics = train_fold(config, inputs, fold, guard=owner.check)
     return {
         "experiment": config.experiment,
@@ -103,20 +104,22 @@ class ShardPredictor:
     def __init__(self, config: Config, folds: list[int], fields, cwd: str, cpus: float, gpus):
         self.process = prepare_process(cwd, cpus, gpus)
         from competition.data.sources import open_source
-        from competition.inference.predict import load_ensemble
+        from competition.pipeline.predict import load_ensemble
 
         self.config = sized_to_task(config, cpus)
         self.model = load_ensemble(self.config, folds)
-        self.source = open_source(self.config, "test", fields)
+        self.source = open_source(self.config.inputs, "test", fields)
 
     def predict_shard(self, path: str, image_ids: list[str], signature: str) -> dict:
         import ray
 
         from competition.cluster.shards import write_shard
         from competition.inference.predict import run_ensemble
+        from competition.pipeline.generators import inference_generator
 
         started = time.perf_counter()
-        combined, unreadable = run_ensemble(self.model, self.config, image_ids, self.source)
+        generator = inference_generator(self.config, image_ids, self.source)
+        combined, unreadable = run_ensemble(self.model, generator, self.config.predict.ensemble)
         write_shard(Path(path), image_ids, combined, unreadable, signature)
         return {
             "path": path,

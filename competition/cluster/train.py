@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from competition import runs
 from competition.cluster import sweep as sweeps
-from competition.cluster.session import ClusterError, check_fits, connect
+from competition.cluster.session import check_fits, connect
 from competition.cluster.storage import check_shared_storage
 from competition.config import Config, load_config
-from competition.layout import Layout, fold_dir
+from competition.errors import KitError
+from competition.pipeline import runs
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,14 @@ def finished_metrics(config: Config, fold: int) -> dict | None:
         "Train it again on one machine with --force, or train this config under another "
         "experiment name (--set experiment=NAME).",
     )
-    path = fold_dir(config, fold) / "metrics.json"
+    path = config.runs.fold(fold) / "metrics.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
 def shared_folders(points: list[Point]) -> list[Path]:
     found = []
     for point in points:
-        found += [Layout.from_config(point.config).root, Path(point.config.runs_dir)]
+        found += [point.config.layout.root, point.config.runs.runs_dir]
     return found
 
 
@@ -131,7 +131,7 @@ def cluster_train(
     res: Resources,
 ) -> dict:
     """Set up the data, check the shared storage, train on the cluster, report."""
-    from competition.data.prepare import ensure_data
+    from competition.pipeline.prepare import ensure_data
 
     points = sweep_points(config_path, base, sweep_file)
     folds = folds if folds is not None else list(range(points[0].config.folds.k))
@@ -153,7 +153,7 @@ def cluster_train(
         "points": points,
     }
     if failures:
-        raise ClusterError(
+        raise KitError(
             f"{len(failures)} fold(s) failed after their retries:\n- "
             + "\n- ".join(failures)
             + "\nThe others finished; run the command again to retry the failed ones "
@@ -168,7 +168,7 @@ def sweep_table(points: list[Point]) -> str:
 
     rows = []
     for point in points:
-        report = cv_report(point.config)
+        report = cv_report(point.config.task, point.config.runs)
         rows.append(
             {
                 "experiment": point.config.experiment,

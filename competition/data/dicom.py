@@ -70,13 +70,6 @@ def _read(path: str | Path, **kwargs: Any) -> pydicom.Dataset:
         raise DicomReadError(path, f"unreadable header ({type(exc).__name__}: {exc})") from None
 
 
-def first_value(value: Any) -> float:
-    """WindowCenter/WindowWidth may be multi-valued: take the first."""
-    if isinstance(value, pydicom.multival.MultiValue | list | tuple):
-        value = value[0]
-    return float(value)
-
-
 def _transfer_syntax(ds: pydicom.Dataset) -> pydicom.uid.UID | None:
     meta = getattr(ds, "file_meta", None)
     return getattr(meta, "TransferSyntaxUID", None)

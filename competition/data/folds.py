@@ -9,16 +9,13 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from competition.config import FoldsConfig
+from competition.data.index import MissingTableError
+from competition.data.settings import FoldsConfig
 from competition.errors import KitError
 from competition.fileio import write_csv_atomic
-from competition.data.index import MissingTableError
-from competition.layout import Layout, check_image_ids
+from competition.ids import check_image_ids
+from competition.layout import Layout
 from competition.task import DICOM_GROUP_KEYS, TaskSpec
-
-
-class FoldError(KitError, ValueError):
-    """Folds that cannot be made from the data given."""
 
 
 def _groups(task: TaskSpec, train: pd.DataFrame, labels: pd.DataFrame, keep: pd.Index) -> np.ndarray:
@@ -73,15 +70,17 @@ def usable_images(
     return usable, excluded
 
 
-def assign_folds(usable: pd.DataFrame, cfg: FoldsConfig) -> pd.DataFrame:
+def assign_folds(usable: pd.DataFrame, folds_config: FoldsConfig) -> pd.DataFrame:
     """StratifiedGroupKFold(groups=group, y=stratify) -> image_id, group, fold."""
     groups = usable["group"].nunique()
-    if groups < cfg.k:
-        raise FoldError(
-            f"folds.k={cfg.k} needs at least {cfg.k} groups with usable images. "
+    if groups < folds_config.k:
+        raise KitError(
+            f"folds.k={folds_config.k} needs at least {folds_config.k} groups with usable images. "
             f"Received: {groups} groups ({len(usable)} images)"
         )
-    splitter = StratifiedGroupKFold(n_splits=cfg.k, shuffle=True, random_state=cfg.seed)
+    splitter = StratifiedGroupKFold(
+        n_splits=folds_config.k, shuffle=True, random_state=folds_config.seed
+    )
     fold = np.full(len(usable), -1, dtype=np.int64)
     y, groups = usable["stratify"].to_numpy(), usable["group"].to_numpy()
     for k, (_, valid) in enumerate(splitter.split(np.zeros(len(usable)), y, groups)):
@@ -101,11 +100,11 @@ def summarize(folds: pd.DataFrame, usable: pd.DataFrame, stratify: str) -> pd.Da
 
 
 def write_folds(
-    layout: Layout, labels: pd.DataFrame, index: pd.DataFrame, cfg: FoldsConfig
+    layout: Layout, labels: pd.DataFrame, index: pd.DataFrame, folds_config: FoldsConfig
 ) -> pd.DataFrame:
     task = layout.task
     usable, excluded = usable_images(task, labels, index)
-    folds = assign_folds(usable, cfg)
+    folds = assign_folds(usable, folds_config)
     write_csv_atomic(layout.folds_excluded_csv, excluded)
     write_csv_atomic(layout.folds_csv, folds)
     print(summarize(folds, usable, task.stratify_column).to_string())

@@ -1,13 +1,23 @@
 """The DataGenerator: a `keras.utils.PyDataset` (Keras 3's `Sequence`) over
 image IDs, yielding `(x, y)` batches for `fit` and `x` for `predict`.
 
-Keras 3 facts it is built around: `__len__` is ceil(n / batch_size) so
-`predict` keeps the tail; `fit(shuffle=True)` only permutes whole batches, so
-samples are ordered here (`sampler.py`), from the seed and the epoch;
-`on_epoch_end` may be called more than once (before the first epoch, under a
-strategy), so training sets the epoch from Keras's own count at each epoch's
-start (`set_epoch`, by the EpochSync callback), and a resumed run draws the
-batches an uninterrupted one would.
+It is correct under a plain `model.fit(generator, validation_data=...)`,
+with no extra settings or callbacks, because of the Keras 3 facts it is
+built around:
+
+- `__len__` is ceil(n / batch_size), so `predict` keeps the tail;
+- `fit(shuffle=True)` only permutes whole batches: the samples are shuffled
+  here (`sampler.py`), from the seed and the epoch, so Keras' permutation
+  of the batch order (fit's default) changes nothing but the order of steps;
+- `on_epoch_end` is called more than once (before the first epoch, when a
+  fit starts), so the epoch is counted at `on_epoch_begin`, once per epoch
+  Keras runs; a resumed fit says where it starts (`resume_at`), so it draws
+  the batches an uninterrupted one would.
+
+A worker's error that is not a bad image file (an I/O error, a bug in a
+custom source) stops the run naming the image (`ImageLoadError`); the kit's
+training model raises it as itself, not as TensorFlow's wrapper of it
+(`surfacing_load_errors`).
 """
 
 from __future__ import annotations
@@ -21,10 +31,10 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
-from competition.data.flips import flip_batch
+from competition.augment.flips import flip_batch
 from competition.data.sampler import Sampler
 from competition.errors import ImageReadError, KitError
-from competition.layout import check_image_ids
+from competition.ids import check_image_ids
 from competition.workers import worker_count
 
 log = logging.getLogger(__name__)
@@ -91,7 +101,8 @@ class DataGenerator(keras.utils.PyDataset):
         self.labels = None if labels is None else np.asarray(labels, dtype=np.float32)
         self.batch_size, self.shuffle, self.flips, self.seed = batch_size, shuffle, flips, seed
         self.augment_batch = augment_batch  # (uint8 batch, key) -> float32: host augmentation
-        self.epoch = 0
+        self.epoch = 0  # the epoch being drawn (see on_epoch_begin)
+        self._next_epoch = 0
         self.sampler = Sampler(
             len(self.image_ids), batch_size, seed, shuffle, steps_per_epoch, repeats
         )
@@ -117,13 +128,15 @@ class DataGenerator(keras.utils.PyDataset):
             raise IndexError(f"batch index out of range 0..{len(self) - 1}. Received: {index}")
         return self.load_batch(self.sampler.rows(self.epoch, index), index)
 
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
+    def on_epoch_begin(self) -> None:
+        """Keras starts an epoch: the next one of this generator's count."""
+        self.epoch = self._next_epoch
+        self._next_epoch += 1
 
-    def set_epoch(self, epoch: int) -> None:
-        """The epoch Keras is starting (see EpochSync): the sample order
-        follows it, whatever extra on_epoch_end calls came before."""
-        self.epoch = epoch
+    def resume_at(self, epoch: int) -> None:
+        """The next fit starts at `epoch` (0-based): a resumed fit's
+        `initial_epoch`, so that it draws the batches an uninterrupted one would."""
+        self.epoch = self._next_epoch = epoch
 
     # --- helpers ---------------------------------------------------------------
 

@@ -21,7 +21,8 @@ from competition.data import raster
 from competition.data.dicom import read_header
 from competition.errors import ImageReadError, KitError
 from competition.fileio import write_csv_atomic, write_text_atomic
-from competition.layout import SPLITS, Layout, UnsafeIdError, check_image_id
+from competition.ids import UnsafeIdError, check_image_id
+from competition.layout import SPLITS, Layout
 from competition.progress import Progress
 from competition.workers import worker_count, worker_pool
 
@@ -194,13 +195,12 @@ def read_index(layout: Layout) -> pd.DataFrame:
     return frame
 
 
-def split_index(config, split: str) -> pd.DataFrame:
+def split_index(layout: Layout, split: str, workers: int = 0) -> pd.DataFrame:
     """The index rows of one split: from index.csv when it was built, else
     scanned now and not written (a Kaggle kernel's test folder: only the
     test files' headers are read)."""
-    layout = Layout.from_config(config)
     if layout.index_csv.is_file():
         frame = read_index(layout)
     else:
-        frame = build_index(layout, config.data.workers, splits=(split,))
+        frame = build_index(layout, workers, splits=(split,))
     return frame[frame["split"] == split].reset_index(drop=True)

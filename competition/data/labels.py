@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 from competition.data import csvfile
 from competition.data.csvfile import as_strings, column, lines, numbers
 from competition.errors import ConfigError, KitError
-from competition.layout import check_image_ids
+from competition.ids import check_image_ids
 from competition.task import TaskSpec, needed_label_columns
 
 

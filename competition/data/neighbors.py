@@ -23,13 +23,9 @@ import logging
 import numpy as np
 import pandas as pd
 
-from competition.errors import ImageReadError, KitError
+from competition.errors import ConfigError, ImageReadError
 
 log = logging.getLogger(__name__)
-
-
-class NeighborError(KitError, ValueError):
-    """Neighbour slices asked for images that do not form series."""
 
 
 def positions_by_series(index: pd.DataFrame, split: str) -> pd.DataFrame:
@@ -37,7 +33,7 @@ def positions_by_series(index: pd.DataFrame, split: str) -> pd.DataFrame:
     each one's position in its series (0 = lowest z) and the series' size."""
     rows = index[(index["split"] == split) & index["readable"]]
     if len(rows) and rows["z"].isna().all():
-        raise NeighborError(
+        raise ConfigError(
             f"preprocess.neighbors > 0 stacks slices of a series by their z position, but "
             f"no {split} image in the index has one (ImagePositionPatient). These images do "
             "not form series: set preprocess.neighbors=0."
@@ -148,12 +144,12 @@ class NeighborSource:
         return self.stack(slices.reshape(*slice_rows.shape, *slices.shape[1:]))
 
 
-def with_neighbors(config, split: str, inner):
-    """`inner` itself for 2D input; its 2.5D stacks when preprocess.neighbors > 0."""
-    k = config.preprocess.neighbors
-    if not k:
+def with_neighbors(inputs, split: str, inner):
+    """`inner` itself for 2D input; its 2.5D stacks when `inputs` (an
+    InputSpec) asks for neighbours."""
+    if not inputs.neighbors:
         return inner
     from competition.data.index import split_index
 
-    table = positions_by_series(split_index(config, split), split)
-    return NeighborSource(inner, table, k, config.preprocess.neighbor_windows)
+    table = positions_by_series(split_index(inputs.layout, split, inputs.workers), split)
+    return NeighborSource(inner, table, inputs.neighbors, inputs.neighbor_windows)

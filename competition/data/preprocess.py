@@ -30,10 +30,10 @@ import numpy as np
 
 from competition.data import raster
 from competition.data.dicom import Rescale, load_display, load_rgb, read_pixels
-from competition.data.pixelspec import PixelSpec, input_shape
+from competition.data.pixelspec import PixelSpec
 from competition.data.windows import window_stack
 
-__all__ = ["PixelSpec", "fit", "input_shape", "load_input", "load_windowed", "resize"]
+__all__ = ["fit", "load_input", "load_windowed", "resize"]
 
 _PACKED = {1: np.uint8, 2: np.uint16, 3: np.uint32, 4: np.uint32}
 

@@ -1,14 +1,46 @@
 """Where model inputs come from: an image ID -> a windowed, resized uint8
 (H, W, C) array, read from the image file (`ImageSource`) or from the
-preprocessed cache (`competition.data.cache.CacheSource`), with the same
-result for the same ID. `open_source` picks one as `data.source` says."""
+preprocessed cache (`competition.data.cache.source.CacheSource`), with the
+same result for the same ID, and stacked with its neighbours for 2.5D input
+(`competition.data.neighbors`). `InputSpec` holds what that takes;
+`open_source` picks the reader as `data.source` says."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from competition.data.preprocess import PixelSpec, input_shape, load_input
+from competition.data.cache.spec import CacheError, CacheSpec
+from competition.data.pixelspec import PixelSpec, PreprocessConfig
+from competition.data.preprocess import load_input
+from competition.data.settings import DataConfig
 from competition.layout import ImagePaths, Layout
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Everything that turns an image ID into model input."""
+
+    cache: CacheSpec  # the images' layout, the pixel settings, the cache
+    read_from: str  # data.source: auto (the cache when finished), cache, files
+    neighbors: int = 0  # preprocess.neighbors: slices on each side (2.5D)
+    neighbor_windows: list | None = None  # preprocess.neighbor_windows
+    workers: int = 0  # processes to read headers with where there is no index
+
+    @classmethod
+    def of(cls, cache: CacheSpec, data: DataConfig, preprocess: PreprocessConfig) -> InputSpec:
+        return cls(
+            cache, data.source, preprocess.neighbors, preprocess.neighbor_windows, data.workers
+        )
+
+    @property
+    def layout(self) -> Layout:
+        return self.cache.layout
+
+    @property
+    def pixels(self) -> PixelSpec:
+        return self.cache.pixels
 
 
 class ImageSource:
@@ -29,53 +61,48 @@ class ImageSource:
         return load_input(self.paths(image_id), self.spec)
 
 
-def image_source(config, split: str, fields=None) -> ImageSource:
+def image_source(inputs: InputSpec, split: str, fields=None) -> ImageSource:
     """The split's images read from their files; `fields`: see ImagePaths."""
-    paths = ImagePaths(Layout.from_config(config), split, fields)
-    return ImageSource(paths, PixelSpec.from_config(config))
+    return ImageSource(ImagePaths(inputs.layout, split, fields), inputs.pixels)
 
 
-def open_source(config, split: str, fields=None):
+def open_source(inputs: InputSpec, split: str, fields=None):
     """The model inputs of a split: single slices from where data.source says
     (see slice_source), stacked with their neighbours for 2.5D input."""
     from competition.data.neighbors import with_neighbors
 
-    return with_neighbors(config, split, slice_source(config, split, fields))
+    return with_neighbors(inputs, split, slice_source(inputs, split, fields))
 
 
-def slice_source(config, split: str, fields=None):
+def slice_source(inputs: InputSpec, split: str, fields=None):
     """The images of a split as data.source says: `files` (decoded each time),
     `cache` (a finished cache for these settings is required), or `auto`
     (the cache when there is one, the files otherwise and for IDs it lacks)."""
-    from competition.data.cache import CacheError, CacheSource, is_complete, split_dir
+    from competition.data.cache.source import CacheSource
 
-    files = image_source(config, split, fields)
-    mode = config.data.source
-    if mode == "files":
+    files = image_source(inputs, split, fields)
+    if inputs.read_from == "files":
         return files
-    if is_complete(config, split):
-        return CacheSource(split_dir(config, split), files, fallback=mode == "auto")
-    if mode == "cache":
+    cache = inputs.cache
+    if cache.is_complete(split):
+        return CacheSource(cache.split_folder(split), files, inputs.read_from == "auto")
+    if inputs.read_from == "cache":
         raise CacheError(
             f"data.source=cache but there is no finished {split} cache for these settings at "
-            f"{split_dir(config, split)}. Run `make cache` first, or set data.source=auto."
+            f"{cache.split_folder(split)}. Run `make cache` first, or set data.source=auto."
         )
     return files
 
 
-def cache_note(config, split: str, command: str = "make cache") -> str | None:
+def cache_note(inputs: InputSpec, split: str, command: str = "make cache") -> str | None:
     """What to say when data.source=auto will decode the image files every
     epoch because no finished cache matches the current settings (after a
     change of windows or size, say), with the command that builds one."""
-    from competition.data.cache import is_complete, split_dir
-
-    if config.data.source != "auto" or is_complete(config, split):
+    cache = inputs.cache
+    if inputs.read_from != "auto" or cache.is_complete(split):
         return None
     return (
         f"Reading the {split} images from their files: there is no finished cache for these "
-        f"settings ({split_dir(config, split)}), so every image is decoded again each epoch. "
+        f"settings ({cache.split_folder(split)}), so every image is decoded again each epoch. "
         f"`{command}` with the same CONFIG/ARGS builds it once (or set data.build_cache: true)."
     )
-
-
-__all__ = ["ImageSource", "image_source", "input_shape", "open_source"]

@@ -16,10 +16,9 @@ import numpy as np
 
 from competition.data.dicom import load_hu
 from competition.data.labels import read_labels
-from competition.data.preprocess import PixelSpec
 from competition.data.sources import ImageSource
 from competition.data.windows import window_stack
-from competition.layout import ImagePaths, Layout
+from competition.layout import ImagePaths
 
 SHOWN = 256  # rows of each tile
 PER_ROW = 6
@@ -50,9 +49,9 @@ def _display(image: np.ndarray) -> np.ndarray:
 
 
 def save_gallery(config, real_dir: Path | None, out: Path) -> Path:
-    layout = Layout.from_config(config)
+    layout = config.layout
     labels = read_labels(config.task, layout.train_csv)
-    spec = PixelSpec.from_config(config)
+    spec = config.pixels
     rows, cols = spec.shape
     tile = replace(spec, shape=(SHOWN, max(1, round(SHOWN * cols / rows))))
     source = ImageSource(ImagePaths(layout, "train", labels), tile)

@@ -16,12 +16,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from competition.augmentation import placement
+from competition.augment.spec import placement
 from competition.data.labels import read_labels
 from competition.data.sources import open_source
 from competition.devtools.gallery import pick_examples
 from competition.fileio import atomic_path
-from competition.layout import Layout
 
 
 def shown(image: np.ndarray) -> np.ndarray:
@@ -45,8 +44,8 @@ def label_text(config, y: np.ndarray) -> str:
 
 def draws(config, images: np.ndarray, labels: np.ndarray, count: int, seed: int):
     """`count` augmented copies of the batch: [(images, labels)], as training makes them."""
-    from competition.data.flips import flip_batch
-    from competition.training.augment import augmenter, mix, mixers
+    from competition.augment.flips import flip_batch
+    from competition.augment.layers import augmenter, mix, mixers
 
     where = placement(config.augment)
     layers, mixing = augmenter(config.augment, seed), mixers(config.augment, seed)
@@ -64,11 +63,10 @@ def draws(config, images: np.ndarray, labels: np.ndarray, count: int, seed: int)
 
 
 def save_preview(config, out: Path, count: int = 4, seed: int = 0, images: int = 5) -> Path:
-    layout = Layout.from_config(config)
-    table = read_labels(config.task, layout.train_csv)
+    table = read_labels(config.task, config.layout.train_csv)
     picks = pick_examples(config, table)[:images]
     ids = [image_id for _, image_id in picks]
-    source = open_source(config, "train", fields=table)
+    source = open_source(config.inputs, "train", fields=table)
     loaded = np.stack([source.load(i) for i in ids])
     labels = config.task.targets(table.loc[ids].reset_index(drop=True))
     made = draws(config, loaded, labels, count, seed)

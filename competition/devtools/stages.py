@@ -28,9 +28,9 @@ def run(
 ) -> dict:
     import keras
 
-    from competition.data.prepare import ensure_data
-    from competition.sequence.train import train_sequence_folds
-    from competition.training.fit import train_folds
+    from competition.pipeline.prepare import ensure_data
+    from competition.pipeline.train import train_folds
+    from competition.pipeline.train_seq import train_sequence_folds
 
     rows = []
     for name in VARIANTS:

@@ -11,32 +11,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from competition.config import Config
 from competition.errors import KitError
 from competition.evaluation.report import ratio
 from competition.evaluation.scores import number, probability_outputs, score
 from competition.fileio import atomic_path, write_text_atomic
-from competition.layout import run_dir
+from competition.layout import RunLayout
 from competition.task import TaskSpec
 
 
-class ReportError(KitError, ValueError):
-    """No out-of-fold predictions to report on."""
-
-
-def read_oof(config: Config, stage: int = 1) -> dict[int, pd.DataFrame]:
+def read_oof(runs: RunLayout, stage: int = 1) -> dict[int, pd.DataFrame]:
     """fold -> its out-of-fold table, for every fold folder that has one
     (stage 2: fold<k>/sequence/oof.csv)."""
     found = {}
     pattern = "fold*/oof.csv" if stage == 1 else "fold*/sequence/oof.csv"
-    for path in sorted(run_dir(config).glob(pattern)):
+    for path in sorted(runs.root.glob(pattern)):
         fold_folder = path.parent if stage == 1 else path.parent.parent
         suffix = fold_folder.name.removeprefix("fold")
         if suffix.isdigit():
             found[int(suffix)] = pd.read_csv(path, dtype={"image_id": str})
     if not found and stage == 1:
-        raise ReportError(
-            f"No out-of-fold predictions in {run_dir(config)} (fold<k>/oof.csv). "
+        raise KitError(
+            f"No out-of-fold predictions in {runs.root} (fold<k>/oof.csv). "
             "Train a fold first: make train FOLD=0"
         )
     return dict(sorted(found.items()))
@@ -50,21 +45,20 @@ def scored(task: TaskSpec, oof: pd.DataFrame) -> dict:
     return score(task, truth, predictions, groups=groups)
 
 
-def cv_report(config: Config) -> dict:
+def cv_report(task: TaskSpec, runs: RunLayout) -> dict:
     """Scores per fold and over all out-of-fold rows; writes cv.json, cv.md, roc.png."""
-    task = config.task
-    folds = read_oof(config)
+    folds = read_oof(runs)
     pooled = pd.concat(folds.values(), ignore_index=True)
     report = {
-        "experiment": config.experiment,
+        "experiment": runs.experiment,
         "metric": task.metric.name,
         "folds": {str(k): scored(task, frame) for k, frame in folds.items()},
         "overall": scored(task, pooled),
     }
-    second = read_oof(config, stage=2)
+    second = read_oof(runs, stage=2)
     if second:
         report["stages"] = stages_side_by_side(task, folds, second)
-    out = run_dir(config)
+    out = runs.root
     write_text_atomic(out / "cv.json", json.dumps(report, indent=2))
     write_text_atomic(out / "cv.md", markdown(report))
     save_roc(task, pooled, out / "roc.png")

@@ -10,7 +10,7 @@ from disk into `runs/<experiment>/data_report.json` (and prints a summary):
   index's), for the cache of the config's settings;
 - training: images the finished folds' training or validation skipped
   (metrics.json);
-- prediction: test images whose rows got the training prevalence
+- prediction: test images whose rows got the folds' training mean
   (predict.json).
 
 An image can be listed by several stages (the cache could not decode it, so
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from competition.config import Config
+from competition.data.cache.spec import CacheSpec, read_unreadable
 from competition.data.index import read_index
 from competition.fileio import write_text_atomic
-from competition.layout import SPLITS, Layout, run_dir
+from competition.layout import SPLITS, Layout, RunLayout
 
 STAGES = ("index", "labels", "cache", "training", "prediction")
 _SHOWN = 5  # IDs printed per reason
@@ -56,12 +56,10 @@ def _labels_stage(layout: Layout, known: set[tuple[str, str]]) -> list[dict]:
     ]
 
 
-def _cache_stage(config: Config, known: set[tuple[str, str]]) -> list[dict]:
-    from competition.data.cache import read_unreadable, split_dir
-
+def _cache_stage(cache: CacheSpec, known: set[tuple[str, str]]) -> list[dict]:
     found = []
     for split in SPLITS:
-        for image_id, reason in read_unreadable(split_dir(config, split)).items():
+        for image_id, reason in read_unreadable(cache.split_folder(split)).items():
             if (split, image_id) not in known:
                 found.append({"image_id": image_id, "split": split, "reason": reason})
     return found
@@ -92,20 +90,22 @@ def _stage(images: list[dict]) -> dict:
     }
 
 
-def build_report(config: Config) -> dict:
-    layout, run = Layout.from_config(config), run_dir(config)
+def build_report(cache: CacheSpec, runs: RunLayout) -> dict:
+    """The report of the competition `cache.layout` describes, for the
+    cache of these settings and the experiment's folds."""
+    layout, run = cache.layout, runs.root
     index = _index_stage(layout)
     known = {(image["split"], image["image_id"]) for image in index}
     stages = {
         "index": index,
         "labels": _labels_stage(layout, known),
-        "cache": _cache_stage(config, known),
+        "cache": _cache_stage(cache, known),
         "training": _training_stage(run),
         "prediction": _prediction_stage(run),
     }
     unique = {(i["split"], i["image_id"]) for images in stages.values() for i in images}
     return {
-        "experiment": config.experiment,
+        "experiment": runs.experiment,
         "data_root": str(layout.root),
         "images_excluded": len(unique),
         "stages": {name: _stage(images) for name, images in stages.items()},
@@ -131,11 +131,10 @@ def summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(config: Config, echo: bool = True) -> Path:
+def write_report(cache: CacheSpec, runs: RunLayout, echo: bool = True) -> Path:
     """runs/<experiment>/data_report.json, and its summary on stdout."""
-
-    report = build_report(config)
-    path = write_text_atomic(run_dir(config) / "data_report.json", json.dumps(report, indent=2))
+    report = build_report(cache, runs)
+    path = write_text_atomic(runs.root / "data_report.json", json.dumps(report, indent=2))
     if echo:
         print(summary(report))
         print(f"Wrote {path}")

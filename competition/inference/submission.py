@@ -29,7 +29,7 @@ from competition.data import csvfile
 from competition.data.csvfile import as_strings, column, lines
 from competition.errors import KitError
 from competition.fileio import atomic_path
-from competition.layout import check_image_ids
+from competition.ids import check_image_ids
 from competition.task import TaskSpec
 
 LATEST = "submission.csv"

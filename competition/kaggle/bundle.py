@@ -29,10 +29,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from competition import runs
 from competition.config import Config
 from competition.errors import KitError
 from competition.fileio import write_text_atomic
+from competition.pipeline import runs
 
 MANIFEST = "kit-bundle.json"
 SCRIPT = "submit.py"
@@ -63,10 +63,6 @@ SLUG_LENGTH = {"dataset": (6, 50), "kernel": (5, 50), "competition": (3, 64)}
 GB = 1024**3
 
 
-class KaggleError(KitError, ValueError):
-    """A Kaggle bundle that cannot be built or pushed as configured."""
-
-
 @dataclass(frozen=True)
 class Target:
     user: str
@@ -90,7 +86,7 @@ def normalise(name: str) -> str:
 def check_slug(key: str, slug: str, kind: str) -> str:
     low, high = SLUG_LENGTH[kind]
     if not SLUG.fullmatch(slug) or not low <= len(slug) <= high:
-        raise KaggleError(
+        raise KitError(
             f"Config key '{key}': a Kaggle {kind} slug is {low}-{high} characters of lowercase "
             f"letters, digits and single hyphens (e.g. 'ich-kit-models'). Received: {slug!r}"
         )
@@ -99,7 +95,7 @@ def check_slug(key: str, slug: str, kind: str) -> str:
 
 def _competition(config: Config) -> str:
     if not config.kaggle.competition:
-        raise KaggleError(
+        raise KitError(
             "Config key 'kaggle.competition' must name the competition's slug (the kernel's "
             "competition_sources, e.g. rsna-intracranial-hemorrhage-detection). Received: None"
         )
@@ -109,12 +105,12 @@ def _competition(config: Config) -> str:
 def kaggle_user(config: Config) -> str:
     user = config.kaggle.username or os.environ.get("KAGGLE_USERNAME", "")
     if not user:
-        raise KaggleError(
+        raise KitError(
             "No Kaggle user name: set kaggle.username in the config (or --set "
             "kaggle.username=NAME), or the KAGGLE_USERNAME environment variable."
         )
     if not USER.fullmatch(user):
-        raise KaggleError(
+        raise KitError(
             "Kaggle user names are lowercase letters, digits and hyphens. "
             f"Received: {user!r} (kaggle.username or KAGGLE_USERNAME)"
         )
@@ -122,15 +118,15 @@ def kaggle_user(config: Config) -> str:
 
 
 def target(config: Config) -> Target:
-    k = config.kaggle
+    kaggle = config.kaggle
     experiment = normalise(config.experiment)
     return Target(
         user=kaggle_user(config),
         dataset_slug=check_slug(
-            "kaggle.dataset_slug", k.dataset_slug or f"{experiment}-kit", "dataset"
+            "kaggle.dataset_slug", kaggle.dataset_slug or f"{experiment}-kit", "dataset"
         ),
         kernel_slug=check_slug(
-            "kaggle.kernel_slug", k.kernel_slug or f"{experiment}-submit", "kernel"
+            "kaggle.kernel_slug", kaggle.kernel_slug or f"{experiment}-submit", "kernel"
         ),
         competition=_competition(config),
     )
@@ -161,14 +157,12 @@ def fold_files(config: Config) -> dict[str, Path]:
     """Bundle path -> file, for every finished fold of the experiment (each
     checked to have been trained from this config's inputs: the kernel will
     check again, offline, where a mismatch would cost a submission)."""
-    from competition.layout import fold_dir
-
     files = {}
     for fold in runs.select_folds(config):
         runs.check_same_inputs(
             config, fold, "Bundle with the config these folds were trained with."
         )
-        folder = fold_dir(config, fold)
+        folder = config.runs.fold(fold)
         for name in FOLD_FILES:
             if (folder / name).is_file():
                 files[f"runs/{config.experiment}/{folder.name}/{name}"] = folder / name
@@ -192,7 +186,7 @@ def _pip(*args: str) -> None:
     command = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        raise KaggleError(f"{' '.join(command)} failed:\n{done.stderr.strip()[-2000:]}")
+        raise KitError(f"{' '.join(command)} failed:\n{done.stderr.strip()[-2000:]}")
 
 
 def _isolation() -> list[str]:
@@ -206,7 +200,7 @@ def build_wheel(dest: Path) -> Path:
     """The kit as a wheel, built from a copy of its sources (the checkout
     stays clean of setuptools' build folders)."""
     if not (PACKAGE_ROOT / "pyproject.toml").is_file():
-        raise KaggleError(
+        raise KitError(
             f"make kaggle needs the kit's source tree; no pyproject.toml in {PACKAGE_ROOT}"
         )
     with tempfile.TemporaryDirectory() as scratch:
@@ -276,7 +270,7 @@ def kernel_script(t: Target) -> str:
         importlib.resources.files("competition.kaggle").joinpath("kernel_script.py").read_text()
     )
     if template.count(PLACEHOLDER) != 1:
-        raise KaggleError(f"kernel_script.py must hold {PLACEHOLDER!r} exactly once")
+        raise KitError(f"kernel_script.py must hold {PLACEHOLDER!r} exactly once")
     return template.replace(PLACEHOLDER, t.dataset_slug)
 
 
@@ -290,7 +284,7 @@ def _size(paths) -> int:
 def _check_size(config: Config, size: int, what: str) -> None:
     limit = config.kaggle.max_dataset_gb * GB
     if size > limit:
-        raise KaggleError(
+        raise KitError(
             f"The Kaggle dataset would hold {size / GB:.2f} GB ({what}), above "
             f"kaggle.max_dataset_gb={config.kaggle.max_dataset_gb:g}. Bundle fewer folds "
             "(predict.folds) or raise the limit if your Kaggle quota allows."

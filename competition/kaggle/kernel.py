@@ -13,10 +13,6 @@ from competition.config import Config, load_config
 from competition.errors import KitError
 
 
-class KernelError(KitError, FileNotFoundError):
-    """The kernel's inputs are not where, or what, it expects."""
-
-
 def _listing(inputs: Path) -> str:
     shown = sorted(str(p.relative_to(inputs)) for p in inputs.glob("*/*"))[:20]
     return "\n  ".join(shown) or "(empty)"
@@ -29,7 +25,7 @@ def _outside(paths, bundle: Path) -> list[Path]:
 def _only(found: list[Path], what: str, inputs: Path) -> Path:
     if len(found) != 1:
         listed = "none" if not found else ", ".join(map(str, found))
-        raise KernelError(
+        raise KitError(
             f"Expected one {what} under {inputs}; found {listed}. Inputs:\n  {_listing(inputs)}"
         )
     return found[0]
@@ -103,8 +99,8 @@ def kernel_config(bundle: Path, inputs: Path, working: Path) -> Config:
 
 
 def run(bundle: Path, inputs: Path, working: Path) -> int:
-    from competition.inference.predict import predict_and_submit
     from competition.inference.submission import LATEST, validate_file
+    from competition.pipeline.predict import predict_and_submit
 
     manifest = json.loads((bundle / "kit-bundle.json").read_text())
     config = kernel_config(bundle, inputs, working)

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from competition.kaggle.bundle import KaggleError
+from competition.errors import KitError
 
 
 def credentials_found() -> bool:
@@ -28,7 +28,7 @@ def credentials_found() -> bool:
 
 def require_credentials() -> None:
     if not credentials_found():
-        raise KaggleError(
+        raise KitError(
             "No Kaggle credentials: set KAGGLE_API_TOKEN (or KAGGLE_USERNAME and KAGGLE_KEY), or "
             "save the token from kaggle.com/settings to ~/.kaggle/access_token (or kaggle.json). "
             "Nothing was uploaded."
@@ -39,9 +39,7 @@ def kaggle_client() -> str:
     beside = Path(sys.executable).with_name("kaggle")  # the venv's own client first
     found = str(beside) if beside.is_file() else shutil.which("kaggle")
     if not found:
-        raise KaggleError(
-            "The kaggle client is not installed: pip install kaggle (make setup does)."
-        )
+        raise KitError("The kaggle client is not installed: pip install kaggle (make setup does).")
     return found
 
 
@@ -55,7 +53,7 @@ def _client(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     if said:
         print(said)
     if check and (done.returncode != 0 or FAILED.search(said)):
-        raise KaggleError(f"`kaggle {' '.join(args)}` failed (exit {done.returncode}); see above.")
+        raise KitError(f"`kaggle {' '.join(args)}` failed (exit {done.returncode}); see above.")
     return done
 
 
@@ -71,7 +69,7 @@ def wait_until_ready(dataset_id: str, timeout: float = 900, poll: float = 10) ->
         if done.returncode == 0 and "ready" in done.stdout.lower():
             return
         if time.monotonic() > deadline:
-            raise KaggleError(
+            raise KitError(
                 f"Dataset {dataset_id} not ready after {timeout:.0f} s; push the kernel later."
             )
         time.sleep(poll)

@@ -9,8 +9,8 @@ images; augmented ones narrow that gap), its validation images and the test
 images plainly. Nothing of fold k's validation labels is read.
 
 A features file is reused when it was made from the same checkpoint (size
-and modification time), views, augmentation and images; otherwise made
-again, atomically.
+and modification time), views, augmentation and images (`made_from`);
+otherwise made again, atomically (competition.pipeline.train_seq).
 """
 
 from __future__ import annotations
@@ -23,14 +23,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from competition.augmentation import placement
-from competition.config import Config
 from competition.data.generator import DataGenerator, surfacing_load_errors
 from competition.fileio import atomic_path
-from competition.inference.predict import tta_view
+from competition.inference.tta import tta_view
 from competition.progress import keras_verbose
 from competition.task import TaskSpec
-from competition.training.augment import augmenter
 
 FOLDER = "features"
 EPS = 1e-6
@@ -77,26 +74,15 @@ def to_logits(task: TaskSpec, outputs: np.ndarray) -> np.ndarray:
     return logits.astype(np.float32)
 
 
-def embed(
-    model: keras.Model, config: Config, image_ids, source, *, augment: bool
-) -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
-    """(embeddings float16, outputs, unreadable) of the images through `model`
-    (a feature_model), under the training augmentation if asked."""
-    generator = DataGenerator(
-        list(image_ids),
-        source,
-        batch_size=config.predict.batch_size,
-        flips=placement(config.augment).host_flips if augment else None,
-        seed=config.seed,
-        workers=config.train.workers,
-        max_queue_size=config.train.max_queue_size,
-    )
+def embed(extractor: keras.Model, generator: DataGenerator) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(embeddings float16, outputs, unreadable) of the generator's images
+    through `extractor` (a feature_model)."""
     with surfacing_load_errors(generator):
-        embeddings, outputs = model.predict(generator, verbose=keras_verbose())
+        embeddings, outputs = extractor.predict(generator, verbose=keras_verbose())
     return embeddings.astype(np.float16), outputs, dict(generator.failed)
 
 
-def _made_from(checkpoint: Path, tta, augmented: list[str], image_ids) -> dict:
+def made_from(checkpoint: Path, tta, augmented: list[str], image_ids) -> dict:
     stat = checkpoint.stat()
     ids = hashlib.blake2b("\n".join(image_ids).encode(), digest_size=12).hexdigest()
     aug = hashlib.blake2b("\n".join(augmented).encode(), digest_size=12).hexdigest()
@@ -134,42 +120,17 @@ def save(path: Path, features: Features, made_from: dict) -> None:
         )
 
 
-def fold_features(
-    config: Config,
-    fold_folder: Path,
-    split: str,
-    image_ids: list[str],
-    source,
-    augmented: list[str] = (),
-    model: keras.Model | None = None,
-) -> Features:
-    """The features of `image_ids` through the fold's CNN (those in
-    `augmented` under the training augmentation), from the features file
-    when it holds them for the same checkpoint, else computed and saved."""
-    checkpoint = fold_folder / "best.keras"
-    path = fold_folder / FOLDER / f"{split}.npz"
-    made_from = _made_from(checkpoint, config.predict.tta, list(augmented), image_ids)
-    found = load(path, made_from)
-    if found is not None:
-        return found
-    if model is None:
-        from competition.training.model import load_checkpoint
+def features_path(fold_folder: Path, split: str) -> Path:
+    return fold_folder / FOLDER / f"{split}.npz"
 
-        model = load_checkpoint(checkpoint, config.model.safe_mode)
-    augment_set = set(augmented)
-    plain = [i for i in image_ids if i not in augment_set]
-    parts = {}
-    for ids, augment in ((plain, False), (list(augmented), True)):
-        if ids:
-            layers = augmenter(config.augment, config.seed) if augment else None
-            extractor = feature_model(model, config.predict.tta, layers)
-            parts[augment] = (ids, *embed(extractor, config, ids, source, augment=augment))
-    ids = np.concatenate([np.asarray(p[0], dtype=str) for p in parts.values()])
-    features = Features(
-        ids,
-        np.concatenate([p[1] for p in parts.values()]),
-        to_logits(config.task, np.concatenate([p[2] for p in parts.values()])),
-        {k: v for p in parts.values() for k, v in p[3].items()},
+
+def compute(task: TaskSpec, passes: list[tuple[keras.Model, DataGenerator]], image_ids) -> Features:
+    """The features of `image_ids` from (feature_model, generator) passes,
+    each over some of them (plainly, or under the training augmentation)."""
+    parts = [(gen.image_ids, *embed(extractor, gen)) for extractor, gen in passes]
+    return Features(
+        np.concatenate([np.asarray(p[0], dtype=str) for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        to_logits(task, np.concatenate([p[2] for p in parts])),
+        {k: v for p in parts for k, v in p[3].items()},
     ).select(image_ids)
-    save(path, features, made_from)
-    return features

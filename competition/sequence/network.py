@@ -18,8 +18,11 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from competition.config import SequenceConfig
+from competition.sequence.settings import SequenceConfig
 from competition.task import TaskSpec
+from competition.training.losses import compile_args
+from competition.training.model import ACTIVATIONS
+from competition.training.schedule import make_optimizer
 
 
 @keras.saving.register_keras_serializable(package="competition")
@@ -70,32 +73,51 @@ class HeadActivation(keras.layers.Layer):
 
 
 def head_activations(task: TaskSpec) -> list[list]:
-    from competition.training.model import ACTIVATIONS
-
     return [
         [ACTIVATIONS[head.kind] or "linear", part.start, part.stop]
         for head, part in task.head_slices()
     ]
 
 
-def _recurrent(cfg: SequenceConfig, units: int, index: int) -> keras.layers.Layer:
-    kind = keras.layers.GRU if cfg.rnn == "gru" else keras.layers.LSTM
+def _recurrent(sequence_config: SequenceConfig, units: int, index: int) -> keras.layers.Layer:
+    kind = keras.layers.GRU if sequence_config.rnn == "gru" else keras.layers.LSTM
     return keras.layers.Bidirectional(
-        kind(units, return_sequences=True), merge_mode="concat", name=f"{cfg.rnn}{index}"
+        kind(units, return_sequences=True),
+        merge_mode="concat",
+        name=f"{sequence_config.rnn}{index}",
     )
 
 
-def build_sequence_model(feature_dim: int, task: TaskSpec, cfg: SequenceConfig) -> keras.Model:
+def build_sequence_model(
+    feature_dim: int, task: TaskSpec, sequence_config: SequenceConfig
+) -> keras.Model:
     outputs = len(task.outputs)
     inputs = keras.Input(shape=(None, feature_dim), name="series")
     masked = keras.layers.Masking(0.0, name="padding")(inputs)
     stage1 = TakeLast(outputs, name="stage1_logits")(masked)
-    x = keras.layers.Dense(2 * cfg.units, activation="relu", name="project")(masked)
-    x = keras.layers.Dropout(cfg.dropout, name="dropout_in")(x)
-    for index in range(cfg.layers):
-        x = keras.layers.Add(name=f"residual{index}")([x, _recurrent(cfg, cfg.units, index)(x)])
-    x = keras.layers.Dropout(cfg.dropout, name="dropout_out")(x)
+    x = keras.layers.Dense(2 * sequence_config.units, activation="relu", name="project")(masked)
+    x = keras.layers.Dropout(sequence_config.dropout, name="dropout_in")(x)
+    for index in range(sequence_config.layers):
+        x = keras.layers.Add(name=f"residual{index}")(
+            [x, _recurrent(sequence_config, sequence_config.units, index)(x)]
+        )
+    x = keras.layers.Dropout(sequence_config.dropout, name="dropout_out")(x)
     correction = keras.layers.Dense(outputs, kernel_initializer="zeros", name="correction")(x)
     logits = keras.layers.Add(name="logits")([stage1, correction])
     probabilities = HeadActivation(head_activations(task), name="outputs", dtype="float32")(logits)
     return keras.Model(inputs, probabilities, name=f"sequence_{task.name}")
+
+
+def compiled_sequence_model(
+    task: TaskSpec, sequence_config: SequenceConfig, feature_dim: int, steps_per_epoch: int
+) -> keras.Model:
+    """The sequence model with the task's loss; its metric weighted per slice
+    (padded steps weigh 0)."""
+    model = build_sequence_model(feature_dim, task, sequence_config)
+    args = compile_args(task)
+    model.compile(
+        optimizer=make_optimizer(sequence_config, steps_per_epoch),
+        loss=args["loss"],
+        weighted_metrics=args["metrics"],
+    )
+    return model

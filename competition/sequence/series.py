@@ -24,15 +24,16 @@ import keras
 import numpy as np
 import pandas as pd
 
-from competition.config import SequenceConfig
+from competition.layout import Layout
+from competition.sequence.settings import SequenceConfig
 
 
-def series_table(config, split: str) -> pd.DataFrame:
+def series_table(layout: Layout, split: str, workers: int = 0) -> pd.DataFrame:
     """series_id and z of the split's images, indexed by image ID (from the
     header index, or the split's headers read now where there is none)."""
     from competition.data.index import split_index
 
-    return split_index(config, split).set_index("image_id")[["series_id", "z"]]
+    return split_index(layout, split, workers).set_index("image_id")[["series_id", "z"]]
 
 
 def series_rows(image_ids, headers: pd.DataFrame) -> list[np.ndarray]:
@@ -59,12 +60,14 @@ def slice_inputs(embeddings: np.ndarray, logits: np.ndarray) -> np.ndarray:
     return np.concatenate([e, e - previous, e - following, logits.astype(np.float32)], axis=1)
 
 
-def augmented(rows: np.ndarray, rng: np.random.Generator, cfg: SequenceConfig) -> np.ndarray:
+def augmented(
+    rows: np.ndarray, rng: np.random.Generator, sequence_config: SequenceConfig
+) -> np.ndarray:
     """A training series as the winners augmented it: every other slice
     (either half) with probability drop_alternate, reversed with probability reverse."""
-    if len(rows) >= 4 and rng.random() < cfg.drop_alternate:
+    if len(rows) >= 4 and rng.random() < sequence_config.drop_alternate:
         rows = rows[int(rng.integers(0, 2)) :: 2]
-    if rng.random() < cfg.reverse:
+    if rng.random() < sequence_config.reverse:
         rows = rows[::-1]
     return rows
 
@@ -80,7 +83,7 @@ class SeriesBatches(keras.utils.PyDataset):
         logits: np.ndarray,
         labels: np.ndarray | None = None,
         *,
-        cfg: SequenceConfig,
+        sequence_config: SequenceConfig,
         shuffle: bool = False,
         augment: bool = False,
         reverse: bool = False,
@@ -91,8 +94,8 @@ class SeriesBatches(keras.utils.PyDataset):
             raise ValueError("SeriesBatches needs at least one series. Received: 0")
         self.series, self.embeddings, self.logits = series, embeddings, logits
         self.labels = labels
-        self.cfg, self.shuffle, self.augment, self.reverse, self.seed = (
-            cfg,
+        self.sequence_config, self.shuffle, self.augment, self.reverse, self.seed = (
+            sequence_config,
             shuffle,
             augment,
             reverse,
@@ -107,7 +110,7 @@ class SeriesBatches(keras.utils.PyDataset):
         return 3 * self.embeddings.shape[1] + self.logits.shape[1]
 
     def __len__(self) -> int:
-        return math.ceil(len(self.series) / self.cfg.batch_size)
+        return math.ceil(len(self.series) / self.sequence_config.batch_size)
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
@@ -120,11 +123,13 @@ class SeriesBatches(keras.utils.PyDataset):
 
     def batch_rows(self, index: int) -> list[np.ndarray]:
         """The image rows of each series in batch `index`, in the order the model sees them."""
-        picked = self.order[index * self.cfg.batch_size : (index + 1) * self.cfg.batch_size]
+        picked = self.order[
+            index * self.sequence_config.batch_size : (index + 1) * self.sequence_config.batch_size
+        ]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         rows = [self.series[i] for i in picked]
         if self.augment:
-            rows = [augmented(r, rng, self.cfg) for r in rows]
+            rows = [augmented(r, rng, self.sequence_config) for r in rows]
         if self.reverse:
             rows = [r[::-1] for r in rows]
         return rows
@@ -156,3 +161,45 @@ def predict_series(model: keras.Model, batches: SeriesBatches, n_images: int) ->
         for i, rows in enumerate(batches.batch_rows(index)):
             found[rows] = outputs[i, : len(rows)]
     return found
+
+
+def batches_for(
+    sequence_config: SequenceConfig,
+    seed: int,
+    features,
+    headers: pd.DataFrame,
+    labels=None,
+    *,
+    training: bool = False,
+    reverse: bool = False,
+) -> SeriesBatches:
+    """Batches of the series of `features` (a sequence.features.Features):
+    shuffled and augmented for training, reversed for the reverse TTA pass."""
+    return SeriesBatches(
+        series_rows(features.ids, headers),
+        features.embeddings,
+        features.logits,
+        labels,
+        sequence_config=sequence_config,
+        shuffle=training,
+        augment=training,
+        reverse=reverse,
+        seed=seed,
+    )
+
+
+def predict_with_sequence(
+    model: keras.Model, sequence_config: SequenceConfig, seed: int, features, headers
+) -> np.ndarray:
+    """Per-image outputs of the sequence model, in `features.ids` order;
+    with reverse_tta, the mean of the forward and the reversed pass."""
+    passes = [False, True] if sequence_config.reverse_tta else [False]
+    outputs = [
+        predict_series(
+            model,
+            batches_for(sequence_config, seed, features, headers, reverse=r),
+            len(features.ids),
+        )
+        for r in passes
+    ]
+    return np.mean(outputs, axis=0)

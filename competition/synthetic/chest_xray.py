@@ -29,7 +29,6 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from competition.config import SynthConfig
 from competition.fileio import write_csv_atomic
 from competition.layout import Layout
 from competition.synthetic.common import (
@@ -40,6 +39,7 @@ from competition.synthetic.common import (
     varied_size,
 )
 from competition.synthetic.common import write_image as save
+from competition.synthetic.settings import SynthConfig
 from competition.task import TaskSpec
 
 UNIT = "studies"  # what plan() returns, in messages
@@ -92,14 +92,14 @@ def _findings(rng: np.random.Generator) -> dict[str, str]:
     return found
 
 
-def plan(cfg: SynthConfig) -> list[Study]:
-    rng = np.random.default_rng([cfg.seed, 0])
+def plan(synth: SynthConfig) -> list[Study]:
+    rng = np.random.default_rng([synth.seed, 0])
     uids = UniqueIds(rng, lambda r: UID_ROOT + "".join(map(str, r.integers(0, 10, 38))).lstrip("0"))
     patients = UniqueIds(rng, lambda r: f"{int(r.integers(0, 16**9)):09x}")
-    test = test_patients(rng, cfg.patients, cfg.test_fraction)
-    low, high = cfg.images_per_patient
+    test = test_patients(rng, synth.patients, synth.test_fraction)
+    low, high = synth.images_per_patient
     studies = []
-    for patient in range(cfg.patients):
+    for patient in range(synth.patients):
         patient_id = patients()
         for _ in range(int(rng.integers(low, high + 1))):
             split = "test" if patient in test else "train"
@@ -225,9 +225,9 @@ def draw(
     return np.clip(image, 0, 255).astype(np.uint8), lines
 
 
-def write(study: Study, cfg: SynthConfig, layout: Layout) -> list[dict]:
-    rng = np.random.default_rng([cfg.seed, 1, study.number])
-    shape = varied_size(rng, cfg.image_size, (0.9, 1.0, 1.1))
+def write(study: Study, synth: SynthConfig, layout: Layout) -> list[dict]:
+    rng = np.random.default_rng([synth.seed, 1, study.number])
+    shape = varied_size(rng, synth.image_size, (0.9, 1.0, 1.1))
     image, lines = draw(rng, shape, study.findings)
     save(layout.image_path(study.split, study.uid), image)
     labels = {column: int(any(label == column for label, _ in lines)) for column in COLUMNS}

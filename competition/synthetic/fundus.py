@@ -22,11 +22,11 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from competition.config import SynthConfig
 from competition.fileio import write_csv_atomic
 from competition.layout import Layout
 from competition.synthetic.common import UniqueIds, require_task, smooth_noise, varied_size
 from competition.synthetic.common import write_image as save
+from competition.synthetic.settings import SynthConfig
 from competition.task import TaskSpec
 
 UNIT = "photos"  # what plan() returns, in messages
@@ -57,11 +57,13 @@ def check(task: TaskSpec) -> None:
     require_task(task, "fundus", "APTOS 2019", "id_code", [LABEL])
 
 
-def plan(cfg: SynthConfig) -> list[Photo]:
-    rng = np.random.default_rng([cfg.seed, 0])
+def plan(synth: SynthConfig) -> list[Photo]:
+    rng = np.random.default_rng([synth.seed, 0])
     codes = UniqueIds(rng, lambda r: f"{int(r.integers(0, 16**12)):012x}")
-    shares = np.array([cfg.prevalence.get(k, v) for k, v in SHARES.items()])
-    test = set(rng.permutation(cfg.patients)[: round(cfg.patients * cfg.test_fraction)].tolist())
+    shares = np.array([synth.prevalence.get(k, v) for k, v in SHARES.items()])
+    test = set(
+        rng.permutation(synth.patients)[: round(synth.patients * synth.test_fraction)].tolist()
+    )
     return [
         Photo(
             n,
@@ -69,7 +71,7 @@ def plan(cfg: SynthConfig) -> list[Photo]:
             codes(),
             int(rng.choice(5, p=shares / shares.sum())),
         )
-        for n in range(cfg.patients)
+        for n in range(synth.patients)
     ]
 
 
@@ -136,9 +138,9 @@ def draw(rng: np.random.Generator, shape: tuple[int, int], grade: int) -> np.nda
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def write(photo: Photo, cfg: SynthConfig, layout: Layout) -> list[dict]:
-    rng = np.random.default_rng([cfg.seed, 1, photo.number])
-    shape = varied_size(rng, cfg.image_size, (1.0, 4 / 3, 3 / 2))
+def write(photo: Photo, synth: SynthConfig, layout: Layout) -> list[dict]:
+    rng = np.random.default_rng([synth.seed, 1, photo.number])
+    shape = varied_size(rng, synth.image_size, (1.0, 4 / 3, 3 / 2))
     save(layout.image_path(photo.split, photo.id_code), draw(rng, shape, photo.grade))
     return [{"split": photo.split, "id_code": photo.id_code, LABEL: photo.grade}]
 

@@ -1,8 +1,8 @@
 """The kit's synthetic competitions: a stand-in (`synth.kind`) written in a
 preset's real on-disk format, plus `synthetic_test_labels.csv`, the test
 set's answers in the label CSV's format, which a real competition keeps
-hidden. Each stand-in module has `plan(cfg)` (units of work, each with a
-`size` in images), `write(unit, cfg, layout)` (one unit's files, returning
+hidden. Each stand-in module has `plan(synth)` (units of work, each with a
+`size` in images), `write(unit, synth, layout)` (one unit's files, returning
 its rows), `write_tables(rows, layout)` (the CSVs; returns the test labels)
 and `check(task)` (the task is the competition it stands in for).
 
@@ -21,11 +21,11 @@ from dataclasses import asdict
 from pathlib import Path
 from types import ModuleType
 
-from competition.config import Config, SynthConfig
 from competition.errors import KitError
 from competition.fileio import write_csv_atomic, write_text_atomic
 from competition.layout import SPLITS, Layout
 from competition.progress import Progress
+from competition.synthetic.settings import SynthConfig
 from competition.workers import worker_count, worker_pool
 
 GENERATOR_VERSION = 4  # 4: the harder head-CT phantom
@@ -33,14 +33,14 @@ MARKER = "synthetic.json"
 TEST_LABELS = "synthetic_test_labels.csv"
 
 
-def _marker(cfg: SynthConfig) -> dict:
-    return {"generator_version": GENERATOR_VERSION, "synth": asdict(cfg)}
+def _marker(synth: SynthConfig) -> dict:
+    return {"generator_version": GENERATOR_VERSION, "synth": asdict(synth)}
 
 
-def is_up_to_date(root: Path, cfg: SynthConfig) -> bool:
+def is_up_to_date(root: Path, synth: SynthConfig) -> bool:
     marker = root / MARKER
     return marker.exists() and json.loads(marker.read_text()) == json.loads(
-        json.dumps(_marker(cfg))
+        json.dumps(_marker(synth))
     )
 
 
@@ -57,48 +57,48 @@ def _refuse_foreign(root: Path) -> None:
         )
 
 
-def stand_in(cfg: SynthConfig) -> ModuleType:
-    return importlib.import_module(f"competition.synthetic.{cfg.kind}")
+def stand_in(synth: SynthConfig) -> ModuleType:
+    return importlib.import_module(f"competition.synthetic.{synth.kind}")
 
 
-def generate(config: Config, workers: int | None = None, force: bool = False) -> Path:
-    """Write the synthetic competition to config.data.root (idempotent)."""
-    cfg, layout = config.synth, Layout.from_config(config)
+def generate(synth: SynthConfig, layout: Layout, workers: int = 0, force: bool = False) -> Path:
+    """Write the synthetic competition `synth` describes at the layout's root
+    (idempotent: an up-to-date folder is left as it is)."""
     root = layout.root
-    if not force and is_up_to_date(root, cfg):
+    if not force and is_up_to_date(root, synth):
         print(f"Synthetic competition up to date: {root}")
         return root
     _refuse_foreign(root)
-    module = stand_in(cfg)
+    module = stand_in(synth)
     module.check(layout.task)
-    plans = module.plan(cfg)
+    plans = module.plan(synth)
     staging = Layout(root.with_name(f".{root.name}.partial"), layout.task)
     shutil.rmtree(staging.root, ignore_errors=True)
     for split in SPLITS:
         staging.image_dir(split).mkdir(parents=True)
-    rows = _render_all(module, plans, cfg, staging, worker_count(workers or config.data.workers))
+    rows = _render_all(module, plans, synth, staging, worker_count(workers))
     test_labels = module.write_tables(rows, staging)
     write_csv_atomic(staging.root / TEST_LABELS, test_labels)
-    write_text_atomic(staging.root / MARKER, json.dumps(_marker(cfg), indent=2))
+    write_text_atomic(staging.root / MARKER, json.dumps(_marker(synth), indent=2))
     shutil.rmtree(root, ignore_errors=True)
     staging.root.rename(root)
     return root
 
 
 def _render_all(
-    module: ModuleType, plans: list, cfg: SynthConfig, layout: Layout, workers: int
+    module: ModuleType, plans: list, synth: SynthConfig, layout: Layout, workers: int
 ) -> list:
     total = sum(p.size for p in plans)
-    progress = Progress(total, f"synth {cfg.kind}", unit="images")
+    progress = Progress(total, f"synth {synth.kind}", unit="images")
     rows: list = []
     started = time.perf_counter()
     if workers <= 1:
         for plan in plans:
-            rows += module.write(plan, cfg, layout)
+            rows += module.write(plan, synth, layout)
             progress.advance(plan.size)
     else:
         with worker_pool(workers) as pool:
-            jobs = [pool.submit(module.write, plan, cfg, layout) for plan in plans]
+            jobs = [pool.submit(module.write, plan, synth, layout) for plan in plans]
             for plan, job in zip(plans, jobs, strict=True):
                 rows += job.result()
                 progress.advance(plan.size)

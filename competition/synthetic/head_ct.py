@@ -20,13 +20,13 @@ import pandas as pd
 import pydicom
 from pydicom.uid import CTImageStorage
 
-from competition.config import SynthConfig
 from competition.data.dicom import lenient_uids
 from competition.errors import KitError
 from competition.fileio import write_csv_atomic
 from competition.layout import Layout
 from competition.synthetic import phantom
 from competition.synthetic.common import file_meta
+from competition.synthetic.settings import SynthConfig
 from competition.task import TaskSpec
 
 # Share of series that bleed; given a bleed, subtypes are drawn so that the
@@ -84,20 +84,20 @@ def check(task: TaskSpec) -> None:
         )
 
 
-def plan(cfg: SynthConfig) -> list[SeriesPlan]:
+def plan(synth: SynthConfig) -> list[SeriesPlan]:
     """Patients, their studies (one axial series each) and image IDs."""
-    rng = np.random.default_rng([cfg.seed, 0])
+    rng = np.random.default_rng([synth.seed, 0])
     new_id = _IdMaker(rng)
-    n_test = round(cfg.patients * cfg.test_fraction)
-    test_patients = set(rng.permutation(cfg.patients)[:n_test].tolist())
+    n_test = round(synth.patients * synth.test_fraction)
+    test_patients = set(rng.permutation(synth.patients)[:n_test].tolist())
     plans: list[SeriesPlan] = []
-    for patient in range(cfg.patients):
+    for patient in range(synth.patients):
         patient_id = new_id(8)
         studies = 1
-        if cfg.max_studies_per_patient > 1 and rng.random() < cfg.multi_study_fraction:
-            studies = int(rng.integers(2, cfg.max_studies_per_patient + 1))
+        if synth.max_studies_per_patient > 1 and rng.random() < synth.multi_study_fraction:
+            studies = int(rng.integers(2, synth.max_studies_per_patient + 1))
         for _ in range(studies):
-            n = int(rng.integers(cfg.slices_per_series[0], cfg.slices_per_series[1] + 1))
+            n = int(rng.integers(synth.slices_per_series[0], synth.slices_per_series[1] + 1))
             plans.append(
                 SeriesPlan(
                     number=len(plans),
@@ -120,13 +120,13 @@ def _coverage(subtype: str, mean_slices: float) -> float:
     return min(1.0, (low + high + 1) / mean_slices)
 
 
-def subtype_chances(cfg: SynthConfig) -> dict[str, float]:
+def subtype_chances(synth: SynthConfig) -> dict[str, float]:
     """P(subtype | bleeding series), from the target slice prevalence."""
-    mean_slices = sum(cfg.slices_per_series) / 2
+    mean_slices = sum(synth.slices_per_series) / 2
     return {
         s: min(
             1.0,
-            cfg.prevalence.get(s, 0.0) / (BLEED_SERIES_FRACTION * _coverage(s, mean_slices)),
+            synth.prevalence.get(s, 0.0) / (BLEED_SERIES_FRACTION * _coverage(s, mean_slices)),
         )
         for s in phantom.LESION_SUBTYPES
     }
@@ -212,20 +212,20 @@ def _noise_field(rng: np.random.Generator, size: int, sigma: float) -> np.ndarra
     return rng.standard_normal((size * 2, size * 2), dtype=np.float32) * np.float32(sigma)
 
 
-def write(plan: SeriesPlan, cfg: SynthConfig, layout: Layout) -> list[list]:
+def write(plan: SeriesPlan, synth: SynthConfig, layout: Layout) -> list[list]:
     """Render and write one series; returns [image_id, split, *lesion labels] rows."""
     with lenient_uids():  # `ID_...` UIDs, as in the real files
-        return _write_series(plan, cfg, layout)
+        return _write_series(plan, synth, layout)
 
 
-def _write_series(plan: SeriesPlan, cfg: SynthConfig, layout: Layout) -> list[list]:
-    rng = np.random.default_rng([cfg.seed, 1, plan.number])
-    size, n = cfg.image_size, len(plan.image_ids)
+def _write_series(plan: SeriesPlan, synth: SynthConfig, layout: Layout) -> list[list]:
+    rng = np.random.default_rng([synth.seed, 1, plan.number])
+    size, n = synth.image_size, len(plan.image_ids)
     geo = phantom.random_geometry(rng, size, n)
-    _add_lesions(geo, rng, subtype_chances(cfg))
+    _add_lesions(geo, rng, subtype_chances(synth))
     encoding = _pick_encoding(rng)
     template = _series_template(plan, geo, encoding, rng)
-    noise = _noise_field(rng, size, cfg.noise_hu)
+    noise = _noise_field(rng, size, synth.noise_hu)
     z0, x0 = rng.uniform(-50, 150), round(-size * float(template.PixelSpacing[0]) / 2, 3)
     rows = []
     for i, image_id in enumerate(plan.image_ids):

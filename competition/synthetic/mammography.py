@@ -34,7 +34,6 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
 )
 
-from competition.config import SynthConfig
 from competition.fileio import write_csv_atomic
 from competition.layout import Layout
 from competition.synthetic import ljpeg
@@ -45,6 +44,7 @@ from competition.synthetic.common import (
     smooth_noise,
     test_patients,
 )
+from competition.synthetic.settings import SynthConfig
 from competition.task import TaskSpec
 
 UNIT = "patients"  # what plan() returns, in messages
@@ -90,14 +90,14 @@ def check(task: TaskSpec) -> None:
     require_task(task, "mammography", "RSNA Screening Mammography", "image_id", [LABEL], "dicom")
 
 
-def plan(cfg: SynthConfig) -> list[Patient]:
-    rng = np.random.default_rng([cfg.seed, 0])
+def plan(synth: SynthConfig) -> list[Patient]:
+    rng = np.random.default_rng([synth.seed, 0])
     patients = UniqueIds(rng, lambda r: str(int(r.integers(10000, 65536))))
     images = UniqueIds(rng, lambda r: str(int(r.integers(10**6, 2 * 10**9))))
-    test = test_patients(rng, cfg.patients, cfg.test_fraction)
-    rate = cfg.prevalence.get(LABEL, 0.1)
+    test = test_patients(rng, synth.patients, synth.test_fraction)
+    rate = synth.prevalence.get(LABEL, 0.1)
     plans = []
-    for n in range(cfg.patients):
+    for n in range(synth.patients):
         cancer = {side: int(rng.random() < rate) for side in "LR"}
         plans.append(
             Patient(
@@ -197,18 +197,18 @@ def _dataset(
     return ds
 
 
-def write(patient: Patient, cfg: SynthConfig, layout: Layout) -> list[dict]:
+def write(patient: Patient, synth: SynthConfig, layout: Layout) -> list[dict]:
     rows = []
     views = [(side, view) for side in "LR" for view in ("CC", "MLO")]
     site, monochrome1, _ = MACHINES[patient.machine]
     for k, ((side, view), image_id) in enumerate(zip(views, patient.image_ids, strict=True)):
-        rng = np.random.default_rng([cfg.seed, 1, patient.number, k])
-        finding = np.random.default_rng([cfg.seed, 2, patient.number, side == "R"])
+        rng = np.random.default_rng([synth.seed, 1, patient.number, k])
+        finding = np.random.default_rng([synth.seed, 2, patient.number, side == "R"])
         spot = [tuple(finding.uniform(0.2, 0.8, 2))]  # the same place in both views of a breast
         kinds = ["cancer"] if patient.cancer[side] and rng.random() < 0.85 else []
         if not kinds and rng.random() < 0.2:
             kinds = [str(rng.choice(["cyst", "calcifications"]))]
-        shape = (round(cfg.image_size * rng.uniform(1.25, 1.35)), cfg.image_size)
+        shape = (round(synth.image_size * rng.uniform(1.25, 1.35)), synth.image_size)
         image = draw(
             rng, shape, side == "L", view == "MLO", patient.density, spot * len(kinds), kinds
         )

@@ -23,7 +23,6 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from competition.config import SynthConfig
 from competition.fileio import write_csv_atomic
 from competition.layout import Layout
 from competition.synthetic.common import (
@@ -34,6 +33,7 @@ from competition.synthetic.common import (
     varied_size,
 )
 from competition.synthetic.common import write_image as save
+from competition.synthetic.settings import SynthConfig
 from competition.task import TaskSpec
 
 UNIT = "patients"  # what plan() returns, in messages
@@ -62,15 +62,15 @@ def check(task: TaskSpec) -> None:
     require_task(task, "skin", "SIIM-ISIC Melanoma", "image_name", [LABEL])
 
 
-def plan(cfg: SynthConfig) -> list[Patient]:
-    rng = np.random.default_rng([cfg.seed, 0])
+def plan(synth: SynthConfig) -> list[Patient]:
+    rng = np.random.default_rng([synth.seed, 0])
     images = UniqueIds(rng, lambda r: f"ISIC_{int(r.integers(0, 10**7)):07d}")
     patients = UniqueIds(rng, lambda r: f"IP_{int(r.integers(0, 10**7)):07d}")
-    test = test_patients(rng, cfg.patients, cfg.test_fraction)
-    rate = cfg.prevalence.get(LABEL, 0.1)
-    low, high = cfg.images_per_patient
+    test = test_patients(rng, synth.patients, synth.test_fraction)
+    rate = synth.prevalence.get(LABEL, 0.1)
+    low, high = synth.images_per_patient
     plans = []
-    for number in range(cfg.patients):
+    for number in range(synth.patients):
         count = int(rng.integers(low, high + 1))
         found = [
             (
@@ -150,11 +150,11 @@ def draw(rng: np.random.Generator, shape: tuple[int, int], malignant: bool) -> n
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def write(patient: Patient, cfg: SynthConfig, layout: Layout) -> list[dict]:
+def write(patient: Patient, synth: SynthConfig, layout: Layout) -> list[dict]:
     rows = []
     for k, (name, target, site) in enumerate(patient.images):
-        rng = np.random.default_rng([cfg.seed, 1, patient.number, k])
-        shape = varied_size(rng, cfg.image_size, (1.0, 4 / 3, 3 / 2))
+        rng = np.random.default_rng([synth.seed, 1, patient.number, k])
+        shape = varied_size(rng, synth.image_size, (1.0, 4 / 3, 3 / 2))
         save(layout.image_path(patient.split, name), draw(rng, shape, bool(target)))
         diagnosis = (
             "melanoma" if target else BENIGN[int(rng.choice(5, p=[0.6, 0.32, 0.04, 0.02, 0.02]))]

@@ -7,8 +7,8 @@
 - BestCheckpoint: ModelCheckpoint(save_best_only) written atomically; of a
   TrainingModel it saves the network alone (no augmentation layers).
 - trim_history: drops the CSV rows of epochs that will be run again.
-- EpochSync: tells the training generator which epoch Keras starts, so its
-  sampler draws that epoch's batches (also the first one after a resume).
+- BeforeWrites: a check (a cluster attempt's ownership) before each
+  epoch's writes.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import keras
 import numpy as np
 import pandas as pd
 
+from competition.augment.layers import inference_network
 from competition.fileio import atomic_path, write_csv_atomic, write_text_atomic
-from competition.training.augment import inference_network
 
 _BACKUP = re.compile(r"epoch-(\d{4})\.weights\.h5")
 
@@ -35,15 +35,6 @@ def latest_backup(folder: Path) -> tuple[int, Path] | None:
         if (m := _BACKUP.fullmatch(p.name))
     ]
     return max(found) if found else None
-
-
-class EpochSync(keras.callbacks.Callback):
-    def __init__(self, generator):
-        super().__init__()
-        self.generator = generator
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.generator.set_epoch(epoch)
 
 
 class BeforeWrites(keras.callbacks.Callback):

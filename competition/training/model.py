@@ -17,11 +17,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from competition.config import ModelConfig
 from competition.errors import KitError
 from competition.task import Head, TaskSpec
 from competition.training import layers  # also registers the kit's layers for loading
 from competition.training.backbones import BACKBONES
+from competition.training.settings import ModelConfig
 
 ACTIVATIONS = {
     "multilabel": "sigmoid",
@@ -31,64 +31,62 @@ ACTIVATIONS = {
 }
 
 
-class ModelError(KitError, ValueError):
-    """A model that cannot be built or loaded as configured."""
-
-
-def resolve_weights(cfg: ModelConfig) -> str | None:
+def resolve_weights(model_config: ModelConfig) -> str | None:
     """None, 'imagenet', or an existing local file (checked here, not deep in Keras)."""
-    if cfg.weights in (None, "imagenet"):
-        return cfg.weights
-    path = Path(cfg.weights).expanduser()
+    if model_config.weights in (None, "imagenet"):
+        return model_config.weights
+    path = Path(model_config.weights).expanduser()
     if not path.is_file():
-        raise ModelError(
+        raise KitError(
             f"model.weights: no weights file at {path}. Expected null, imagenet, or the path "
             "of a local weights file (e.g. the backbone's *_notop.h5)."
         )
     return str(path)
 
 
-def _build_backbone(cfg: ModelConfig, inputs):
-    weights = resolve_weights(cfg)
+def _build_backbone(model_config: ModelConfig, inputs):
+    weights = resolve_weights(model_config)
     try:
-        return BACKBONES[cfg.backbone](inputs, weights)
+        return BACKBONES[model_config.backbone](inputs, weights)
     except Exception as exc:
         if weights != "imagenet":
             raise
-        raise ModelError(
-            f"ImageNet weights for {cfg.backbone} could not be loaded ({type(exc).__name__}: "
-            f"{exc}). Offline, download the backbone's no-top weights file from the Keras "
-            "applications release on a machine with internet, copy it here and set "
-            "model.weights to its path (or put it in ~/.keras/models/)."
+        raise KitError(
+            f"ImageNet weights for {model_config.backbone} could not be loaded "
+            f"({type(exc).__name__}: {exc}). Offline, download the backbone's no-top weights "
+            "file from the Keras applications release on a machine with internet, copy it "
+            "here and set model.weights to its path (or put it in ~/.keras/models/)."
         ) from None
 
 
-def backbone_features(cfg: ModelConfig, inputs, channels: int):
+def backbone_features(model_config: ModelConfig, inputs, channels: int):
     """The backbone's last feature map for the image: the backbone built on
     the input itself, or, with model.input_adapter, on a 3-channel input fed
     by the adapter (a nested model: its weights save and load as a unit).
     Pretrained weights of an ImageNet backbone need 3 channels: another
     count without an adapter is refused here, with the ways out, not left to
     fail deep in Keras as if the download had."""
-    pretrained = cfg.weights is not None and cfg.backbone != "tiny_cnn"
-    if cfg.input_adapter == "none":
+    pretrained = model_config.weights is not None and model_config.backbone != "tiny_cnn"
+    if model_config.input_adapter == "none":
         if pretrained and channels != 3:
-            raise ModelError(
-                f"model.weights={cfg.weights} gives {cfg.backbone} the first layer of a "
-                f"3-channel (RGB) network, but the model input has {channels} channel(s) (from "
-                "preprocess: the windows, channels or 2.5D neighbours). Choose one: "
-                "model.input_adapter=repeat (1 or 2 channels copied to 3), "
+            raise KitError(
+                f"model.weights={model_config.weights} gives {model_config.backbone} the first "
+                f"layer of a 3-channel (RGB) network, but the model input has {channels} "
+                "channel(s) (from preprocess: the windows, channels or 2.5D neighbours). Choose "
+                "one: model.input_adapter=repeat (1 or 2 channels copied to 3), "
                 "model.input_adapter=project (a learned 1x1 convolution to 3 channels, started "
                 "at their mean), or model.weights=null (random initialisation, all channels)."
             )
-        return _build_backbone(cfg, inputs).output
-    if cfg.input_adapter == "repeat" and channels > 3:
-        raise ModelError(
+        return _build_backbone(model_config, inputs).output
+    if model_config.input_adapter == "repeat" and channels > 3:
+        raise KitError(
             f"model.input_adapter=repeat copies 1 or 2 channels to 3; the input has {channels}. "
             "Use model.input_adapter=project."
         )
     rgb = keras.Input(shape=(*inputs.shape[1:-1], 3), name="rgb")
-    return _build_backbone(cfg, rgb)(layers.ToRGB(cfg.input_adapter, name="to_rgb")(inputs))
+    return _build_backbone(model_config, rgb)(
+        layers.ToRGB(model_config.input_adapter, name="to_rgb")(inputs)
+    )
 
 
 def _pooling(name: str) -> keras.layers.Layer:
@@ -100,34 +98,34 @@ def _pooling(name: str) -> keras.layers.Layer:
     return keras.layers.GlobalAveragePooling2D(name="pool")
 
 
-def initial_bias(head: Head, mean_target: np.ndarray | None) -> np.ndarray:
+def initial_bias(head: Head, training_mean: np.ndarray | None) -> np.ndarray:
     """The head's starting bias, so that it first predicts the training mean:
     log-odds of the prevalence (sigmoid), log of the class shares (softmax),
     the mean class position (ordinal)."""
-    if mean_target is None:
+    if training_mean is None:
         return np.zeros(len(head.outputs), dtype=np.float32)
-    mean_target = np.asarray(mean_target, dtype=np.float64)
+    training_mean = np.asarray(training_mean, dtype=np.float64)
     if head.kind == "ordinal":
-        return mean_target.astype(np.float32)
-    p = np.clip(mean_target, 1e-4, 1 - 1e-4)
+        return training_mean.astype(np.float32)
+    p = np.clip(training_mean, 1e-4, 1 - 1e-4)
     bias = np.log(p) if head.kind == "multiclass" else np.log(p / (1 - p))
     return bias.astype(np.float32)
 
 
 def build_model(
-    cfg: ModelConfig,
+    model_config: ModelConfig,
     input_shape: tuple[int, int, int],
     task: TaskSpec,
-    mean_target: np.ndarray | None = None,
+    training_mean: np.ndarray | None = None,
 ) -> keras.Model:
     """Backbone + global pooling + dropout + the task's heads.
-    `mean_target` (the training targets' mean per output) sets the biases."""
+    `training_mean` (the training targets' mean per output) sets the biases."""
     inputs = keras.Input(shape=input_shape, name="image")
-    x = _pooling(cfg.pooling)(backbone_features(cfg, inputs, input_shape[-1]))
-    x = keras.layers.Dropout(cfg.dropout, name="dropout")(x)
+    x = _pooling(model_config.pooling)(backbone_features(model_config, inputs, input_shape[-1]))
+    x = keras.layers.Dropout(model_config.dropout, name="dropout")(x)
     heads = []
     for head, part in task.head_slices():
-        start = None if mean_target is None else np.asarray(mean_target)[part]
+        start = None if training_mean is None else np.asarray(training_mean)[part]
         dense = keras.layers.Dense(
             len(head.outputs),
             activation=ACTIVATIONS[head.kind],
@@ -137,14 +135,14 @@ def build_model(
         )
         heads.append(dense(x))
     outputs = heads[0] if len(heads) == 1 else keras.layers.Concatenate(name="outputs")(heads)
-    return keras.Model(inputs, outputs, name=f"{cfg.backbone}_{task.name}")
+    return keras.Model(inputs, outputs, name=f"{model_config.backbone}_{task.name}")
 
 
 def check_input_shape(model: keras.Model, shape: tuple[int, int, int], outputs: int, source: str):
     """A checkpoint trained at another size or with other outputs is refused."""
     got, given = tuple(model.input_shape[1:]), model.output_shape[-1]
     if got != tuple(shape) or given != outputs:
-        raise ModelError(
+        raise KitError(
             f"{source}: the model takes {got} and gives {given} outputs; the config needs "
             f"{tuple(shape)} and {outputs}"
         )
@@ -155,14 +153,14 @@ def load_checkpoint(path, safe_mode: bool = True) -> keras.Model:
     the file runs: a file that carries some (a Lambda layer) is refused."""
     path = Path(path)
     if not path.is_file():
-        raise ModelError(f"No model file at {path}")
+        raise KitError(f"No model file at {path}")
     try:
         return keras.models.load_model(path, safe_mode=safe_mode, compile=False)
     except (ValueError, OSError, KeyError, TypeError, zipfile.BadZipFile) as exc:
         if "safe_mode" in str(exc):
-            raise ModelError(
+            raise KitError(
                 f"{path} holds Python code (a Lambda layer), which would run when it is "
                 "loaded, so it was refused. If you trust the file (you made it, or know who "
                 "did), load it with --set model.safe_mode=false."
             ) from None
-        raise ModelError(f"{path} is not a readable Keras model file ({exc})") from None
+        raise KitError(f"{path} is not a readable Keras model file ({exc})") from None

@@ -1,5 +1,5 @@
 """Random flips of a whole (B, H, W, C) uint8 batch on the host, in place:
-the `RandomFlip` step of the augmentation (competition.augmentation), run
+the `RandomFlip` step of the augmentation (competition.augment.spec), run
 here rather than in the graph because on the host it is a memory copy
 (OpenCV's SIMD flip) that the model never waits for, while in the graph it
 costs a small network's step rate (docs/benchmarks.md)."""

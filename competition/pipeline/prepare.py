@@ -10,6 +10,7 @@ import yaml
 
 from competition.config import Config
 from competition.layout import Layout
+from competition.synthetic import generate
 
 # The config values folds.csv is made from: other values leave it current.
 FOLD_INPUTS = (
@@ -40,10 +41,18 @@ def folds_are_current(layout: Layout, config: Config) -> bool:
 
 def ensure_synthetic(config: Config) -> None:
     """Write the synthetic competition when the config generates one and it is stale."""
-    from competition.synthetic import generate
+    if config.synth.generate and not generate.is_up_to_date(config.layout.root, config.synth):
+        write_synthetic(config)
 
-    if config.synth.generate and not generate.is_up_to_date(Path(config.data.root), config.synth):
-        generate.generate(config)
+
+def write_synthetic(config: Config, workers: int | None = None, force: bool = False) -> Path:
+    """The config's synthetic competition at data.root (skipped when up to
+    date), with the config that wrote it beside it."""
+    root = generate.generate(
+        config.synth, config.layout, workers or config.data.workers, force=force
+    )
+    config.save(root / "synthetic.config.yaml")
+    return root
 
 
 def ensure_index(config: Config) -> Layout:
@@ -51,7 +60,7 @@ def ensure_index(config: Config) -> Layout:
     or when files were added to or removed from the image folders since."""
     from competition.data.index import folder_changes, write_index
 
-    layout = Layout.from_config(config)
+    layout = config.layout
     ensure_synthetic(config)
     changes = folder_changes(layout) if layout.index_csv.exists() else []
     if changes:
@@ -71,6 +80,7 @@ def index_is_newer(layout: Layout) -> bool:
 
 
 def write_folds_for(config: Config, layout: Layout) -> None:
+    """folds.csv (and the images left out) from the labels and the index."""
     from competition.data.folds import write_folds
     from competition.data.index import read_index
     from competition.data.labels import read_labels
@@ -86,7 +96,7 @@ def ensure_data(config: Config) -> Layout:
     if not folds_are_current(layout, config) or index_is_newer(layout):
         write_folds_for(config, layout)
     if config.data.build_cache and config.data.source != "files":
-        from competition.data.cache import build
+        from competition.data.cache.build import build
 
-        build(config, ["train"], config.data.workers)  # "up to date" costs a file read
+        build(config.cache, ["train"], config.data.workers)  # "up to date" costs a file read
     return layout

@@ -2,7 +2,7 @@
 array (the fastest to read, 196 KB per 256 x 256 x 3 image), or
 `ShardStore`, encoded images in shard files (`shards.py`, `codecs.py`).
 
-Both answer the same calls, so `cache.py` builds, resumes and verifies either
+Both answer the same calls, so `build.py` builds, resumes and verifies either
 the same way: `start` a folder, `can_resume` it, in each worker process
 `put` a decoded image (what comes back goes to the parent), in the parent
 `accept` that and get the row's CRC, and `crc_of` a stored row to check it.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from competition.data import shards
-from competition.data.codecs import CodecError, make_codec
+from competition.data.cache import shards
+from competition.data.cache.codecs import CodecError, make_codec
 from competition.fileio import is_disk_full
 
 IMAGES = "images.npy"

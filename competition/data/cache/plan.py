@@ -17,19 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from competition.data.codecs import make_codec
-from competition.data.preprocess import PixelSpec, input_shape, load_input
-from competition.errors import ImageReadError, KitError
-from competition.layout import Layout
+from competition.data.cache.codecs import make_codec
+from competition.data.cache.spec import CacheError, CacheSpec
+from competition.data.preprocess import load_input
+from competition.errors import ImageReadError
 
 AUTO_SHARE = 0.8
 SAMPLE = 48  # images encoded to project an encoded codec's size
 MARGIN = 1.15  # on a sampled projection
 AUTO_CHOICES = ("raw", "zstd", "jpeg")
-
-
-class CacheSpaceError(KitError, OSError):
-    """A cache that would not fit on its disk."""
 
 
 @dataclass(frozen=True)
@@ -48,24 +44,24 @@ def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def sample_images(config, paths: list[str], count: int = SAMPLE) -> list[np.ndarray]:
+def sample_images(spec: CacheSpec, paths: list[str], count: int = SAMPLE) -> list[np.ndarray]:
     """Up to `count` decoded images spread over the split (unreadable ones skipped)."""
-    root, spec = Layout.from_config(config).root, PixelSpec.from_config(config)
+    root = spec.layout.root
     picks = np.unique(np.linspace(0, len(paths) - 1, min(count, len(paths))).astype(int))
     images = []
     for i in picks:
         try:
-            images.append(load_input(root / paths[i], spec))
+            images.append(load_input(root / paths[i], spec.pixels))
         except ImageReadError:
             continue
     return images
 
 
-def bytes_per_image(config, codec: str, sample: list[np.ndarray]) -> float:
+def bytes_per_image(spec: CacheSpec, codec: str, sample: list[np.ndarray]) -> float:
     """Raw: exact. Encoded: the sample's mean size with a margin."""
     if codec == "raw" or not sample:
-        return float(np.prod(input_shape(config)))
-    coder = make_codec(codec, config.data.cache_quality)
+        return float(np.prod(spec.pixels.input_shape))
+    coder = make_codec(codec, spec.quality)
     return MARGIN * float(np.mean([len(coder.encode(image)) for image in sample]))
 
 
@@ -73,23 +69,21 @@ def _gib(size: float) -> str:
     return f"{size / 2**30:,.2f} GiB"
 
 
-def plan_codec(config, split: str, ids: list[str], paths: list[str]) -> Plan:
-    """The codec for a fresh cache of `split`, or CacheSpaceError (with the sizes)."""
-    from competition.data.cache import cache_root
-
-    where = cache_root(config, "raw").parent
+def plan_codec(spec: CacheSpec, split: str, ids: list[str], paths: list[str]) -> Plan:
+    """The codec for a fresh cache of `split`, or a CacheError with the sizes."""
+    where = spec.folder
     free = free_bytes(where)
-    wanted = config.data.cache_codec
+    wanted = spec.codec
     choices = AUTO_CHOICES if wanted == "auto" else (wanted,)
-    sample = sample_images(config, paths) if choices != ("raw",) else []
-    sizes = {codec: int(len(ids) * bytes_per_image(config, codec, sample)) for codec in choices}
+    sample = sample_images(spec, paths) if choices != ("raw",) else []
+    sizes = {codec: int(len(ids) * bytes_per_image(spec, codec, sample)) for codec in choices}
     for codec in choices:
         limit = free * AUTO_SHARE if wanted == "auto" else free
         if sizes[codec] <= limit:
             reason = _reason(wanted, codec, sizes, free, len(ids), len(sample))
             print(f"Cache of {split}: {reason}", flush=True)  # said before the build starts
             return Plan(codec, sizes[codec], free, reason)
-    raise CacheSpaceError(
+    raise CacheError(
         f"The {split} cache of {len(ids):,} images will not fit at {where}: "
         + ", ".join(f"{codec} needs {_gib(size)}" for codec, size in sizes.items())
         + f"; {_gib(free)} free. Nothing was written. Free some space, set data.cache_dir "

@@ -1,5 +1,5 @@
-"""The training augmentation as configured: an ordered list of Keras 3
-image augmentation layers with their arguments,
+"""The augmentation's spec: the `augment:` list of Keras 3 image
+augmentation layers with their arguments,
 
     augment:
       - RandomFlip: {mode: horizontal}
@@ -17,6 +17,9 @@ and split by where each step runs (`placement`):
 - the label-mixing layers (`MixUp`, `CutMix`) in the training step, where
   the labels are.
 
+`competition.augment.flips` runs the host flips, `competition.augment.layers`
+builds and runs the Keras layers.
+
 The layers' arguments are Keras' own; `seed`, `value_range` (0..255, what
 the kit feeds) and `data_format` are set by the kit. A test checks this
 table against the installed Keras' signatures.
@@ -29,6 +32,15 @@ from typing import Any
 
 from competition.errors import ConfigError
 
+# Head CT (RSNA ICH winners: a horizontal flip, a small shift-scale-rotate,
+# brightness and contrast); the presets choose their own (configs/*.yaml).
+DEFAULT_AUGMENT = [
+    {"RandomFlip": {"mode": "horizontal"}},
+    {"RandomRotation": {"factor": 0.03, "fill_mode": "constant"}},
+    {"RandomZoom": {"height_factor": 0.1, "fill_mode": "constant"}},
+    {"RandomBrightness": {"factor": 0.1}},
+    {"RandomContrast": {"factor": 0.1}},
+]
 REQUIRED = object()  # an argument Keras' layer needs
 KIT_ARGUMENTS = ("seed", "value_range", "data_format", "name", "dtype")
 

@@ -1,4 +1,4 @@
-"""The configured augmentation as Keras layers (see competition.augmentation
+"""The configured augmentation as Keras layers (see competition.augment.spec
 for the list and where each step runs):
 
 - `augmenter`: the in-graph image layers as one Sequential, each layer
@@ -7,7 +7,8 @@ for the list and where each step runs):
 - `TrainingModel`: the network with the augmenter in front and the label
   mixing (MixUp, CutMix) in its training step. Only the network inside it
   (`.network`) is saved as the checkpoint: the inference model holds no
-  augmentation, and loads in safe mode.
+  augmentation, and loads in safe mode. Its fit, evaluate and predict raise
+  a loader's error as the kit's error.
 - `HostAugmenter`: the same image layers run by the loader on the host
   instead (`train.augment_on: host`, and `auto` on a machine without a
   GPU). Measured on 2 CPU cores: in the graph, the layers' image transforms
@@ -24,7 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from competition.augmentation import Step, placement
+from competition.augment.spec import Step, placement
+from competition.data.generator import DataGenerator, surfacing_load_errors
 
 VALUE_RANGE = (0, 255)
 
@@ -63,14 +65,22 @@ def mix(layers_: list[keras.layers.Layer], x, y):
 
 
 class TrainingModel(keras.Model):
-    """image -> augmentation (training only) -> network; MixUp/CutMix in the
-    training step. Its weights (backups) include the layers' seed states;
-    `network` is what is saved for inference."""
+    """What the kit trains: image -> augmentation (training only) -> network,
+    with MixUp/CutMix in the training step. Its weights (the epoch backups)
+    include the layers' seed states; `network` is what is saved for
+    inference (`save` saves it alone). Without in-graph layers it is the
+    network's own graph (its backups are the network's).
+
+    A plain `fit`, `evaluate` or `predict` on the kit's generators raises a
+    loader's error as the kit's error naming the image (surfacing_load_errors),
+    not as TensorFlow's wrapper of it."""
 
     def __init__(self, network: keras.Model, augmenter_: keras.Sequential | None, mixers_):
-        inputs = keras.Input(shape=network.input_shape[1:], name="image")
-        x = augmenter_(inputs) if augmenter_ is not None else inputs
-        super().__init__(inputs, network(x), name=f"train_{network.name}")
+        if augmenter_ is None:
+            super().__init__(network.inputs, network.outputs, name=f"train_{network.name}")
+        else:
+            inputs = keras.Input(shape=network.input_shape[1:], name="image")
+            super().__init__(inputs, network(augmenter_(inputs)), name=f"train_{network.name}")
         self.network, self.mixers = network, list(mixers_)
 
     def train_step(self, data):
@@ -80,17 +90,35 @@ class TrainingModel(keras.Model):
             data = (x, y) if weights is None else (x, y, weights)
         return super().train_step(data)
 
+    def fit(self, *args, **kwargs):
+        with surfacing_load_errors(*_generators(args, kwargs)):
+            return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with surfacing_load_errors(*_generators(args, kwargs)):
+            return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        with surfacing_load_errors(*_generators(args, kwargs)):
+            return super().predict(*args, **kwargs)
+
+    def save(self, filepath, *args, **kwargs):
+        """The checkpoint: the network alone (no augmentation layers)."""
+        return self.network.save(filepath, *args, **kwargs)
+
+
+def _generators(args: tuple, kwargs: dict) -> list[DataGenerator]:
+    return [v for v in (*args, *kwargs.values()) if isinstance(v, DataGenerator)]
+
 
 def training_model(
     network: keras.Model, augment: list[dict] | None, seed: int, image_layers: bool = True
-) -> keras.Model:
-    """The network itself when nothing runs in the graph, else a TrainingModel
-    (`image_layers=False`: the image layers run on the host, mixing stays)."""
+) -> TrainingModel:
+    """The network with the in-graph image layers in front and the label
+    mixing in its step (`image_layers=False`: the image layers run on the
+    host instead, mixing stays)."""
     aug = augmenter(augment or [], seed) if image_layers else None
-    mixing = mixers(augment or [], seed)
-    if aug is None and not mixing:
-        return network
-    return TrainingModel(network, aug, mixing)
+    return TrainingModel(network, aug, mixers(augment or [], seed))
 
 
 def image_layers_on(setting: str, worker_processes: bool = False) -> str:

@@ -20,9 +20,10 @@ from pathlib import Path
 import yaml
 
 from competition.config import Config
+from competition.config.files import upgrade
 from competition.errors import KitError
 from competition.fileio import write_text_atomic
-from competition.layout import Layout, fold_dir, run_dir
+from competition.layout import Layout
 
 INPUTS = "inputs.json"
 # Config sections that decide the trained model...
@@ -44,38 +45,13 @@ NOT_THE_MODEL = (
 )
 
 
-class RunError(KitError, ValueError):
-    """An experiment folder that does not hold what the command needs."""
-
-
-def finished_folds(config: Config) -> list[int]:
-    """Folds whose training finished: best.keras and metrics.json present."""
-    found = []
-    for folder in run_dir(config).glob("fold*"):
-        suffix = folder.name.removeprefix("fold")
-        finished = (folder / "best.keras").is_file() and (folder / "metrics.json").is_file()
-        if suffix.isdigit() and finished:
-            found.append(int(suffix))
-    return sorted(found)
-
-
-def sequence_dir(config: Config, fold: int) -> Path:
-    """fold<k>/sequence/: the fold's second stage."""
-    return fold_dir(config, fold) / "sequence"
-
-
-def has_sequence(config: Config, fold: int) -> bool:
-    folder = sequence_dir(config, fold)
-    return (folder / "best.keras").is_file() and (folder / "metrics.json").is_file()
-
-
 def select_folds(config: Config, requested: list[int] | None = None) -> list[int]:
     """The folds to ensemble: `requested` (or predict.folds), else every finished one."""
     requested = requested if requested is not None else config.predict.folds
-    available = finished_folds(config)
+    available = config.runs.finished_folds()
     if not available:
-        raise RunError(
-            f"No trained fold found in {run_dir(config)} (expected fold<k>/best.keras with its "
+        raise KitError(
+            f"No trained fold found in {config.runs.root} (expected fold<k>/best.keras with its "
             f"metrics.json). Train one first: make train FOLD=0 (experiment "
             f"{config.experiment!r})."
         )
@@ -83,9 +59,9 @@ def select_folds(config: Config, requested: list[int] | None = None) -> list[int
         return available
     missing = sorted(set(requested) - set(available))
     if missing:
-        raise RunError(
+        raise KitError(
             f"Fold(s) {missing} of experiment {config.experiment!r} have not finished training "
-            f"in {run_dir(config)}. Finished: {available}"
+            f"in {config.runs.root}. Finished: {available}"
         )
     return sorted(set(requested))
 
@@ -103,8 +79,10 @@ def _flat(tree, prefix: str = "") -> dict:
 
 
 def model_settings(tree: dict) -> dict:
-    """The flat config values that decide the trained model."""
-    flat = {k: v for k, v in _flat({s: tree.get(s) for s in MODEL_SECTIONS}).items()}
+    """The flat config values that decide the trained model (of a config
+    tree as saved, its retired keys translated)."""
+    tree = upgrade(tree)
+    flat = _flat({s: tree.get(s) for s in MODEL_SECTIONS})
     return {
         k: v
         for k, v in flat.items()
@@ -132,7 +110,7 @@ def data_fingerprint(layout: Layout) -> str | None:
 
 def record_inputs(config: Config, fold: int) -> None:
     """config.yaml and inputs.json of a fold about to be trained."""
-    out, layout = fold_dir(config, fold), Layout.from_config(config)
+    out, layout = config.runs.fold(fold), config.layout
     config.save(out / "config.yaml")
     inputs = {"data_root": str(layout.root.resolve()), "fingerprint": data_fingerprint(layout)}
     write_text_atomic(out / INPUTS, json.dumps(inputs, indent=2))
@@ -142,7 +120,7 @@ def differences(config: Config, fold: int) -> list[str]:
     """What differs between the fold's inputs and the current config's
     (nothing for a fold folder without a saved config, and keys an older
     config did not have are not compared)."""
-    out = fold_dir(config, fold)
+    out = config.runs.fold(fold)
     if not (out / "config.yaml").is_file():
         return []
     saved = model_settings(yaml.safe_load((out / "config.yaml").read_text()) or {})
@@ -155,13 +133,13 @@ def differences(config: Config, fold: int) -> list[str]:
     record = out / INPUTS
     if record.is_file():
         before = json.loads(record.read_text())
-        current = data_fingerprint(Layout.from_config(config))
+        current = data_fingerprint(config.layout)
         if before.get("fingerprint") and current and current != before["fingerprint"]:
             found.insert(
                 0,
                 (
                     f"data: the label CSV or folds.csv differ (trained on {before['data_root']}, "
-                    f"now {Layout.from_config(config).root.resolve()})"
+                    f"now {config.layout.root.resolve()})"
                 ),
             )
     return found
@@ -171,8 +149,8 @@ def check_same_inputs(config: Config, fold: int, way_on: str) -> None:
     """Stop, naming what differs, when the fold was made from other inputs."""
     found = differences(config, fold)
     if found:
-        raise RunError(
-            f"{fold_dir(config, fold)} was trained with other inputs than the current "
+        raise KitError(
+            f"{config.runs.fold(fold)} was trained with other inputs than the current "
             f"config's:\n- " + "\n- ".join(found) + f"\n{way_on}"
         )
 
@@ -193,7 +171,7 @@ def experiment_config(
     folder = Path(runs_dir) / name
     saved = sorted(folder.glob("fold*/config.yaml"))
     if not saved:
-        raise RunError(
+        raise KitError(
             f"No trained fold of experiment {name!r} in {folder} (fold<k>/config.yaml). "
             f"Train one first, or name the experiment's runs folder with --set runs_dir=..."
         )
@@ -203,7 +181,7 @@ def experiment_config(
     now = model_settings((given or config).to_dict())
     differ = sorted(k for k in trained.keys() & now.keys() if trained[k] != now[k])
     if differ:
-        raise RunError(
+        raise KitError(
             f"Experiment {name!r} was trained with other settings than this command gives: "
             + "; ".join(f"{k}: {trained[k]!r} trained, {now[k]!r} given" for k in differ)
             + f". Leave them out (its folds' settings are in {saved[0]}) or use another "

@@ -1,0 +1,76 @@
+"""The input pipeline alone: the kit's DataGenerator (from the DICOM files,
+from the cache, 2D and 2.5D) against its peers and an in-memory ceiling."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from competition.config import Config
+from competition.devtools.bench.peers import SeedsGenerator, tfdata_over_dicom
+from competition.devtools.bench.timing import (
+    best_rate,
+    fastest,
+    generator_batches,
+    images_per_second,
+    memory_batches,
+    timed,
+    warm_files,
+)
+
+FLIPS = (0.5, 0.0)  # P(horizontal), P(vertical): the host flips every config's RandomFlip makes
+
+
+def loaders(config: Config, ids: list[str], cached, dicom, images: np.ndarray, stacks) -> dict:
+    from competition.data.generator import DataGenerator
+
+    batch, workers = config.train.batch_size, config.train.workers
+    windows, size = config.preprocess.windows, config.preprocess.image_size
+    paths = [str(dicom.paths(i)) for i in ids]
+    warm_files(paths)
+    n = len(ids)
+    seeds = SeedsGenerator(paths, windows, size, batch)
+
+    def kit(source):
+        gen = DataGenerator(ids, source, batch_size=batch, flips=FLIPS, workers=workers)
+        return best_rate(lambda: generator_batches(gen, gen.workers), n)
+
+    return {
+        "seeds_generator": best_rate(lambda: generator_batches(seeds, workers=1), n),
+        "tfdata_over_dicom": best_rate(
+            lambda: tfdata_over_dicom(paths, windows, size, batch).as_numpy_iterator(), n
+        ),
+        "kit_dicom_flips": kit(dicom),
+        # Alternating, as they are compared: a disturbance hits both alike.
+        **cache_and_ceiling(config, ids, cached, images, stacks),
+    }
+
+
+def cache_and_ceiling(config: Config, ids, cached, images, stacks) -> dict:
+    from competition.data.generator import DataGenerator
+
+    def flips(source):
+        return DataGenerator(
+            ids,
+            source,
+            batch_size=config.train.batch_size,
+            flips=FLIPS,
+            workers=config.train.workers,
+        )
+
+    gen, stacked = flips(cached), flips(stacks)
+    n = len(ids)
+    seconds = fastest(
+        {
+            "kit_cache_flips": lambda: timed(
+                lambda: images_per_second(generator_batches(gen, gen.workers), n)
+            ),
+            "kit_cache_2.5d_flips": lambda: timed(
+                lambda: images_per_second(generator_batches(stacked, stacked.workers), n)
+            ),
+            "in_memory_ceiling": lambda: timed(
+                lambda: images_per_second(memory_batches(images, gen.batch_size), n)
+            ),
+        },
+        rounds=5,
+    )
+    return {name: n / s for name, s in seconds.items()}

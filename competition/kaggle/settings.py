@@ -1,0 +1,21 @@
+"""The `kaggle:` section: who uploads, the names of the dataset and the
+kernel, and what the kernel runs on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from competition.knobs import knob
+
+
+@dataclass(frozen=True)
+class KaggleConfig:
+    username: str | None = None
+    competition: str | None = None
+    dataset_slug: str | None = None
+    kernel_slug: str | None = None
+    enable_gpu: bool = True
+    python: str = "3.12"
+    license: str = "CC0-1.0"
+    max_dataset_gb: float = knob(100.0, gt=0)
+    build_dir: str = "build/kaggle"

@@ -1,0 +1,43 @@
+"""The training stage's settings sections: the network (`model:`) and how a
+fold is fitted (`train:`). Every key is documented in configs/base.yaml."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from competition.knobs import knob
+from competition.training.backbones import BACKBONE_NAMES
+
+PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: Literal[BACKBONE_NAMES] = "efficientnet_b0"
+    weights: str | None = None
+    input_adapter: Literal["none", "repeat", "project"] = "none"
+    pooling: Literal["avg", "max", "gem"] = "avg"
+    dropout: float = knob(0.2, ge=0, le=0.9)
+    safe_mode: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = knob(4, ge=1)
+    batch_size: int = knob(32, ge=1)
+    learning_rate: float = knob(1e-3, gt=0)
+    weight_decay: float = knob(1e-4, ge=0)
+    warmup_epochs: float = knob(0.5, ge=0)
+    min_lr_ratio: float = knob(0.05, ge=0, le=1)
+    early_stopping_patience: int = knob(3, ge=1)
+    augment_on: Literal["auto", "graph", "host"] = "auto"
+    workers: int = knob(2, ge=0)
+    use_multiprocessing: bool = False
+    max_queue_size: int = knob(10, ge=1)
+    mixed_precision: Literal[PRECISIONS] = "none"
+    jit_compile: bool = False
+    strategy: Literal["auto", "none", "mirrored"] = "auto"
+    steps_per_execution: int = knob(1, ge=1)
+    steps_per_epoch: int = knob(0, ge=0)
+    sample_weights: dict[str, float] = knob({})
