@@ -61,13 +61,13 @@ setup: $(STAMP) ## make .venv with the pinned stack (GPU=1: CUDA TensorFlow)
 data: $(STAMP) ## write the synthetic competition (does nothing when it is up to date)
 	$(CLI) synth $(CLI_ARGS)
 
-index: $(STAMP) ## scan the DICOM headers into data/<name>/index.csv
+index: $(STAMP) ## one pass over the image headers (DICOM tags, PNG/JPEG sizes) -> <data.root>/index.csv
 	$(CLI) index $(CLI_ARGS)
 
-folds: $(STAMP) ## patient-grouped folds -> data/<name>/folds.csv
+folds: $(STAMP) ## folds grouped and stratified as the task says -> <data.root>/folds.csv
 	$(CLI) folds $(CLI_ARGS)
 
-cache: $(STAMP) ## decode + window + resize every image once into a memory-mapped cache (resumable)
+cache: $(STAMP) ## decode + window + resize every image once into a cache: memory map or zstd/png/jpeg shards (resumable)
 	$(CLI) cache $(CLI_ARGS)
 
 train: $(STAMP) ## train fold FOLD (0, 1,2 or all); sets up data, index and folds first

@@ -342,7 +342,10 @@ COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int | None], st
     "synth": (cmd_synth, "write the synthetic competition (skipped when up to date)"),
     "index": (cmd_index, "scan the image headers into <data.root>/index.csv"),
     "folds": (cmd_folds, "grouped, stratified folds -> <data.root>/folds.csv"),
-    "cache": (cmd_cache, "decode, window and resize every image once into a memory-mapped cache"),
+    "cache": (
+        cmd_cache,
+        "decode, window and resize every image once into a cache (a memory map or shards)",
+    ),
     "train": (cmd_train, "train folds: runs/<experiment>/fold<k>/ (sets up the data first)"),
     "train-seq": (
         cmd_train_seq,

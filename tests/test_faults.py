@@ -266,7 +266,7 @@ def test_full_disk_is_a_clear_error_and_the_previous_file_is_intact(
     assert not [name for name in training["files"] if name.startswith(".") and name != LOCK]
 
     cache = found["cache"]
-    assert cache["refused"].startswith("CacheSpaceError: The train cache of"), cache["refused"]
+    assert cache["refused"].startswith("CacheError: The train cache of"), cache["refused"]
     assert "will not fit" in cache["refused"] and "Nothing was written" in cache["refused"]
     assert cache["refused_started"] == []
     assert cache["error"].startswith("CacheError: No space left for the train cache at")

@@ -216,7 +216,8 @@ def test_cv_report_pools_the_out_of_fold_predictions(small_competition, trained,
     assert "| all |" in (out / "cv.md").read_text()
     assert (out / "roc.png").stat().st_size > 10_000
     with pytest.raises(KitError, match="No out-of-fold predictions"):
-        cv_report(predict_config(small_competition, tmp_path / "none", tmp_path))
+        empty = predict_config(small_competition, tmp_path / "none", tmp_path)
+        cv_report(empty.task, empty.runs)
 
 
 @pytest.mark.slow

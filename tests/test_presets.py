@@ -14,7 +14,7 @@ import pandas as pd
 import pydicom
 import pytest
 
-from competition.data.cache import build_split
+from competition.data.cache.build import build_split
 from competition.data.sources import image_source
 
 from conftest import PRESETS, preset_args, preset_config

@@ -260,7 +260,7 @@ def test_a_toy_task_trains_predicts_and_validates_through_the_cli(tmp_path):
 
 # Allowed to know RSNA Intracranial Hemorrhage: the task spec module, and the
 # synthetic head phantom with its series writer (it draws each subtype).
-KNOWS_RSNA = {"task.py", "synthetic/phantom.py", "synthetic/head_ct.py"}
+KNOWS_RSNA = {"task/spec.py", "task/checks.py", "synthetic/phantom.py", "synthetic/head_ct.py"}
 SUBTYPE = re.compile(r"epidural|intraparenchymal|intraventricular|subarachnoid|subdural")
 RSNA_NAMES = re.compile(r"\bID_|stage_2")
 ANY_LABEL = re.compile(r"\bany\b")

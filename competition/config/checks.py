@@ -11,7 +11,7 @@ from competition.config.sections import Config
 from competition.data.pixelspec import DICOM_ONLY
 from competition.errors import ConfigError
 from competition.inference.ensemble import PROBABILITY_ONLY
-from competition.task import check_task, check_task_files
+from competition.task.checks import check_task, check_task_files
 
 
 def check_fold(fold: int, k: int) -> int:

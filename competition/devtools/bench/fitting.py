@@ -32,19 +32,11 @@ def augmented_runs(config: Config, network, ids, source, labels) -> dict:
 
     from competition.augment.layers import TrainingModel, host_augmenter, training_model
     from competition.augment.spec import placement
-    from competition.data.generator import DataGenerator
+    from competition.pipeline.generators import generator as kit_generator
     from competition.training.losses import compile_args
 
     def generator(flips, host=None):
-        return DataGenerator(
-            ids,
-            source,
-            labels,
-            batch_size=config.train.batch_size,
-            flips=flips,
-            augment_batch=host,
-            workers=config.train.workers,
-        )
+        return kit_generator(config, ids, source, labels, flips=flips, host=host)
 
     def compiled(model):
         model.compile("adam", compile_args(config.task)["loss"], jit_compile=False)
@@ -80,11 +72,10 @@ def predict_rates(model, gen, x) -> dict:
 def fit_and_predict(config: Config, ids, cached, images, backbones, label: str = "") -> dict:
     import keras
 
-    from competition.data.generator import DataGenerator
+    from competition.pipeline.generators import generator
     from competition.training.losses import compile_args
     from competition.training.model import build_model
 
-    batch, workers = config.train.batch_size, config.train.workers
     outputs = len(config.task.outputs)
     labels = np.random.default_rng(0).integers(0, 2, (len(ids), outputs)).astype(np.float32)
     x = images.astype(np.float32)
@@ -94,12 +85,12 @@ def fit_and_predict(config: Config, ids, cached, images, backbones, label: str =
         model_config = replace(config.model, backbone=backbone, weights=None)
         model = build_model(model_config, images.shape[1:], config.task)
         model.compile("adam", compile_args(config.task)["loss"], jit_compile=False)
-        gen = DataGenerator(ids, cached, labels, batch_size=batch, workers=workers)
+        gen = generator(config, ids, cached, labels)
         others = None if label else augmented_runs(config, model, ids, cached, labels)
         for feed, rate in fit_rates(model, gen, x, labels, others).items():
             result[f"fit_{feed}_steps_per_s{label}[{backbone}]"] = rate
         if backbone == backbones[0] and not label:
-            gen = DataGenerator(ids, cached, batch_size=batch, workers=workers)
+            gen = generator(config, ids, cached)
             for feed, rate in predict_rates(model, gen, x).items():
                 result[f"predict_{feed}_images_per_s"] = rate
         keras.backend.clear_session()

@@ -21,9 +21,9 @@ FLIPS = (0.5, 0.0)  # P(horizontal), P(vertical): the host flips every config's 
 
 
 def loaders(config: Config, ids: list[str], cached, dicom, images: np.ndarray, stacks) -> dict:
-    from competition.data.generator import DataGenerator
+    from competition.pipeline.generators import generator
 
-    batch, workers = config.train.batch_size, config.train.workers
+    batch = config.train.batch_size
     windows, size = config.preprocess.windows, config.preprocess.image_size
     paths = [str(dicom.paths(i)) for i in ids]
     warm_files(paths)
@@ -31,7 +31,7 @@ def loaders(config: Config, ids: list[str], cached, dicom, images: np.ndarray, s
     seeds = SeedsGenerator(paths, windows, size, batch)
 
     def kit(source):
-        gen = DataGenerator(ids, source, batch_size=batch, flips=FLIPS, workers=workers)
+        gen = generator(config, ids, source, flips=FLIPS)
         return best_rate(lambda: generator_batches(gen, gen.workers), n)
 
     return {
@@ -46,16 +46,10 @@ def loaders(config: Config, ids: list[str], cached, dicom, images: np.ndarray, s
 
 
 def cache_and_ceiling(config: Config, ids, cached, images, stacks) -> dict:
-    from competition.data.generator import DataGenerator
+    from competition.pipeline.generators import generator
 
     def flips(source):
-        return DataGenerator(
-            ids,
-            source,
-            batch_size=config.train.batch_size,
-            flips=FLIPS,
-            workers=config.train.workers,
-        )
+        return generator(config, ids, source, flips=FLIPS)
 
     gen, stacked = flips(cached), flips(stacks)
     n = len(ids)

@@ -18,9 +18,9 @@ import json, sys
 import numpy as np, keras
 from competition.config import load_config
 from competition.data.cache.source import CacheSource
-from competition.data.generator import DataGenerator
 from competition.data.sources import image_source
 from competition.devtools.memory import rss_anon_bytes
+from competition.pipeline.generators import generator
 from competition.training.losses import compile_args
 from competition.training.model import build_model
 
@@ -31,8 +31,7 @@ source = CacheSource(folder, image_source(config.inputs, "train"), files_for_mis
 ids = source.index.tolist()
 outputs = len(config.task.outputs)
 labels = np.random.default_rng(0).integers(0, 2, (len(ids), outputs)).astype(np.float32)
-gen = DataGenerator(ids, source, labels, batch_size=config.train.batch_size, shuffle=True,
-                    workers=config.train.workers)
+gen = generator(config, ids, source, labels, shuffle=True)
 model = build_model(config.model, source.shape, config.task)
 model.compile("adam", compile_args(config.task)["loss"])
 peak = [rss_anon_bytes()]

@@ -1,285 +1,25 @@
-"""The task spec: what a competition is, as one value the kit reads.
-
-The `task:` section of a config says what the labels are and how the model
-predicts them (heads), where the label CSV, the images and the sample
-submission are and what shape they have, how folds are grouped and
-stratified, which metric scores a model, and how the submission is built.
-Every stage reads it; none knows a competition by name. The presets in
-configs/ fill it in (configs/rsna_ich.yaml is the worked example).
-
-Checked when the config loads, with errors naming the key: `check_task`
-for the spec itself, `check_task_files` for the CSV headers it names, when
-the files are there.
-"""
+"""The task spec's checks, run when the config loads, every error naming
+the key, what it expects and the value received: `check_task` for the spec
+itself, `check_task_files` for the CSV headers it names, when the files are
+there."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from competition.errors import ConfigError
-from competition.evaluation.metrics import METRIC_NAMES, METRICS
-from competition.template import ImageTemplate
-
-HEAD_KINDS = ("multilabel", "binary", "multiclass", "ordinal")
-LABEL_FORMATS = ("long", "wide")
-TEST_LISTS = ("sample", "folder", "csv")
-GROUP_SOURCES = ("none", "column", "dicom")
-# DICOM header keywords folds can be grouped by -> the header index column holding them.
-DICOM_GROUP_KEYS = {
-    "PatientID": "patient_id",
-    "StudyInstanceUID": "study_id",
-    "SeriesInstanceUID": "series_id",
-}
-SUBMISSION_LAYOUTS = ("wide", "long")
-REDUCTIONS = ("mean", "max")
-POSTPROCESS_STEPS = ("derived", "clip")
-MONITORS = ("metric", "loss")
-IMAGE_FORMATS = {
-    ".dcm": "dicom",
-    ".png": "png",
-    ".jpg": "jpeg",
-    ".jpeg": "jpeg",
-}  # ending -> reader
-# The named groups a long label CSV's ID pattern must have.
-LONG_GROUPS = ("image_id", "label")
-# Head and task names become Keras layer and model names.
-NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-
-
-@dataclass(frozen=True)
-class Derived:
-    """A label column that is the maximum of others (RSNA's `any`)."""
-
-    name: str
-    max_of: list[str]
-
-
-@dataclass(frozen=True)
-class Head:
-    """One output of the model: its label columns, and how they are predicted.
-
-    multilabel: one sigmoid per column; binary: one column, one sigmoid;
-    multiclass: one column of class values, one softmax over `classes`;
-    ordinal: one column of ordered class values, one regression output
-    decoded to a class by thresholds."""
-
-    name: str
-    kind: Literal[HEAD_KINDS]
-    columns: list[str]
-    loss_weights: list[float] | None = None  # per output (multiclass: per class); None = 1s
-    classes: list[int] | None = None  # multiclass, ordinal: the values, in order
-
-    @property
-    def outputs(self) -> list[str]:
-        """Names of the model outputs this head makes."""
-        if self.kind == "multiclass":
-            return [f"{self.columns[0]}={c}" for c in self.classes]
-        return list(self.columns)
-
-    @property
-    def weights(self) -> np.ndarray:
-        if self.loss_weights is None:
-            return np.ones(len(self.outputs), dtype=np.float32)
-        return np.asarray(self.loss_weights, dtype=np.float32)
-
-    @property
-    def probabilities(self) -> bool:
-        """Outputs in [0, 1] (sigmoid or softmax), as opposed to a regression value."""
-        return self.kind != "ordinal"
-
-    def allowed_values(self) -> list[float]:
-        return [0, 1] if self.kind in ("multilabel", "binary") else list(self.classes)
-
-    def encode(self, values: np.ndarray) -> np.ndarray:
-        """Label values (N, columns) -> training targets (N, outputs) float32."""
-        values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-        if self.kind in ("multilabel", "binary"):
-            return values.astype(np.float32)
-        index = np.searchsorted(np.asarray(self.classes, np.float64), values[:, 0])
-        if self.kind == "ordinal":
-            return index.astype(np.float32)[:, None]
-        return np.eye(len(self.classes), dtype=np.float32)[index]
-
-    def decode(self, outputs: np.ndarray, thresholds: Sequence[float] | None = None) -> np.ndarray:
-        """Model outputs (N, outputs) -> submission values (N, columns):
-        probabilities as they are, a class value for multiclass (argmax) and
-        ordinal heads (the regression value cut by `thresholds`, by default
-        half-way between class positions)."""
-        if self.kind in ("multilabel", "binary"):
-            return outputs
-        classes = np.asarray(self.classes)
-        if self.kind == "multiclass":
-            return classes[np.argmax(outputs, axis=1)][:, None]
-        cuts = np.arange(len(classes) - 1) + 0.5 if thresholds is None else np.asarray(thresholds)
-        return classes[np.searchsorted(cuts, outputs[:, 0])][:, None]
-
-
-@dataclass(frozen=True)
-class LabelsSpec:
-    csv: str = "train.csv"
-    format: Literal[LABEL_FORMATS] = "wide"
-    id_column: str = "image_id"
-    value_column: str = "Label"
-    id_pattern: str = r"(?P<image_id>.+)_(?P<label>[^_]+)"
-    derived: list[Derived] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ImagesSpec:
-    path: str = "{split_dir}/{image_id}.dcm"
-    train_dir: str = "train"
-    test_dir: str = "test"
-    test_list: Literal[TEST_LISTS] = "sample"
-    test_csv: str | None = None
-
-
-@dataclass(frozen=True)
-class GroupingSpec:
-    by: Literal[GROUP_SOURCES] = "none"
-    key: str | None = None
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    name: Literal[METRIC_NAMES] = "log_loss"
-    head: str | None = None
-    weights: list[float] | None = None
-    monitor: Literal[MONITORS] = "metric"
-    group_by: list[str] | None = None
-
-
-@dataclass(frozen=True)
-class ReduceSpec:
-    """Several images make one submission row (a breast's views)."""
-
-    key: str | None = None
-    how: Literal[REDUCTIONS] = "mean"
-
-
-@dataclass(frozen=True)
-class SubmissionSpec:
-    sample: str = "sample_submission.csv"
-    layout: Literal[SUBMISSION_LAYOUTS] = "wide"
-    id_column: str = "image_id"
-    value_column: str = "Label"
-    postprocess: list[Literal[POSTPROCESS_STEPS]] = field(default_factory=lambda: ["clip"])
-    clip: float = 1e-4
-    reduce: ReduceSpec = field(default_factory=ReduceSpec)
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    name: str = "task"
-    labels: LabelsSpec = field(default_factory=LabelsSpec)
-    images: ImagesSpec = field(default_factory=ImagesSpec)
-    grouping: GroupingSpec = field(default_factory=GroupingSpec)
-    stratify: str | None = None
-    heads: list[Head] = field(default_factory=list)
-    metric: MetricSpec = field(default_factory=MetricSpec)
-    submission: SubmissionSpec = field(default_factory=SubmissionSpec)
-
-    # --- what the spec implies ------------------------------------------------
-
-    @property
-    def label_columns(self) -> list[str]:
-        """Every label column a head predicts, in head order."""
-        return [c for head in self.heads for c in head.columns]
-
-    @property
-    def outputs(self) -> list[str]:
-        """The model's output columns, in order (see Head.outputs)."""
-        return [o for head in self.heads for o in head.outputs]
-
-    def head_slices(self) -> list[tuple[Head, slice]]:
-        """Each head with the slice of the model's outputs it owns."""
-        found, start = [], 0
-        for head in self.heads:
-            found.append((head, slice(start, start + len(head.outputs))))
-            start += len(head.outputs)
-        return found
-
-    def head_slice(self, name: str) -> slice:
-        return next(s for head, s in self.head_slices() if head.name == name)
-
-    @property
-    def id_field(self) -> str:
-        """The image ID's name in the CSVs and the path template."""
-        return self.labels.id_column if self.labels.format == "wide" else LONG_GROUPS[0]
-
-    @property
-    def template(self) -> ImageTemplate:
-        return ImageTemplate(self.images.path, self.id_field)
-
-    @property
-    def image_format(self) -> str:
-        return IMAGE_FORMATS[Path(self.images.path).suffix.lower()]
-
-    @property
-    def metric_head(self) -> Head:
-        wanted = self.metric.head or self.heads[0].name
-        return next(head for head in self.heads if head.name == wanted)
-
-    @property
-    def metric_weights(self) -> list[float] | None:
-        """The weights the metric averages its columns with (weighted metrics)."""
-        if not METRICS[self.metric.name].weighted:
-            return None
-        if self.metric.weights is not None:
-            return list(self.metric.weights)
-        return self.metric_head.weights.tolist()
-
-    @property
-    def lower_is_better(self) -> bool:
-        return METRICS[self.metric.name].lower_is_better
-
-    @property
-    def monitor(self) -> str:
-        """What checkpoints and early stopping watch, as Keras logs it."""
-        return "val_loss" if self.metric.monitor == "loss" else f"val_{self.metric.name}"
-
-    @property
-    def monitor_lower_is_better(self) -> bool:
-        return self.metric.monitor == "loss" or self.lower_is_better
-
-    @property
-    def derived_names(self) -> list[str]:
-        return [d.name for d in self.labels.derived]
-
-    @property
-    def stratify_column(self) -> str:
-        """The column folds are stratified on (default: a single-column metric head's)."""
-        return self.stratify or self.metric_head.columns[0]
-
-    def targets(self, labels) -> np.ndarray:
-        """A label table (one row per image, the label columns) -> the
-        training targets (N, outputs) float32."""
-        parts = [head.encode(labels[head.columns].to_numpy()) for head in self.heads]
-        return np.concatenate(parts, axis=1).astype(np.float32)
-
-    def default_thresholds(self, head: Head) -> list[float] | None:
-        """An ordinal head's cuts half-way between class positions."""
-        if head.kind != "ordinal":
-            return None
-        return (np.arange(len(head.classes) - 1) + 0.5).tolist()
-
-    def score(self, y_true: np.ndarray, y_pred: np.ndarray, thresholds=None) -> float:
-        """The competition metric on the metric head's outputs (`thresholds`:
-        an ordinal head's cuts; default half-way between classes)."""
-        head = self.metric_head
-        part = self.head_slice(head.name)
-        return METRICS[self.metric.name].score(
-            y_true[:, part],
-            y_pred[:, part],
-            weights=self.metric_weights,
-            thresholds=thresholds if thresholds is not None else self.default_thresholds(head),
-        )
-
+from competition.evaluation.metrics import METRICS
+from competition.task.spec import (
+    DICOM_GROUP_KEYS,
+    IMAGE_FORMATS,
+    LONG_GROUPS,
+    NAME,
+    TaskSpec,
+    needed_label_columns,
+)
 
 # --- checks -------------------------------------------------------------------
 
@@ -554,27 +294,6 @@ def csv_header(path: Path) -> list[str] | None:
         return None
     with open(path, newline="", encoding="utf-8", errors="replace") as handle:
         return next(csv.reader(handle), [])
-
-
-def needed_label_columns(task: TaskSpec) -> dict[str, str]:
-    """Label CSV column -> the config key that first asks for it."""
-    labels = task.labels
-    asked = [(labels.id_column, "task.labels.id_column")]
-    if labels.format == "long":
-        return dict([*asked, (labels.value_column, "task.labels.value_column")])
-    derived = set(task.derived_names)
-    for i, head in enumerate(task.heads):
-        asked += [(c, f"task.heads[{i}].columns") for c in head.columns if c not in derived]
-    asked += [(f, "task.images.path") for f in task.template.fields if f != "split_dir"]
-    if task.grouping.by == "column":
-        asked.append((task.grouping.key, "task.grouping.key"))
-    if task.stratify and task.stratify not in set(task.label_columns) | derived:
-        asked.append((task.stratify, "task.stratify"))
-    asked += [(c, "task.metric.group_by") for c in task.metric.group_by or []]
-    needed: dict[str, str] = {}
-    for column, key in asked:
-        needed.setdefault(column, key)
-    return needed
 
 
 def _check_header(path: Path, needed: dict[str, str]) -> None:
