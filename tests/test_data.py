@@ -105,14 +105,14 @@ def test_dicom_source_batches_from_the_small_competition(small_competition):
 
 
 class FailingSource(IndexSource):
-    """IndexSource whose `ID_7` fails with `error` (not a bad file)."""
+    """IndexSource whose `image` fails with `error` (not a bad file)."""
 
-    def __init__(self, error):
+    def __init__(self, error, image="ID_7"):
         super().__init__()
-        self.error = error
+        self.error, self.image = error, image
 
     def load(self, image_id):
-        if image_id == "ID_7":
+        if image_id == self.image:
             raise self.error
         return super().load(image_id)
 
@@ -130,6 +130,36 @@ def test_loader_errors_that_are_not_bad_files_stop_the_run_naming_the_image():
     with pytest.raises(CacheError, match="ID_7 is not in the cache"):
         gen[1]  # the kit's own message, not wrapped
     assert gen.error is kit_error
+
+
+def test_a_plain_fit_of_the_kits_model_raises_a_loader_error_as_the_kits():
+    """No context manager, no callback: the kit's training model surfaces a
+    worker's error itself; a plain Keras model on TensorFlow gets its
+    wrapper of it (the kit's message inside). The image fails in the third
+    batch: Keras reads the first two itself, outside tf.data, for their shapes."""
+    import keras
+
+    from competition.augment.layers import training_model
+
+    def failing(workers):
+        ids = [f"ID_{i}" for i in range(16)]
+        source = FailingSource(OSError(5, "Input/output error"), image="ID_9")
+        return DataGenerator(
+            ids, source, np.zeros((16, 1), np.float32), batch_size=4, workers=workers
+        )
+
+    network = keras.Sequential(
+        [keras.Input(IndexSource.shape), keras.layers.Flatten(), keras.layers.Dense(1)]
+    )
+    model = training_model(network, [], seed=0)
+    model.compile("sgd", "mse")
+    for workers in (1, 2):
+        with pytest.raises(ImageLoadError, match=r"image ID_9 failed \(OSError"):
+            model.fit(failing(workers), epochs=1, verbose=0)
+    network.compile("sgd", "mse")
+    with pytest.raises(Exception) as caught:
+        network.fit(failing(1), epochs=1, verbose=0)
+    assert not isinstance(caught.value, ImageLoadError) and "ID_9" in str(caught.value)
 
 
 def test_training_says_when_it_decodes_the_files_for_want_of_a_cache(small_competition, tmp_path):

@@ -187,10 +187,10 @@ class DataGenerator(keras.utils.PyDataset):
             return x
         return x, self.labels[rows]
 
-    def fill_unreadable(self, predictions: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-        """Inference: the rows of images that could not be read get `fallback`
-        (their blank input's prediction means nothing)."""
-        predictions[np.isin(self.ids, list(self.failed))] = fallback
+    def fill_unreadable(self, predictions: np.ndarray, training_mean: np.ndarray) -> np.ndarray:
+        """Inference: the rows of images that could not be read get the
+        training mean (their blank input's prediction means nothing)."""
+        predictions[np.isin(self.ids, list(self.failed))] = training_mean
         return predictions
 
     def _gather(self, rows: np.ndarray) -> np.ndarray | None:
