@@ -17,9 +17,10 @@ ADDRESS ?= auto
 SWEEP ?=
 SHARDS ?= 8
 
-# The venv remembers its flavour (CPU or GPU=1): later targets use it without
-# GPU= on the command line, and asking for the other one is an error, not a
-# silent reinstall over it.
+# The venv remembers its flavour (CPU or GPU=1) and its Keras backend
+# (BACKEND=tensorflow, jax or torch): later targets use them without GPU= or
+# BACKEND= on the command line, and asking for another one is an error, not a
+# silent reinstall over it (`make setup BACKEND=...` switches the backend).
 BUILT_GPU := $(shell cat $(VENV)/.flavour 2>/dev/null)
 ifeq ($(origin GPU),undefined)
 GPU := $(or $(BUILT_GPU),0)
@@ -28,8 +29,26 @@ ifneq ($(GPU),$(BUILT_GPU))
 $(error $(VENV) was built with GPU=$(BUILT_GPU) and this command asks for GPU=$(GPU). Keep GPU=$(BUILT_GPU) (or leave GPU= out), or switch with `make clean` then `make setup GPU=$(GPU)`, or build the other flavour beside it with VENV=.venv-gpu)
 endif
 endif
+BUILT_BACKEND := $(shell cat $(VENV)/.backend 2>/dev/null)
+ifeq ($(origin BACKEND),undefined)
+BACKEND := $(or $(BUILT_BACKEND),tensorflow)
+else ifneq ($(filter setup,$(MAKECMDGOALS)),setup)
+ifneq ($(BUILT_BACKEND),)
+ifneq ($(BACKEND),$(BUILT_BACKEND))
+$(error $(VENV) was set up for BACKEND=$(BUILT_BACKEND) and this command asks for BACKEND=$(BACKEND). Keep BACKEND=$(BUILT_BACKEND) (or leave BACKEND= out), or switch with `make setup BACKEND=$(BACKEND)` (with GPU=1: `make clean` first))
+endif
+endif
+endif
+ifeq ($(filter $(BACKEND),tensorflow jax torch),)
+$(error BACKEND must be tensorflow, jax or torch. Received: $(BACKEND))
+endif
+export KERAS_BACKEND := $(BACKEND)
 
-ifeq ($(GPU),1)
+ifeq ($(BACKEND),torch)
+REQUIREMENTS := requirements-torch.txt
+else ifeq ($(GPU)-$(BACKEND),1-jax)
+REQUIREMENTS := requirements-jax-gpu.txt
+else ifeq ($(GPU),1)
 REQUIREMENTS := requirements-gpu.txt
 else
 REQUIREMENTS := requirements.txt
@@ -44,19 +63,22 @@ EXP_ARGS := $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(CLI_ARGS)
 .PHONY: help setup data index folds cache train train-seq predict cluster-train cluster-predict augment-preview report data-report validate kaggle kaggle-push bench bench-stages bench-scale test lint clean
 
 help: ## list the targets
-	@echo "Usage: make <target> [CONFIG=configs/x.yaml] [DATA_DIR=path] [GPU=1]"
+	@echo "Usage: make <target> [CONFIG=configs/x.yaml] [DATA_DIR=path] [GPU=1] [BACKEND=tensorflow|jax|torch]"
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): $(REQUIREMENTS) pyproject.toml
+$(STAMP): $(REQUIREMENTS) requirements-base.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed; received " + sys.version.split()[0] + " (set PYTHON=python3.x)")'
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r $(REQUIREMENTS)
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
 	@rm -f $(VENV)/.installed-*
 	@echo $(GPU) > $(VENV)/.flavour
+	@echo $(BACKEND) > $(VENV)/.backend
 	@touch $@
 
-setup: $(STAMP) ## make .venv with the pinned stack (GPU=1: CUDA TensorFlow)
+setup: $(STAMP) ## make .venv with the pinned stack (GPU=1: CUDA; BACKEND=jax or torch: that Keras backend)
+	@echo $(BACKEND) > $(VENV)/.backend
+	@$(PY) -c 'import competition.backend as b; b.check(); print("Keras backend:", b.chosen())'
 
 data: $(STAMP) ## write the synthetic competition (does nothing when it is up to date)
 	$(CLI) synth $(CLI_ARGS)

@@ -11,6 +11,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from competition.backend import check as check_backend
+from competition.backend import isolate
 from competition.config import Config, check_fold, load_config
 from competition.errors import KitError
 
@@ -162,6 +164,7 @@ def cmd_train(config: Config, args: argparse.Namespace) -> None:
     from competition.evaluation.report import headline
     from competition.pipeline.train import train_folds
 
+    _print_devices()
     results = train_folds(config, folds, force=args.force)
     for metrics in results:
         print(f"fold {metrics['fold']}: validation {headline(metrics)}")
@@ -175,6 +178,7 @@ def cmd_train_seq(config: Config, args: argparse.Namespace) -> None:
     from competition.evaluation.report import headline
     from competition.pipeline.train_seq import train_sequence_folds
 
+    _print_devices()
     for metrics in train_sequence_folds(config, folds, force=args.force):
         print(
             f"fold {metrics['fold']}: sequence stage {headline(metrics)} "
@@ -182,6 +186,12 @@ def cmd_train_seq(config: Config, args: argparse.Namespace) -> None:
         )
     if len(folds) > 1:
         _print_cv(config)
+
+
+def _print_devices() -> None:
+    from competition.training.devices import describe
+
+    print(f"Running on {describe()}", flush=True)
 
 
 def _print_data_report(config: Config) -> None:
@@ -206,6 +216,7 @@ def cmd_predict(config: Config, args: argparse.Namespace) -> None:
     from competition.evaluation.report import headline
     from competition.pipeline.predict import predict_and_submit
 
+    _print_devices()
     folds = _fold_list(args.folds, config.folds.k) if args.folds else None
     summary = predict_and_submit(config, folds, force=args.force)
     print(
@@ -520,6 +531,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler, _ = COMMANDS[args.command]
     try:
+        check_backend()
+        isolate()
         return handler(_config(args), args) or 0
     except KitError as exc:
         print(f"error: {exc}", file=sys.stderr)

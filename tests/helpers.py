@@ -214,3 +214,25 @@ def synthesize(config, workers: int = 0, force: bool = False) -> Path:
     from competition.synthetic.generate import generate
 
     return generate(config.synth, config.layout, workers, force)
+
+
+def sibling_python(dest: Path, left_out: set[str]) -> Path:
+    """A fresh virtual environment that sees this one's packages except
+    `left_out` (normalised names), symlinked, so nothing is downloaded; its
+    own installs go beside them."""
+    import importlib.metadata
+    import re
+
+    subprocess.run([sys.executable, "-m", "venv", str(dest)], check=True)
+    farm = dest / "farm"
+    farm.mkdir()
+    for dist in importlib.metadata.distributions():
+        if re.sub(r"[-_.]+", "-", dist.metadata["Name"]).lower() in left_out:
+            continue
+        for top in {Path(f).parts[0] for f in dist.files or [] if not str(f).startswith("..")}:
+            source, link = Path(dist.locate_file(top)), farm / top
+            if source.exists() and not link.exists() and not top.endswith(".pth"):
+                link.symlink_to(source)
+    (site,) = (dest / "lib").glob("python3*/site-packages")
+    (site / "farm.pth").write_text(f"{farm}\n")
+    return dest / "bin" / "python"

@@ -24,6 +24,7 @@ LAYERS = (
         "competition.workers",
         "competition.ids",
         "competition.knobs",
+        "competition.backend",
     ),
     # what a competition is (the task spec, its metrics) and where its files are
     ("competition.template", "competition.evaluation.metrics", "competition.task"),

@@ -135,14 +135,19 @@ def test_mapping_leaf_takes_one_key_at_a_time():
     assert config.synth.prevalence["subdural"] == 0.063  # the rest from rsna_ich.yaml
 
 
-def test_gpu_requirements_pin_the_same_stack():
+def test_every_requirements_file_pins_the_same_stack_and_its_backends():
     def pins(name):
         lines = (REPO / name).read_text().splitlines()
         return {ln for ln in lines if ln and not ln.startswith("#")}
 
+    base = "-r requirements-base.txt"
     cpu, gpu = pins("requirements.txt"), pins("requirements-gpu.txt")
-    assert cpu - gpu == {"tensorflow-cpu==2.20.0"}
-    assert gpu - cpu == {"tensorflow[and-cuda]==2.20.0"}
+    jax_gpu, torch = pins("requirements-jax-gpu.txt"), pins("requirements-torch.txt")
+    assert cpu == {base, "tensorflow-cpu==2.20.0", "jax==0.7.2", "jaxlib==0.7.2"}
+    assert gpu - cpu == {"tensorflow[and-cuda]==2.20.0"} and cpu - gpu == {"tensorflow-cpu==2.20.0"}
+    assert jax_gpu == {base, "tensorflow-cpu==2.20.0", "jax[cuda12]==0.7.2"}
+    assert torch == {"-r requirements.txt", "torch==2.13.0"}
+    assert "keras==3.13.2" in pins("requirements-base.txt")
 
 
 def make_dry(*args: str) -> subprocess.CompletedProcess:
@@ -161,6 +166,33 @@ def test_the_venv_flavour_sticks_and_a_mismatch_is_said(tmp_path):
     assert f"{venv} was built with GPU=1 and this command asks for GPU=0" in mismatch.stderr
     fresh = make_dry("setup", f"VENV={tmp_path / 'new'}", "GPU=1")
     assert "echo 1 > " in fresh.stdout  # the flavour is recorded with the venv
+
+
+def test_the_venv_backend_sticks_and_a_mismatch_is_said(tmp_path):
+    venv = tmp_path / "venv"
+    venv.mkdir()
+    (venv / ".backend").write_text("jax\n")  # set up by make setup BACKEND=jax
+    later = make_dry("train", f"VENV={venv}")  # no BACKEND= on the command line
+    assert later.returncode == 0 and "requirements.txt" in later.stdout
+    shown = subprocess.run(
+        ["make", "-s", "-f", "Makefile", "-f", "-", "show", f"VENV={venv}"],
+        input="show:\n\t@echo $$KERAS_BACKEND\n",
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert shown.stdout.strip() == "jax"  # what every command runs on
+    mismatch = make_dry("train", f"VENV={venv}", "BACKEND=tensorflow")
+    assert mismatch.returncode != 0
+    assert f"{venv} was set up for BACKEND=jax and this command asks for BACKEND=tensorflow" in (
+        mismatch.stderr
+    )
+    switch = make_dry("setup", f"VENV={venv}", "BACKEND=tensorflow")  # the way to switch
+    assert switch.returncode == 0 and "echo tensorflow > " in switch.stdout
+    gpu_jax = make_dry("setup", f"VENV={tmp_path / 'new'}", "GPU=1", "BACKEND=jax")
+    assert "requirements-jax-gpu.txt" in gpu_jax.stdout
+    unknown = make_dry("train", f"VENV={tmp_path / 'new'}", "BACKEND=mxnet")
+    assert unknown.returncode != 0 and "BACKEND must be tensorflow, jax or torch" in unknown.stderr
 
 
 @pytest.mark.parametrize("name", ["../../x", "a/b", ".hidden", "x" * 129, "two words"])

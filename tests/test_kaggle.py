@@ -3,7 +3,6 @@ and the real `kaggle` client pushing to a local stand-in server."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import io
 import json
 import os
@@ -24,7 +23,7 @@ from competition.kaggle.bundle import normalise
 from competition.pipeline.train import train_folds
 
 from conftest import PRESETS, TRAINED_WITH, preset_config, small_config
-from helpers import REPO
+from helpers import REPO, sibling_python
 
 USER = "kit-tester"
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"  # wheels this venv can install
@@ -110,19 +109,7 @@ def kaggle_python(tmp_path_factory) -> Path:
 def kaggle_image_python(dest: Path) -> Path:
     """A fresh virtual environment that sees this one's packages except
     LEFT_OUT (symlinked, so nothing is downloaded): Kaggle's image, locally."""
-    subprocess.run([sys.executable, "-m", "venv", str(dest)], check=True)
-    farm = dest / "kaggle-image"
-    farm.mkdir()
-    for dist in importlib.metadata.distributions():
-        if normalise(dist.metadata["Name"]) in LEFT_OUT:
-            continue
-        for top in {Path(f).parts[0] for f in dist.files or [] if not str(f).startswith("..")}:
-            source, link = Path(dist.locate_file(top)), farm / top
-            if source.exists() and not link.exists() and not top.endswith(".pth"):
-                link.symlink_to(source)
-    (site,) = (dest / "lib").glob("python3*/site-packages")
-    (site / "kaggle-image.pth").write_text(f"{farm}\n")
-    return dest / "bin" / "python"
+    return sibling_python(dest, LEFT_OUT)
 
 
 def offline(command: list[str]) -> list[str]:
@@ -144,8 +131,21 @@ def fake_kaggle_root(root: Path, dataset: Path, competition) -> Path:
 
 
 @pytest.mark.slow
-def test_kernel_runs_offline_in_a_kaggle_like_environment(bundle, small_competition, tmp_path):
-    _, summary = bundle
+@pytest.mark.parametrize("backend", ["training", "jax"])
+def test_kernel_runs_offline_in_a_kaggle_like_environment(
+    bundle, small_competition, trained_runs, backend, tmp_path
+):
+    """On the folds' own backend (TensorFlow here), and on JAX as in a TPU notebook."""
+    if backend == "training":
+        _, summary = bundle
+    else:
+        config = bundle_config(
+            small_competition, trained_runs, tmp_path / "kaggle-jax", f"kaggle.backend={backend}"
+        )
+        summary = kaggle.build(config)
+    manifest = json.loads((Path(summary["folder"]) / "dataset" / "kit-bundle.json").read_text())
+    runs_on = {"training": "tensorflow"}.get(backend, backend)
+    assert manifest["backend"] == runs_on
     python = kaggle_image_python(tmp_path / "venv")
     probe = "import importlib.util as u; print(u.find_spec('competition'), u.find_spec('keras'))"
     found = subprocess.run(
@@ -158,11 +158,13 @@ def test_kernel_runs_offline_in_a_kaggle_like_environment(bundle, small_competit
     script = Path(summary["folder"]) / "kernel" / "submit.py"
     env = {**os.environ, "KAGGLE_ROOT": str(root), "PIP_NO_CACHE_DIR": "1"}
     env.pop("PYTHONPATH", None)
+    env.pop("KERAS_BACKEND", None)
     done = subprocess.run(
         offline([str(python), str(script)]), env=env, cwd=tmp_path, capture_output=True,
         text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"Keras backend {runs_on})" in done.stdout
     submission = root / "working" / "submission.csv"
     sample = small_competition.layout.sample_submission
     problems, rows = validate_file(small_competition.task, submission, sample)
@@ -376,3 +378,17 @@ def test_user_name_from_the_environment(small_competition, trained_runs, tmp_pat
     monkeypatch.setenv("KAGGLE_USERNAME", "from-env")
     config = bundle_config(small_competition, trained_runs, tmp_path, "kaggle.username=null")
     assert kaggle.target(config).dataset_id == "from-env/small-kit"
+
+
+def test_a_tpu_kernel_runs_on_jax_without_a_gpu(small_competition, tmp_path):
+    def tpu_config(*overrides):
+        return bundle_config(small_competition, tmp_path, tmp_path / "kaggle", *overrides)
+
+    with pytest.raises(KitError, match="a Kaggle notebook has one accelerator"):
+        tpu_config("kaggle.enable_tpu=true")
+    with pytest.raises(KitError, match="Set kaggle.backend=jax. Received: kaggle.backend=training"):
+        tpu_config("kaggle.enable_tpu=true", "kaggle.enable_gpu=false")
+    config = tpu_config("kaggle.enable_tpu=true", "kaggle.enable_gpu=false", "kaggle.backend=jax")
+    metadata = kaggle.kernel_metadata(config, kaggle.target(config))
+    assert (metadata["enable_tpu"], metadata["enable_gpu"]) == (True, False)
+    assert kaggle.kernel_backend(config) == "jax"

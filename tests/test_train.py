@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import pandas as pd
@@ -15,7 +14,7 @@ from competition.pipeline.inputs import fold_data, read_inputs
 from competition.pipeline.train import train_folds
 
 from conftest import small_config
-from helpers import REPO, cli, last_json, run_checked, start_kit
+from helpers import cli, start_kit
 
 
 def run_config(base, tmp_path, *overrides):
@@ -136,45 +135,3 @@ def test_cli_reports_errors_without_a_traceback(small_competition, tmp_path):
     )
     assert result.returncode == 2
     assert "fold must be in 0..2" in result.stderr and "Traceback" not in result.stderr
-
-
-MIRRORED = r"""
-import json, sys
-import numpy as np, tensorflow as tf
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-import keras
-from competition.data.generator import DataGenerator
-from competition.training import strategy as accelerate
-from helpers import IndexSource
-
-n, epochs, seen = 37, 3, []
-labels = np.repeat(np.arange(n, dtype=np.float32)[:, None] % 2, 6, axis=1)
-gen = DataGenerator([f"ID_{i}" for i in range(n)], IndexSource(seen=seen), labels,
-                    batch_size=8, shuffle=True, seed=1)
-strategy = accelerate.choose_strategy("mirrored")
-with accelerate.scope(strategy):
-    model = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Flatten(),
-                              keras.layers.Dense(6, activation="sigmoid")])
-    model.compile("adam", "binary_crossentropy")
-mark = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: seen.append(-1))
-history = model.fit(accelerate.as_tf_dataset(gen), epochs=epochs, verbose=0, callbacks=[mark])
-print(json.dumps({"replicas": strategy.num_replicas_in_sync, "seen": seen,
-                  "loss": history.history["loss"]}))
-"""
-
-
-@pytest.mark.slow
-def test_mirrored_strategy_on_two_cpu_devices_sees_each_sample_once_per_epoch():
-    result = run_checked([sys.executable, "-c", MIRRORED], 300, PYTHONPATH=str(REPO / "tests"))
-    report = last_json(result)
-    assert report["replicas"] == 2
-    n, text = 37, ",".join(map(str, report["seen"]))
-    # Loads between epoch-begin markers (-1); Keras reads one pass ahead of
-    # the first epoch under a strategy, which is before the first marker.
-    epochs = [[int(v) for v in part.strip(",").split(",")] for part in text.split("-1")[1:]]
-    assert len(epochs) == 3
-    for samples in epochs:
-        assert sorted(samples) == list(range(n))
-    assert epochs[0] != epochs[1]  # reshuffled every epoch
-    assert all(map(lambda v: v == v, report["loss"]))  # finite: both replicas trained

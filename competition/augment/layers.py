@@ -1,29 +1,33 @@
-"""The configured augmentation as Keras layers (see competition.augment.spec
-for the list and where each step runs):
+"""The configured augmentation as Keras layers, on every Keras backend
+(see competition.augment.spec for the list and where each step runs):
 
-- `augmenter`: the in-graph image layers as one Sequential, each layer
-  seeded from the config's seed and its position, float32 whatever the
-  precision policy (0..255 values; float16 would round them);
-- `TrainingModel`: the network with the augmenter in front and the label
-  mixing (MixUp, CutMix) in its training step. Only the network inside it
-  (`.network`) is saved as the checkpoint: the inference model holds no
-  augmentation, and loads in safe mode. Its fit, evaluate and predict raise
-  a loader's error as the kit's error.
-- `HostAugmenter`: the same image layers run by the loader on the host
-  instead (`train.augment_on: host`, and `auto` on a machine without a
-  GPU). Measured on 2 CPU cores: in the graph, the layers' image transforms
-  run single-threaded between the network's multi-threaded ops, and the
-  default 2.5D fit went from 0.31 to 0.5-1.0 s per step; in the loader's
-  thread they overlap the step, as the hand-written OpenCV affine did.
+- `augmenter`: the image layers as one Sequential, each layer seeded from
+  the config's seed and its position, float32 whatever the precision policy
+  (0..255 values; float16 would round them);
+- `TrainingModel`: what the kit trains. In its training call the image layers
+  (when they run in the graph) and then the label mixing (MixUp, CutMix:
+  their public per-batch API, `get_random_transformation` and
+  `transform_images`) run in front of the network, and the same
+  transformation mixes the labels in `compute_loss`; both are called the
+  same way by every backend's training step, so no backend-specific
+  `train_step` is written. The layers' seed states are the model's state
+  (carried by JAX's stateless step, held in the epoch backups). Only the
+  network (`.network`) is saved as the checkpoint: the inference model holds
+  no augmentation, and loads in safe mode. Its fit, evaluate and predict
+  raise a loader's error as the kit's error.
+- `HostAugmenter`: the image layers run by the loader on the host instead
+  (`train.augment_on: host`, and `auto` on a machine without an
+  accelerator), through the same public per-batch API on the CPU, each
+  batch's draws seeded from its key. Measured on 2 CPU cores: in the graph,
+  the layers' image transforms run single-threaded between the network's
+  multi-threaded ops, and the default 2.5D fit went from 0.31 to 0.5-1.0 s
+  per step; in the loader's thread they overlap the step.
 """
 
 from __future__ import annotations
 
-import threading
-
 import keras
 import numpy as np
-import tensorflow as tf
 
 from competition.augment.spec import Step, placement
 from competition.data.generator import DataGenerator, surfacing_load_errors
@@ -65,30 +69,42 @@ def mix(layers_: list[keras.layers.Layer], x, y):
 
 
 class TrainingModel(keras.Model):
-    """What the kit trains: image -> augmentation (training only) -> network,
-    with MixUp/CutMix in the training step. Its weights (the epoch backups)
-    include the layers' seed states; `network` is what is saved for
-    inference (`save` saves it alone). Without in-graph layers it is the
-    network's own graph (its backups are the network's).
-
-    A plain `fit`, `evaluate` or `predict` on the kit's generators raises a
-    loader's error as the kit's error naming the image (surfacing_load_errors),
-    not as TensorFlow's wrapper of it."""
+    """image -> [image layers] -> [MixUp, CutMix] -> network, in training;
+    the network alone otherwise (see the module)."""
 
     def __init__(self, network: keras.Model, augmenter_: keras.Sequential | None, mixers_):
-        if augmenter_ is None:
-            super().__init__(network.inputs, network.outputs, name=f"train_{network.name}")
-        else:
-            inputs = keras.Input(shape=network.input_shape[1:], name="image")
-            super().__init__(inputs, network(augmenter_(inputs)), name=f"train_{network.name}")
-        self.network, self.mixers = network, list(mixers_)
+        super().__init__(name=f"train_{network.name}")
+        self.network, self.augmenter, self.mixers = network, augmenter_, list(mixers_)
+        # This step's transformations, for compute_loss: tensors of the step's
+        # trace, not state (set past Keras' attribute tracking).
+        object.__setattr__(self, "_untracked_mixes", [])
+        self.build(network.input_shape)
 
-    def train_step(self, data):
-        if self.mixers:
-            x, y, weights = keras.utils.unpack_x_y_sample_weight(data)
-            x, y = mix(self.mixers, x, y)
-            data = (x, y) if weights is None else (x, y, weights)
-        return super().train_step(data)
+    def build(self, input_shape):
+        if self.augmenter is not None:
+            self.augmenter.build(input_shape)
+        for layer in self.mixers:
+            layer.build(input_shape)
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        x, mixes = inputs, []
+        if training and (self.augmenter is not None or self.mixers):
+            x = keras.ops.cast(x, "float32")
+            if self.augmenter is not None:
+                x = self.augmenter(x, training=True)
+            for layer in self.mixers:
+                transformation = layer.get_random_transformation(x, training=True)
+                x = layer.transform_images(x, transformation, training=True)
+                mixes.append((layer, transformation))
+        object.__setattr__(self, "_untracked_mixes", mixes)
+        return self.network(x, training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The task's loss against the labels mixed as the images were."""
+        for layer, transformation in self._untracked_mixes if training else []:
+            y = layer.transform_labels(y, transformation, training=True)
+        return super().compute_loss(x, y, y_pred, sample_weight, training)
 
     def fit(self, *args, **kwargs):
         with surfacing_load_errors(*_generators(args, kwargs)):
@@ -122,40 +138,40 @@ def training_model(
 
 
 def image_layers_on(setting: str, worker_processes: bool = False) -> str:
-    """graph or host: `train.augment_on`, with auto = graph where a GPU is, or
-    where the loader's workers are processes (TensorFlow does not run in a
-    forked process: the host placement is for thread workers)."""
+    """graph or host: `train.augment_on`, with auto = graph where an
+    accelerator is, or where the loader's workers are processes (a backend
+    does not run in a forked process: the host placement is for thread
+    workers)."""
+    from competition.training.devices import accelerators
+
     if setting != "auto":
         return setting
-    gpu = bool(tf.config.list_logical_devices("GPU"))
-    return "graph" if gpu or worker_processes else "host"
+    return "graph" if worker_processes or accelerators() else "host"
 
 
 class HostAugmenter:
-    """The image layers on a host batch: uint8 in, float32 out. Each batch's
-    draws come from its own key (the generator's seed for that batch), set
-    into the layers' seed states under a lock, so they do not depend on
-    which worker thread runs it or when."""
+    """The image layers on a host batch: uint8 in, float32 out, on the CPU
+    whatever the accelerator. Each layer draws from a seed generator made for
+    the batch from its key (the generator's seed for that batch), so the
+    draws do not depend on which worker thread runs it, or when."""
 
-    def __init__(self, layers: keras.Sequential):
-        self.generators = [
-            g
-            for layer in layers._flatten_layers(include_self=False)
-            for g in layer._seed_generators
-        ]
-        self.lock = threading.Lock()
-        self.apply = tf.function(lambda x: layers(tf.cast(x, tf.float32), training=True))
+    def __init__(self, layers: list[keras.layers.Layer]):
+        self.layers = list(layers)
 
     def __call__(self, batch: np.ndarray, key: int) -> np.ndarray:
-        with self.lock:
-            for i, generator in enumerate(self.generators):
-                generator.state.assign(np.array([key, i], dtype=generator.state.dtype))
-            return self.apply(batch).numpy()
+        x = batch.astype(np.float32)
+        with keras.device("cpu:0"):
+            for i, layer in enumerate(self.layers):
+                seed = int(np.random.default_rng([key, i]).integers(2**31))
+                draws = keras.random.SeedGenerator(seed)
+                transformation = layer.get_random_transformation(x, training=True, seed=draws)
+                x = layer.transform_images(x, transformation, training=True)
+            return keras.ops.convert_to_numpy(x).astype(np.float32, copy=False)
 
 
 def host_augmenter(augment: list[dict] | None, seed: int) -> HostAugmenter | None:
     layers = augmenter(augment or [], seed)
-    return HostAugmenter(layers) if layers is not None else None
+    return HostAugmenter(layers.layers) if layers is not None else None
 
 
 def inference_network(model: keras.Model) -> keras.Model:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 
+from competition.backend import chosen
 from competition.cluster import shards as sh
 from competition.cluster.session import check_fits, connect
 from competition.cluster.storage import check_shared_storage
@@ -52,7 +53,7 @@ def predict_shards(ray, config, folds, fields, todo: dict, res: Resources, actor
     )
     pool = ActorPool(
         [
-            predictor.remote(config, folds, fields, os.getcwd(), res.cpus, res.gpus)
+            predictor.remote(config, folds, fields, os.getcwd(), res.cpus, res.gpus, chosen())
             for _ in range(min(actors, len(todo)))
         ]
     )

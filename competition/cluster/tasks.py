@@ -1,6 +1,7 @@
 """What runs inside a Ray worker process: the kit's own fold training (and
 the shared-storage probe), with the process set up from what Ray gave the
-task. TensorFlow is imported here, after the set-up, never in the driver."""
+task and the driver's Keras backend. The backend is imported here, after
+the set-up, never in the driver."""
 
 from __future__ import annotations
 
@@ -10,28 +11,48 @@ import socket
 import time
 from pathlib import Path
 
+from competition.backend import isolate
 from competition.config import Config
 
 
-def prepare_process(cwd: str, cpus: float, gpus: float) -> dict:
-    """Before TensorFlow loads: the driver's working folder (relative paths
-    mean the same there), no GPU for a CPU task, TensorFlow's thread pools
-    sized to the task's CPUs. Returns what the task runs with."""
+def prepare_process(cwd: str, cpus: float, gpus: float, backend: str = "tensorflow") -> dict:
+    """Before Keras loads: the driver's working folder (relative paths mean
+    the same there), the driver's Keras backend, no GPU for a CPU task, the
+    backend's thread pools sized to the task's CPUs. Returns what the task
+    runs with."""
     if Path(cwd).is_dir():
         os.chdir(cwd)
+    os.environ["KERAS_BACKEND"] = backend  # a Ray worker has the node's environment
+    isolate()
     if gpus == 0:  # Ray leaves the variable alone for a task without GPUs
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     threads = max(1, int(cpus))
     os.environ["TF_NUM_INTRAOP_THREADS"] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = str(min(2, threads))
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen={threads > 1}".strip()
     return {
+        "backend": backend,
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "intra_op_threads": _set_threads(backend, threads),
     }
+
+
+def _set_threads(backend: str, threads: int) -> int:
+    """The backend's own thread pool, sized (TensorFlow and PyTorch have one to set)."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+        return tf.config.threading.get_intra_op_parallelism_threads()
+    if backend == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        return torch.get_num_threads()
+    return threads
 
 
 def sized_to_task(config: Config, cpus: float) -> Config:
@@ -46,7 +67,9 @@ def sized_to_task(config: Config, cpus: float) -> Config:
     )
 
 
-def train_fold_task(config: Config, fold: int, cwd: str, cpus: float, gpus: float) -> dict:
+def train_fold_task(
+    config: Config, fold: int, cwd: str, cpus: float, gpus: float, backend: str
+) -> dict:
     """One fold, trained (or resumed from its backup) in this process."""
     import ray
 
@@ -55,7 +78,7 @@ def train_fold_task(config: Config, fold: int, cwd: str, cpus: float, gpus: floa
 
     started = time.perf_counter()
     context = ray.get_runtime_context()
-    process = prepare_process(cwd, cpus, gpus)
+    process = prepare_process(cwd, cpus, gpus, backend)
     from competition.pipeline.inputs import read_inputs
     from competition.pipeline.train import train_fold
 
@@ -101,8 +124,10 @@ class ShardPredictor:
     """A Ray actor (one per GPU): loads the fold ensemble once, then predicts
     the shards of the test set it is handed, each written atomically."""
 
-    def __init__(self, config: Config, folds: list[int], fields, cwd: str, cpus: float, gpus):
-        self.process = prepare_process(cwd, cpus, gpus)
+    def __init__(
+        self, config: Config, folds: list[int], fields, cwd: str, cpus: float, gpus, backend: str
+    ):
+        self.process = prepare_process(cwd, cpus, gpus, backend)
         from competition.data.sources import open_source
         from competition.pipeline.predict import load_ensemble
 

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from competition.backend import chosen
 from competition.cluster import sweep as sweeps
 from competition.cluster.session import check_fits, connect
 from competition.cluster.storage import check_shared_storage
@@ -85,7 +86,7 @@ def submit(ray, points: list[Point], folds: list[int], res: Resources) -> dict:
             if finished_metrics(point.config, fold) is not None:
                 print(f"{point.config.experiment} fold {fold}: already trained, skipped")
                 continue
-            ref = task.remote(point.config, fold, os.getcwd(), res.cpus, res.gpus)
+            ref = task.remote(point.config, fold, os.getcwd(), res.cpus, res.gpus, chosen())
             pending[ref] = (point, fold)
     return pending
 

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from competition.augment.spec import check_augment
+from competition.backend import chosen
 from competition.config.sections import Config
 from competition.data.pixelspec import DICOM_ONLY
 from competition.errors import ConfigError
@@ -104,6 +105,38 @@ def _check_experiment(name: str) -> None:
         )
 
 
+def _check_training(config: Config) -> None:
+    if config.train.augment_on == "host" and config.train.use_multiprocessing:
+        raise ConfigError(
+            "Config key 'train.augment_on' host runs the augmentation layers (Keras, on its "
+            "backend) in the loader's workers, and no Keras backend runs in forked worker "
+            "processes (train.use_multiprocessing: true). Use graph or auto, or thread workers. "
+            "Received: host"
+        )
+    if config.train.strategy == "mirrored" and chosen() == "torch":
+        raise ConfigError(
+            "Config key 'train.strategy' mirrored spreads a fit over several devices, which "
+            "Keras does not do on PyTorch (KERAS_BACKEND=torch). Use train.strategy=none, or "
+            "BACKEND=jax or tensorflow. Received: mirrored"
+        )
+
+
+def _check_kaggle(config: Config) -> None:
+    """A Kaggle notebook has a GPU or a TPU, and its TPU image runs Keras on JAX."""
+    kaggle = config.kaggle
+    if kaggle.enable_tpu and kaggle.enable_gpu:
+        raise ConfigError(
+            "Config keys 'kaggle.enable_tpu' and 'kaggle.enable_gpu' are both true; a Kaggle "
+            "notebook has one accelerator. Set kaggle.enable_gpu=false for a TPU notebook."
+        )
+    if kaggle.enable_tpu and kaggle.backend != "jax":
+        raise ConfigError(
+            "Config key 'kaggle.enable_tpu' asks for a TPU notebook, whose image runs Keras on "
+            f"JAX (its TensorFlow is CPU-only). Set kaggle.backend=jax. "
+            f"Received: kaggle.backend={kaggle.backend}"
+        )
+
+
 def validate(config: Config) -> None:
     """Checks that span several keys."""
     _check_experiment(config.experiment)
@@ -137,13 +170,8 @@ def validate(config: Config) -> None:
         {head.name: head.kind for head in config.task.heads},
     )
     _check_sample_weights(config)
-    if config.train.augment_on == "host" and config.train.use_multiprocessing:
-        raise ConfigError(
-            "Config key 'train.augment_on' host runs the augmentation layers (TensorFlow) in "
-            "the loader's workers, and TensorFlow does not run in forked worker processes "
-            "(train.use_multiprocessing: true). Use graph or auto, or thread workers. "
-            "Received: host"
-        )
+    _check_training(config)
+    _check_kaggle(config)
     if config.predict.ensemble in PROBABILITY_ONLY and not all(
         head.probabilities for head in config.task.heads
     ):

@@ -106,6 +106,10 @@ class DataGenerator(keras.utils.PyDataset):
         self.sampler = Sampler(
             len(self.image_ids), batch_size, seed, shuffle, steps_per_epoch, repeats
         )
+        # Under data parallelism on JAX, a batch must split evenly over the
+        # devices: labelled batches are padded to a multiple of `pad_to` with
+        # repeats of weight 0 (set by competition.training.devices).
+        self.pad_to = 1
         self.failed: dict[str, str] = {}  # image ID -> why it could not be read
         self.error: KitError | None = None  # the first failure that stops the run
         # Where each image sits in a source that reads batches at once (the cache).
@@ -167,8 +171,9 @@ class DataGenerator(keras.utils.PyDataset):
 
     def load_batch(self, rows: np.ndarray, batch_index: int = 0):
         """The batch of the given sample rows: x (B, H, W, C) in 0..255 as
-        `dtype`, plus y float32 (B, outputs) when labelled. An unreadable image is
-        replaced by the next readable one in the epoch's order, and remembered."""
+        `dtype`, plus y float32 (B, outputs) when labelled (and per-row weights
+        when padded, see pad_to). An unreadable image is replaced by the next
+        readable one in the epoch's order, and remembered."""
         rows = np.array(rows, dtype=np.int64)
         images = self._gather(rows)
         if images is None:
@@ -185,6 +190,11 @@ class DataGenerator(keras.utils.PyDataset):
                 x = self.augment_batch(images, int(rng.integers(2**31)))
         if not self.training:
             return x
+        if self.pad_to > 1:
+            size = -(-len(rows) // self.pad_to) * self.pad_to
+            repeated = np.arange(size) % len(rows)
+            weights = (np.arange(size) < len(rows)).astype(np.float32)
+            return x[repeated], self.labels[rows][repeated], weights
         return x, self.labels[rows]
 
     def fill_unreadable(self, predictions: np.ndarray, training_mean: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ from competition.config import Config
 from competition.errors import KitError
 from competition.fileio import write_text_atomic
 from competition.pipeline import runs
+from competition.training.records import read_metrics
 
 MANIFEST = "kit-bundle.json"
 SCRIPT = "submit.py"
@@ -255,7 +256,7 @@ def kernel_metadata(config: Config, t: Target) -> dict:
         "kernel_type": "script",
         "is_private": True,
         "enable_gpu": config.kaggle.enable_gpu,
-        "enable_tpu": False,
+        "enable_tpu": config.kaggle.enable_tpu,
         "enable_internet": False,  # code competitions run offline: say so, never rely on a default
         "dataset_sources": [t.dataset_id],
         "competition_sources": [t.competition],
@@ -275,6 +276,15 @@ def kernel_script(t: Target) -> str:
 
 
 PLACEHOLDER = "<dataset-slug>"
+
+
+def kernel_backend(config: Config) -> str:
+    """The Keras backend the kernel runs on: kaggle.backend, or the one the
+    folds were trained on (folds trained before the kit recorded it: TensorFlow)."""
+    if config.kaggle.backend != "training":
+        return config.kaggle.backend
+    folds = runs.select_folds(config)
+    return read_metrics(config.runs.fold(folds[0])).get("backend", "tensorflow")
 
 
 def _size(paths) -> int:
@@ -313,6 +323,7 @@ def _fill_dataset(config: Config, t: Target, folds: dict[str, Path], folder: Pat
         "wheels": [f"wheels/{w.name}" for w in extra],
         "requirements": pins,
         "python": config.kaggle.python,
+        "backend": kernel_backend(config),
         "files": sorted(folds),
     }
     _write_json(folder / MANIFEST, manifest)

@@ -9,6 +9,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from competition.backend import check, chosen, isolate
 from competition.config import Config, load_config
 from competition.errors import KitError
 
@@ -103,8 +104,13 @@ def run(bundle: Path, inputs: Path, working: Path) -> int:
     from competition.pipeline.predict import predict_and_submit
 
     manifest = json.loads((bundle / "kit-bundle.json").read_text())
+    check()
+    isolate()
     config = kernel_config(bundle, inputs, working)
-    print(f"bundle {bundle} ({manifest['dataset']}, experiment {config.experiment})")
+    print(
+        f"bundle {bundle} ({manifest['dataset']}, experiment {config.experiment}, "
+        f"Keras backend {chosen()})"
+    )
     print(f"test images {config.task.images.test_dir}; sample {config.task.submission.sample}")
     link_folds(bundle, Path(config.runs_dir), config.experiment)
     summary = predict_and_submit(config)

@@ -2,11 +2,13 @@
 competition/kernel_script.py with the dataset named).
 
 Runs offline: installs the kit's wheels from the bundle dataset with
-`pip install --no-index --no-deps`, finds the competition files under the
-input folder, predicts with the bundled folds, writes and validates
-<root>/working/submission.csv. The root is $KAGGLE_ROOT, default /kaggle.
+`pip install --no-index --no-deps`, runs Keras on the backend the bundle
+names, finds the competition files under the input folder, predicts with the
+bundled folds, writes and validates <root>/working/submission.csv. The root
+is $KAGGLE_ROOT, default /kaggle.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -39,6 +41,8 @@ def main() -> int:
     root = Path(os.environ.get("KAGGLE_ROOT", "/kaggle"))
     bundle = find_bundle(root / "input")
     install_wheels(bundle)
+    # The Keras backend the bundle names, set before Keras is first imported.
+    os.environ["KERAS_BACKEND"] = json.loads((bundle / MANIFEST).read_text())["backend"]
     from competition.kaggle.kernel import run  # installed just above
 
     return run(bundle, root / "input", root / "working")

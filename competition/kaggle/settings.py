@@ -4,8 +4,12 @@ kernel, and what the kernel runs on."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from competition.knobs import knob
+
+# The backend the kernel runs on: `training` is the one the folds were trained on.
+KERNEL_BACKENDS = ("training", "tensorflow", "jax", "torch")
 
 
 @dataclass(frozen=True)
@@ -15,6 +19,8 @@ class KaggleConfig:
     dataset_slug: str | None = None
     kernel_slug: str | None = None
     enable_gpu: bool = True
+    enable_tpu: bool = False  # a TPU notebook: with kaggle.backend jax and enable_gpu false
+    backend: Literal[KERNEL_BACKENDS] = "training"
     python: str = "3.12"
     license: str = "CC0-1.0"
     max_dataset_gb: float = knob(100.0, gt=0)

@@ -7,7 +7,9 @@ predicted with, only when the current config agrees on everything that
 changes the model (the task, preprocessing, folds, augmentation, model,
 training, seed) and the data's fingerprint is the same; otherwise the
 command stops and names what differs. Settings that change how fast, not
-what, are not compared (workers, queue sizes, XLA, the strategy), nor are
+what, are not compared (workers, queue sizes, XLA, the strategy, the
+precision: `auto` is a different one per machine, and a fold resumed on
+another GPU changes it), nor are
 the test-side ones (test files, submission format, prediction settings).
 """
 
@@ -40,6 +42,7 @@ NOT_THE_MODEL = (
     "train.use_multiprocessing",
     "train.max_queue_size",
     "train.jit_compile",
+    "train.mixed_precision",
     "train.strategy",
     "train.steps_per_execution",
 )

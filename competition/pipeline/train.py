@@ -32,8 +32,7 @@ from competition.pipeline.generators import (
     validation_generator,
 )
 from competition.pipeline.inputs import FoldData, Inputs, fold_data, read_inputs
-from competition.training import lifecycle, records
-from competition.training import strategy as accelerate
+from competition.training import devices, lifecycle, records
 from competition.training.losses import compile_args
 from competition.training.model import build_model, load_checkpoint, resolve_weights
 from competition.training.schedule import make_optimizer
@@ -47,14 +46,14 @@ def compiled_model(config: Config, train: DataGenerator, fold: int = 0) -> Train
     schedule sized to `len(train)` steps per epoch, in the precision
     train.mixed_precision asks for (a global Keras policy). Checkpoints
     (`save`) hold the network alone."""
-    accelerate.set_precision(config.train.mixed_precision)
+    devices.set_precision(devices.precision(config.train.mixed_precision))
     network = build_model(config.model, train.source.shape, config.task, train.labels.mean(0))
     model = training_model(
         network, config.augment, fold_seed(config, fold), train.augment_batch is None
     )
     model.compile(
         optimizer=make_optimizer(config.train, len(train)),
-        jit_compile=config.train.jit_compile,
+        jit_compile=devices.jit_compile(config.train.jit_compile),
         steps_per_execution=config.train.steps_per_execution,
         **compile_args(config.task),
     )
@@ -66,23 +65,23 @@ def fit_fold(config: Config, data: FoldData, out: Path, guard=None) -> DataGener
     when given, is called before each epoch's writes (see train_fold)."""
     train = training_generator(config, data, host_augmentation(config, data.fold))
     valid = validation_generator(config, data)
-    strategy = accelerate.choose_strategy(config.train.strategy)
-    with accelerate.scope(strategy):
+    spread = devices.spread(config.train.strategy)
+    with spread.scope():
         model = compiled_model(config, train, data.fold)
-    fed_train, fed_valid = accelerate.feed(strategy, train, valid, config.train.workers)
-    with surfacing_load_errors(train, valid):  # under a strategy they come through tf.data
-        lifecycle.fit_resumable(
-            model,
-            fed_train,
-            fed_valid,
-            out,
-            f"fold {data.fold}",
-            task=config.task,
-            epochs=config.train.epochs,
-            patience=config.train.early_stopping_patience,
-            guard=guard,
-            generator=train,
-        )
+        fed_train, fed_valid = spread.feed(train, valid, config.train.workers)
+        with surfacing_load_errors(train, valid):  # through tf.data under TensorFlow's strategy
+            lifecycle.fit_resumable(
+                model,
+                fed_train,
+                fed_valid,
+                out,
+                f"fold {data.fold}",
+                task=config.task,
+                epochs=config.train.epochs,
+                patience=config.train.early_stopping_patience,
+                guard=guard,
+                generator=train,
+            )
     return train
 
 

@@ -58,7 +58,7 @@ def writing(out: Path, what: str, force: bool) -> Iterator[float]:
 
 
 def fold_callbacks(task: TaskSpec, out: Path, patience: int) -> list[keras.callbacks.Callback]:
-    """History, best checkpoint, TensorBoard, epoch backup, early stopping.
+    """History, best checkpoint, TensorBoard (on TensorFlow), epoch backup, early stopping.
     The backup goes last: a kill before it re-runs the epoch, and
     trim_history drops the rows already logged for it."""
     lower = task.monitor_lower_is_better
@@ -66,12 +66,13 @@ def fold_callbacks(task: TaskSpec, out: Path, patience: int) -> list[keras.callb
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         cb.BestCheckpoint(out / "best.keras", task.monitor, lower),
     ]
-    try:
-        import tensorboard  # noqa: F401
+    if keras.backend.backend() == "tensorflow":  # Keras' callback writes with tf.summary
+        try:
+            import tensorboard  # noqa: F401
 
-        found.append(keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")))
-    except ImportError:
-        pass
+            found.append(keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")))
+        except ImportError:
+            pass
     early = keras.callbacks.EarlyStopping(
         monitor=task.monitor, mode="min" if lower else "max", patience=patience
     )
@@ -120,6 +121,8 @@ def fit_resumable(
 def finish(out: Path, metrics: dict, started: float, task: TaskSpec) -> dict:
     """The fold's time, curves and metrics.json; its backup removed; its table printed."""
     metrics["train_seconds"] = round(time.perf_counter() - started, 1)
+    metrics["backend"] = keras.backend.backend()  # the Kaggle kernel runs on it by default
+    metrics["precision"] = keras.mixed_precision.global_policy().name  # `auto` resolved
     save_curves(out / "history.csv", out / "curves.png", task.monitor)
     write_text_atomic(out / METRICS, json.dumps(metrics, indent=2))
     shutil.rmtree(out / "backup", ignore_errors=True)

@@ -9,7 +9,7 @@ from typing import Literal
 from competition.knobs import knob
 from competition.training.backbones import BACKBONE_NAMES
 
-PRECISIONS = ("none", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = ("none", "auto", "mixed_float16", "mixed_bfloat16")
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class TrainConfig:
     use_multiprocessing: bool = False
     max_queue_size: int = knob(10, ge=1)
     mixed_precision: Literal[PRECISIONS] = "none"
-    jit_compile: bool = False
+    jit_compile: bool | Literal["auto"] = "auto"
     strategy: Literal["auto", "none", "mirrored"] = "auto"
     steps_per_execution: int = knob(1, ge=1)
     steps_per_epoch: int = knob(0, ge=0)
