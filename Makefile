@@ -31,7 +31,10 @@ endif
 endif
 BUILT_BACKEND := $(shell cat $(VENV)/.backend 2>/dev/null)
 ifeq ($(origin BACKEND),undefined)
-BACKEND := $(or $(BUILT_BACKEND),tensorflow)
+# A new venv: JAX on a GPU (docs/backends.md: measured fastest, and TensorFlow
+# 2.20 fails on Blackwell GPUs), TensorFlow on the CPU (measured 5x faster
+# there); a venv set up before it recorded its backend: TensorFlow.
+BACKEND := $(or $(BUILT_BACKEND),$(if $(wildcard $(VENV)/.flavour),tensorflow,$(if $(filter 1,$(GPU)),jax,tensorflow)))
 else ifneq ($(filter setup,$(MAKECMDGOALS)),setup)
 ifneq ($(BUILT_BACKEND),)
 ifneq ($(BACKEND),$(BUILT_BACKEND))
@@ -60,7 +63,7 @@ CLI_ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA_DIR),--set data.root=
 # predict, report, data-report, validate, kaggle: EXPERIMENT=name takes the config its folds were trained with
 EXP_ARGS := $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(CLI_ARGS)
 
-.PHONY: help setup data index folds cache train train-seq predict cluster-train cluster-predict augment-preview report data-report validate kaggle kaggle-push bench bench-stages bench-scale test lint clean
+.PHONY: help setup data index folds cache train train-seq predict cluster-train cluster-predict augment-preview report data-report validate kaggle kaggle-push bench bench-gpu bench-stages bench-scale test lint clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [CONFIG=configs/x.yaml] [DATA_DIR=path] [GPU=1] [BACKEND=tensorflow|jax|torch]"
@@ -131,6 +134,9 @@ bench: $(STAMP) ## measure the input pipeline against its peers -> bench.json an
 lint: $(STAMP) ## ruff over the package and the tests
 	$(VENV)/bin/ruff check competition tests
 	$(VENV)/bin/ruff format --check competition tests
+
+bench-gpu: $(STAMP) ## fit/predict on the accelerator fed by the kit vs in memory, per backend -> bench-gpu.json (ARGS=--small on a CPU)
+	$(CLI) bench-gpu $(CLI_ARGS)
 
 bench-stages: $(STAMP) ## 2D, 2.5D, and each + the sequence stage on fold FOLD -> stages.json and a table
 	$(CLI) bench-stages --fold $(FOLD) $(CLI_ARGS)

@@ -1,7 +1,7 @@
 """Which Keras backend the kit runs on: TensorFlow (the default), JAX or
 PyTorch, chosen as Keras chooses it (the `KERAS_BACKEND` environment
 variable, else `~/.keras/keras.json`, else TensorFlow), read without
-importing Keras, and checked to be installed before any work starts.
+importing Keras, and checked to be installed before the work starts.
 `make ... BACKEND=jax` sets the variable (competition/training/devices.py
 has the devices each backend sees)."""
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.machinery
-import importlib.util
 import json
 import os
 import sys
@@ -43,13 +42,19 @@ def check() -> str:
             f"KERAS_BACKEND must be one of {', '.join(BACKENDS)} (make ... BACKEND=jax). "
             f"Received: {name!r}"
         )
-    if importlib.util.find_spec(PACKAGES[name]) is None:
+    if not installed(name):
         raise ConfigError(
             f"The Keras backend is {name} (KERAS_BACKEND) but {PACKAGES[name]} is not "
             f"installed in this environment. Set it up with `make setup BACKEND={name}` "
             "(GPU=1 for CUDA), or run on another backend (BACKEND=tensorflow)."
         )
     return name
+
+
+def installed(name: str) -> bool:
+    """Whether the backend's framework is on this environment's path (looked
+    up on sys.path itself: `isolate` hides it from the import system)."""
+    return importlib.machinery.PathFinder.find_spec(PACKAGES[name]) is not None
 
 
 def isolate() -> None:

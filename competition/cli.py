@@ -14,7 +14,7 @@ from pathlib import Path
 from competition.backend import check as check_backend
 from competition.backend import isolate
 from competition.config import Config, check_fold, load_config
-from competition.errors import KitError
+from competition.errors import ConfigError, KitError
 
 
 def _common() -> argparse.ArgumentParser:
@@ -119,6 +119,37 @@ def cmd_bench(config: Config, args: argparse.Namespace) -> None:
     report = bench.run(config, args.config, args.overrides, args.quick, args.out)
     print(bench.table(report))
     print(f"Wrote {args.out} ({report['machine']['cores']} cores, {report['machine']['cpu']})")
+
+
+def cmd_bench_gpu(config: Config, args: argparse.Namespace) -> None:
+    accelerator = _devtool("accelerator")
+    report = accelerator.run(args.config, args.overrides, _bench_gpu_options(args), args.out)
+    print(accelerator.table(report))
+    print(f"Wrote {args.out}")
+
+
+def _bench_gpu_options(args: argparse.Namespace):
+    from dataclasses import fields
+
+    from competition.backend import BACKENDS
+    from competition.devtools.accelerator.report import installed
+    from competition.devtools.accelerator.setups import SMALL, Options
+
+    given = {f.name: getattr(args, f.name, None) for f in fields(Options)}
+    given = {k: v for k, v in given.items() if v is not None}
+    if "backends" in given:
+        given["backends"] = tuple(given["backends"].split(","))
+        unknown = sorted(set(given["backends"]) - set(BACKENDS))
+        if unknown:
+            raise ConfigError(
+                f"bench-gpu --backends takes a comma list of {', '.join(BACKENDS)}. "
+                f"Received: {args.backends!r}"
+            )
+    if "preset_overrides" in given:
+        given["preset_overrides"] = tuple(given["preset_overrides"])
+    if given.get("preset") == "none":
+        given["preset"] = None
+    return Options(**{"backends": installed(), **(SMALL if args.small else {}), **given})
 
 
 def cmd_bench_stages(config: Config, args: argparse.Namespace) -> None:
@@ -385,6 +416,11 @@ COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int | None], st
         "bundle the kit and trained folds as a Kaggle dataset + an offline submission kernel",
     ),
     "bench": (cmd_bench, "input pipeline, fit, predict, cache and memory vs their peers"),
+    "bench-gpu": (
+        cmd_bench_gpu,
+        "fit and predict on the accelerator fed by the kit vs in memory, per backend "
+        "-> bench-gpu.json",
+    ),
     "bench-stages": (
         cmd_bench_stages,
         "2D, 2.5D, and each + the sequence stage, on the same folds -> stages.json",
@@ -481,6 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--readers", action="store_true", help="only: the config's reader, files -> model input"
     )
     parsers["bench"].add_argument("--out", type=Path, default=Path("bench.json"))
+    _bench_gpu_arguments(parsers["bench-gpu"])
     parsers["bench-stages"].add_argument("--fold", default="0", help="a fold, a comma list, or all")
     parsers["bench-stages"].add_argument("--out", type=Path, default=Path("stages.json"))
     parsers["bench-stages"].add_argument(
@@ -514,6 +551,24 @@ def build_parser() -> argparse.ArgumentParser:
             help="processes (default: data.workers; 0 = all cores)",
         )
     return parser
+
+
+def _bench_gpu_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--backends", help="comma list (default: every installed one of tensorflow, jax, torch)")
+    add("--backbone", help="the headline setup's backbone (default efficientnet_b0)")
+    add("--image-size", type=int, help="its image size (default 256)")
+    add("--batch-size", type=int, help="its batch, for fit and predict (default 128)")
+    add("--precision", help="its train.mixed_precision (default mixed_bfloat16)")
+    add("--preset", help="a preset measured at its own settings too (default rsna_ich; none)")
+    add("--preset-set", dest="preset_overrides", action="append", metavar="KEY=VALUE",
+        help="an override of the preset's settings (repeatable)")  # fmt: skip
+    add("--images", type=int, help="training images the generator cycles through (1024)")
+    add("--steps", type=int, help="steps of each timed fit epoch (32)")
+    add("--rounds", type=int, help="timed runs of each feed, the fastest counts (2)")
+    add("--small", action="store_true", help="sized for a CPU: 64 px, batch 16, 256 images")
+    add("--folder", type=Path, help="the stand-ins and their caches (build/bench-gpu)")
+    add("--out", type=Path, default=Path("bench-gpu.json"))
 
 
 def _config(args: argparse.Namespace) -> Config:

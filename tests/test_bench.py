@@ -45,3 +45,40 @@ def test_quick_bench_measures_every_section(small_competition, tmp_path):
         "rss_anon_growth_10x",
     }
     assert "| cache_vs_seeds |" in result.stdout
+
+
+@pytest.mark.slow
+def test_bench_gpu_measures_each_backend_side_by_side(tmp_path):
+    """`make bench-gpu` at its smallest: a tiny CNN on 32 px stand-ins, on
+    TensorFlow and JAX, the headline setup and the RSNA preset's."""
+    out = tmp_path / "bench-gpu.json"
+    tiny = ("--image-size", "32", "--batch-size", "8", "--images", "48", "--steps", "2")
+    result = cli(
+        "bench-gpu", "--small", "--backends", "tensorflow,jax", "--backbone", "tiny_cnn", *tiny,
+        "--rounds", "1", "--preset-set", "model.backbone=tiny_cnn",
+        "--preset-set", "preprocess.image_size=32", "--preset-set", "train.batch_size=8",
+        "--folder", str(tmp_path / "bench"), "--out", str(out),
+        timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert list(report["backends"]) == ["tensorflow", "jax"]
+    for backend, measured in report["backends"].items():
+        assert measured["keras"].startswith(f"Keras 3.13.2 on {backend} ")
+        assert measured["accelerator"] is None  # this machine has none
+        headline, preset = measured["setups"].values()
+        assert headline["input_shape"] == [32, 32, 3] and headline["batch_size"] == 8
+        assert preset["augment"][:2] == ["RandomFlip", "RandomRotation"]  # the preset's own list
+        for setup in (headline, preset):
+            assert setup["augment_on"] == "host"  # no accelerator: the image layers on the host
+            for key in ("fit_kit", "fit_memory", "predict_kit", "predict_memory"):
+                assert setup[f"{key}_images_per_s"] > 0
+            assert setup["fit_first_step_s"] >= setup["fit_compile_s"] > 0
+            per_core = [setup[f"host_{k}_images_per_core_s"] for k in ("load", "load_augment")]
+            assert per_core[0] > per_core[1] > 0  # the image layers cost the host
+    ratios = report["ratios"]
+    for setup in report["backends"]["jax"]["setups"]:
+        assert ratios[f"fit_jax_vs_tensorflow[{setup}]"] > 0
+        assert 0 < ratios[f"fit_kit_vs_memory[jax, {setup}]"] < 2
+    assert report["targets"] == []  # the targets are for an accelerator
+    assert "| ratio | value |" in result.stdout and f"Wrote {out}" in result.stdout

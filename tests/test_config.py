@@ -189,8 +189,13 @@ def test_the_venv_backend_sticks_and_a_mismatch_is_said(tmp_path):
     )
     switch = make_dry("setup", f"VENV={venv}", "BACKEND=tensorflow")  # the way to switch
     assert switch.returncode == 0 and "echo tensorflow > " in switch.stdout
-    gpu_jax = make_dry("setup", f"VENV={tmp_path / 'new'}", "GPU=1", "BACKEND=jax")
-    assert "requirements-jax-gpu.txt" in gpu_jax.stdout
+    gpu_tf = make_dry("setup", f"VENV={tmp_path / 'new'}", "GPU=1", "BACKEND=tensorflow")
+    assert "requirements-gpu.txt" in gpu_tf.stdout
+    # A new venv's default: JAX on a GPU, TensorFlow on the CPU (docs/backends.md).
+    gpu = make_dry("setup", f"VENV={tmp_path / 'new'}", "GPU=1")
+    assert "requirements-jax-gpu.txt" in gpu.stdout and "echo jax > " in gpu.stdout
+    cpu = make_dry("setup", f"VENV={tmp_path / 'new'}")
+    assert "-r requirements.txt" in cpu.stdout and "echo tensorflow > " in cpu.stdout
     unknown = make_dry("train", f"VENV={tmp_path / 'new'}", "BACKEND=mxnet")
     assert unknown.returncode != 0 and "BACKEND must be tensorflow, jax or torch" in unknown.stderr
 

@@ -1,4 +1,5 @@
-"""The machine a benchmark ran on: CPU, cores, memory, Python, TensorFlow, GPUs."""
+"""The machine a benchmark ran on: CPU, cores, memory, Python (`host`, read
+without Keras), and the Keras backend with its devices (`machine`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ import platform
 from pathlib import Path
 
 
-def machine() -> dict:
-    import tensorflow as tf
-
+def host() -> dict:
     model = next(
         (
             line.split(":", 1)[1].strip()
@@ -24,6 +23,14 @@ def machine() -> dict:
         "cores": len(os.sched_getaffinity(0)),
         "memory_gib": round(memory / 2**30, 1),
         "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "gpus": len(tf.config.list_physical_devices("GPU")),
+    }
+
+
+def machine() -> dict:
+    from competition.training import devices
+
+    return {
+        **host(),
+        "keras": devices.describe(),
+        "accelerators": len(devices.accelerators()),
     }

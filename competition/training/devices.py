@@ -54,11 +54,34 @@ def host_devices() -> list[str]:
 
 
 def describe() -> str:
-    """`Keras 3.13.2 on jax 0.7.2: cpu:0` (what a command runs on)."""
+    """`Keras 3.13.2 on jax 0.7.2: cpu:0`, or `...: gpu:0 (NVIDIA H200)`
+    (what a command runs on)."""
     name = backend()
     version = getattr(__import__(name), "__version__", "?")
     devices = accelerators() or host_devices()[:1]
-    return f"Keras {keras.__version__} on {name} {version}: {', '.join(devices)}"
+    model = accelerator_name()
+    return f"Keras {keras.__version__} on {name} {version}: {', '.join(devices)}" + (
+        f" ({model})" if model else ""
+    )
+
+
+def accelerator_name() -> str | None:
+    """The first accelerator's model (NVIDIA H200, TPU v5 lite); None without one."""
+    if not accelerators():
+        return None
+    name = backend()
+    if name == "torch":
+        import torch
+
+        return torch.cuda.get_device_name(0)
+    if name == "jax":
+        import jax
+
+        return jax.devices()[0].device_kind
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    return tf.config.experimental.get_device_details(gpus[0]).get("device_name") if gpus else "TPU"
 
 
 def set_precision(policy: str) -> None:

@@ -35,7 +35,7 @@ class TrainConfig:
     workers: int = knob(2, ge=0)
     use_multiprocessing: bool = False
     max_queue_size: int = knob(10, ge=1)
-    mixed_precision: Literal[PRECISIONS] = "none"
+    mixed_precision: Literal[PRECISIONS] = "auto"
     jit_compile: bool | Literal["auto"] = "auto"
     strategy: Literal["auto", "none", "mirrored"] = "auto"
     steps_per_execution: int = knob(1, ge=1)
