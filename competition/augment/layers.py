@@ -159,8 +159,9 @@ class HostAugmenter:
         self.layers = list(layers)
 
     def __call__(self, batch: np.ndarray, key: int) -> np.ndarray:
-        x = batch.astype(np.float32)
         with keras.device("cpu:0"):
+            x = keras.ops.convert_to_tensor(batch, "float32")  # the backend's own (PyTorch's
+            # layers do not take numpy arrays)
             for i, layer in enumerate(self.layers):
                 seed = int(np.random.default_rng([key, i]).integers(2**31))
                 draws = keras.random.SeedGenerator(seed)
