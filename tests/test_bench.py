@@ -73,7 +73,7 @@ def test_bench_gpu_measures_each_backend_side_by_side(tmp_path):
             assert setup["augment_on"] == "host"  # no accelerator: the image layers on the host
             for key in ("fit_kit", "fit_memory", "predict_kit", "predict_memory"):
                 assert setup[f"{key}_images_per_s"] > 0
-            assert setup["fit_first_step_s"] >= setup["fit_compile_s"] > 0
+            assert setup["fit_first_step_s"] >= setup["fit_compile_s"] > 0  # traced, or XLA
             per_core = [setup[f"host_{k}_images_per_core_s"] for k in ("load", "load_augment")]
             assert per_core[0] > per_core[1] > 0  # the image layers cost the host
     ratios = report["ratios"]
