@@ -93,6 +93,17 @@ def graph(repo: Path) -> dict[str, set[str]]:
     return edges
 
 
+def importers(repo: Path, package: str) -> set[str]:
+    """The package's modules that import `package` (anywhere in their source)."""
+    found = set()
+    for name, path in modules(repo).items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            targets = _imported(node, name, path.name == "__init__.py")
+            if any(t == package or t.startswith(package + ".") for t in targets):
+                found.add(name)
+    return found
+
+
 def circles(edges: dict[str, set[str]]) -> list[list[str]]:
     """The strongly connected components of more than one module (Tarjan)."""
     index: dict[str, int] = {}

@@ -52,19 +52,26 @@ def cluster():
         found.shutdown()
 
 
-def run_driver(cluster, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+def run_driver(
+    cluster, *args: str, timeout: float = 400, backend: str = "tensorflow"
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", DRIVER, *args, "--address", cluster.address],
         cwd=REPO,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"},
+        env={
+            **os.environ,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONUNBUFFERED": "1",
+            "KERAS_BACKEND": backend,
+        },
         capture_output=True,
         text=True,
         timeout=timeout,
     )
 
 
-def driver(cluster, *args: str) -> subprocess.CompletedProcess:
-    result = run_driver(cluster, *args)
+def driver(cluster, *args: str, backend: str = "tensorflow") -> subprocess.CompletedProcess:
+    result = run_driver(cluster, *args, backend=backend)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -219,6 +226,33 @@ def test_cluster_predict_in_two_shards_equals_predict(
 
     again = driver(cluster, "cluster-predict", *args, "--shards", "2", "--folds", "0,1")
     assert "2 of 2 shards already predicted" in again.stdout
+
+
+def test_cluster_train_and_predict_run_on_the_drivers_backend(
+    cluster, small_competition, trained, tmp_path
+):
+    """JAX: a fold trained in a Ray task, then a TensorFlow experiment's
+    test set predicted by the shard actors (the same as TensorFlow's own)."""
+    from competition.pipeline.predict import predict_and_submit
+
+    root = small_competition.data.root
+    fresh = tmp_path / "fresh"
+    driver(cluster, "cluster-train", *config_args(root, fresh, *TRAINED_WITH), "--folds", "0",
+           backend="jax")  # fmt: skip
+    owner = json.loads((fresh / "small" / "fold0" / "owner.json").read_text())
+    metrics = json.loads((fresh / "small" / "fold0" / "metrics.json").read_text())
+    assert owner["backend"] == metrics["backend"] == "jax" and np.isfinite(metrics["score"])
+
+    runs = tmp_path / "runs"
+    shutil.copytree(trained, runs, ignore=shutil.ignore_patterns("test*"))
+    args = config_args(root, runs, *TRAINED_WITH, f"predict.submissions_dir={tmp_path / 's'}")
+    driver(cluster, "cluster-predict", *args, "--shards", "2", "--folds", "0,1", backend="jax")
+    on_jax = pd.read_csv(runs / "small" / "test_preds.csv", index_col="image_id")
+    local = small_config(root, f"runs_dir={tmp_path / 'one'}", *TRAINED_WITH)
+    shutil.copytree(trained, tmp_path / "one")
+    predict_and_submit(local, [0, 1])
+    one = pd.read_csv(tmp_path / "one" / "small" / "test_preds.csv", index_col="image_id")
+    np.testing.assert_allclose(on_jax.loc[one.index].to_numpy(), one.to_numpy(), atol=1e-4)
 
 
 def node_without(folder: Path, address: str) -> subprocess.Popen:

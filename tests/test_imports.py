@@ -27,6 +27,23 @@ def test_no_module_imports_a_higher_layer():
     ]
 
 
+# Each imports TensorFlow only on the TensorFlow backend: the devices and
+# MirroredStrategy's tf.data feed, a Ray task's thread pools, and the peers
+# `make bench` measures the kit against (a tf.data pipeline). On JAX and
+# PyTorch no command loads it (tests/test_backends.py runs them and looks).
+ON_TENSORFLOW_ONLY = {
+    "competition.training.devices",
+    "competition.training.tfdata",
+    "competition.cluster.tasks",
+    "competition.devtools.bench.peers",
+}
+
+
+def test_tensorflow_is_imported_only_by_the_modules_that_run_on_it():
+    assert import_graph.importers(REPO, "tensorflow") == ON_TENSORFLOW_ONLY
+    assert import_graph.importers(REPO, "keras") > {"competition.augment.layers"}
+
+
 def test_the_checker_finds_a_circle_and_a_climb(tmp_path):
     package = tmp_path / "competition"
     (package / "data").mkdir(parents=True)
