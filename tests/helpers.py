@@ -33,9 +33,12 @@ def digest(root: Path, skip: str = "synthetic.json") -> str:
     return h.hexdigest()
 
 
-def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    """`python -m competition ARGS` in the repository, output captured as text."""
+def cli(*args: str, backend: str | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """`python -m competition ARGS` in the repository (on `backend`, else the
+    environment's), output captured as text."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    if backend:
+        env["KERAS_BACKEND"] = backend
     return subprocess.run(
         [sys.executable, "-m", "competition", *args],
         cwd=REPO,

@@ -220,6 +220,63 @@ def test_torch_trains_predicts_and_loads_a_tensorflow_fold(
     assert difference < 1e-4
 
 
+# Each preset's augmentation on the host (the public per-batch API) and in
+# the graph (a training step of a tiny network), in one process per backend.
+PRESET_AUGMENTATION = r"""
+import json, sys
+from competition.backend import isolate
+isolate()
+import numpy as np
+from competition.augment.layers import host_augmenter, training_model
+from competition.config import load_config
+from competition.training.losses import compile_args
+from competition.training.model import build_model
+report = {}
+for path in sys.argv[1:]:
+    config = load_config(path, ["model.backbone=tiny_cnn", "model.weights=null"])
+    shape = (32, 32, config.input_shape[2])
+    x = np.random.default_rng(0).integers(0, 255, (4, *shape)).astype(np.uint8)
+    host = host_augmenter(config.augment, 0)
+    hosted = host(x, 7) if host else x.astype(np.float32)
+    model = training_model(build_model(config.model, shape, config.task), config.augment, 0)
+    model.compile("adam", **compile_args(config.task))
+    y = np.zeros((4, len(config.task.outputs)), np.float32)
+    loss = model.fit(x, y, epochs=1, batch_size=4, verbose=0).history["loss"][0]
+    report[path] = {"layers": [next(iter(step)) for step in config.augment],
+                    "host": [list(hosted.shape), bool(np.isfinite(hosted).all())],
+                    "loss": float(loss)}
+loaded = sorted({"tensorflow", "jax", "torch"} & set(sys.modules))
+print(json.dumps({"loaded": loaded, "report": report}))
+"""
+
+
+def preset_augmentation(backend: str, python=sys.executable) -> None:
+    paths = [str(p) for p in sorted((REPO / "configs").glob("*.yaml")) if p.name != "base.yaml"]
+    result = run_checked(
+        [str(python), "-c", PRESET_AUGMENTATION, *paths], 600, KERAS_BACKEND=backend,
+        PYTHONPATH=str(REPO),
+    )  # fmt: skip
+    found = last_json(result)
+    assert found["loaded"] == [backend]
+    layers = set()
+    for path in paths:
+        measured = found["report"][path]
+        assert measured["host"][0][1:3] == [32, 32] and measured["host"][1], path
+        assert np.isfinite(measured["loss"]), path
+        layers |= set(measured["layers"])
+    assert {"RandomRotation", "RandomZoom", "RandomContrast"} <= layers  # the winners' list ran
+
+
+@pytest.mark.slow
+def test_every_presets_augmentation_runs_on_jax():
+    preset_augmentation("jax")
+
+
+@pytest.mark.slow
+def test_every_presets_augmentation_runs_on_torch(torch_python):
+    preset_augmentation("torch", torch_python)
+
+
 def test_a_backend_that_is_not_there_is_a_config_error_naming_the_fix():
     missing = run_checked(
         [sys.executable, "-c", "import competition.backend as b; print(b.chosen())"],

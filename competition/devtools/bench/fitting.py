@@ -33,13 +33,14 @@ def augmented_runs(config: Config, network, ids, source, labels) -> dict:
     from competition.augment.layers import TrainingModel, host_augmenter, training_model
     from competition.augment.spec import placement
     from competition.pipeline.generators import generator as kit_generator
+    from competition.training.devices import jit_compile
     from competition.training.losses import compile_args
 
     def generator(flips, host=None):
         return kit_generator(config, ids, source, labels, flips=flips, host=host)
 
     def compiled(model):
-        model.compile("adam", compile_args(config.task)["loss"], jit_compile=False)
+        model.compile("adam", compile_args(config.task)["loss"], jit_compile=jit_compile("auto"))
         return model
 
     graph_flip = keras.Sequential([keras.layers.RandomFlip("horizontal", seed=0)])
@@ -73,6 +74,7 @@ def fit_and_predict(config: Config, ids, cached, images, backbones, label: str =
     import keras
 
     from competition.pipeline.generators import generator
+    from competition.training.devices import jit_compile
     from competition.training.losses import compile_args
     from competition.training.model import build_model
 
@@ -84,7 +86,7 @@ def fit_and_predict(config: Config, ids, cached, images, backbones, label: str =
         keras.utils.set_random_seed(0)
         model_config = replace(config.model, backbone=backbone, weights=None)
         model = build_model(model_config, images.shape[1:], config.task)
-        model.compile("adam", compile_args(config.task)["loss"], jit_compile=False)
+        model.compile("adam", compile_args(config.task)["loss"], jit_compile=jit_compile("auto"))
         gen = generator(config, ids, cached, labels)
         others = None if label else augmented_runs(config, model, ids, cached, labels)
         for feed, rate in fit_rates(model, gen, x, labels, others).items():

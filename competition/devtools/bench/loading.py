@@ -36,13 +36,22 @@ def loaders(config: Config, ids: list[str], cached, dicom, images: np.ndarray, s
 
     return {
         "seeds_generator": best_rate(lambda: generator_batches(seeds, workers=1), n),
-        "tfdata_over_dicom": best_rate(
-            lambda: tfdata_over_dicom(paths, windows, size, batch).as_numpy_iterator(), n
-        ),
+        **tfdata_rate(paths, windows, size, batch),
         "kit_dicom_flips": kit(dicom),
         # Alternating, as they are compared: a disturbance hits both alike.
         **cache_and_ceiling(config, ids, cached, images, stacks),
     }
+
+
+def tfdata_rate(paths: list[str], windows, size: int, batch: int) -> dict:
+    """The tf.data peer, on the TensorFlow backend (where a competitor would
+    write it); on JAX or PyTorch TensorFlow stays out of the process."""
+    from competition.backend import chosen
+
+    if chosen() != "tensorflow":
+        return {}
+    pipeline = lambda: tfdata_over_dicom(paths, windows, size, batch).as_numpy_iterator()  # noqa: E731
+    return {"tfdata_over_dicom": best_rate(pipeline, len(paths))}
 
 
 def cache_and_ceiling(config: Config, ids, cached, images, stacks) -> dict:

@@ -37,7 +37,6 @@ def ratios(r: dict) -> dict:
     fit = r["fit_predict"]
     out = {
         "cache_vs_seeds": loaders_["kit_cache_flips"] / loaders_["seeds_generator"],
-        "cache_vs_tfdata": loaders_["kit_cache_flips"] / loaders_["tfdata_over_dicom"],
         "cache_flips_vs_ceiling": loaders_["kit_cache_flips"] / loaders_["in_memory_ceiling"],
         "predict_pipeline_vs_memory": fit["predict_pipeline_images_per_s"]
         / fit["predict_memory_images_per_s"],
@@ -49,6 +48,8 @@ def ratios(r: dict) -> dict:
         / r["memory"]["x1"]["peak_rss_anon"]
         - 1,
     }
+    if "tfdata_over_dicom" in loaders_:  # measured on TensorFlow only
+        out["cache_vs_tfdata"] = loaders_["kit_cache_flips"] / loaders_["tfdata_over_dicom"]
     out["cache_2.5d_vs_2d_flips"] = loaders_["kit_cache_2.5d_flips"] / loaders_["kit_cache_flips"]
     for key in fit:
         if key.startswith("fit_pipeline_steps_per_s"):
