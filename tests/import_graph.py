@@ -27,7 +27,13 @@ LAYERS = (
         "competition.backend",
     ),
     # what a competition is (the task spec, its metrics) and where its files are
-    ("competition.template", "competition.evaluation.metrics", "competition.task"),
+    (
+        "competition.template",
+        "competition.evaluation.metrics",
+        "competition.evaluation.weighted_losses",
+        "competition.evaluation.ranking",
+        "competition.task",
+    ),
     ("competition.layout",),
     # the stages: each takes its own settings section or plain values
     (
