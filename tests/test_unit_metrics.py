@@ -5,6 +5,7 @@ missing labels."""
 
 from __future__ import annotations
 
+import metric_references as ref
 import numpy as np
 import pandas as pd
 import pytest
@@ -17,7 +18,6 @@ from competition.evaluation.weighted_losses import (
     grouped_log_loss,
     label_weighted_log_loss,
 )
-from tests import metric_references as ref
 
 TOL = 1e-6
 
@@ -99,7 +99,9 @@ def _abdominal_structure():
         groups.append(SoftmaxGroup(organ, (member,), weights))
         members.append(member)
         start += width
-    any_injury = AnyOf("any_injury", tuple(members), (1, 1, 1), absent_class=0, weights=(1, 6))
+    any_injury = AnyOf(
+        "any_injury", tuple(members), ((1, 1, 1),) * len(members), absent_class=0, weights=(1, 6)
+    )
     return groups, any_injury
 
 
@@ -177,7 +179,11 @@ def _lumbar_structure():
     }
     groups = [SoftmaxGroup(kind, heads[kind], (1, 2, 4)) for kind in heads]
     any_severe = AnyOf(
-        "any_severe_spinal", heads["spinal"], (1, 2, 4), event_class=2, normalised=False
+        "any_severe_spinal",
+        heads["spinal"],
+        ((1, 2, 4),) * len(heads["spinal"]),
+        event_class=2,
+        normalised=False,
     )
     return groups, any_severe
 

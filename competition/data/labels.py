@@ -40,10 +40,20 @@ class LabelError(KitError, ValueError):
 
 
 def _allowed(task: TaskSpec) -> dict[str, np.ndarray]:
-    """Label column -> the values its head allows."""
-    allowed = {c: np.asarray(head.allowed_values(), np.float64) for head in task.heads
-               for c in head.columns}
+    """Label column -> the values its head allows (text for text classes)."""
+    allowed = {
+        c: np.asarray(head.allowed_values(), object if head.text_classes else np.float64)
+        for head in task.heads
+        for c in head.columns
+    }
     return allowed | {name: np.array([0.0, 1.0]) for name in task.derived_names}
+
+
+def _empty(text: np.ndarray, task: TaskSpec) -> np.ndarray:
+    """Cells that are missing labels the task masks (empty), none otherwise."""
+    if task.labels.missing != "mask":
+        return np.zeros(len(text), bool)
+    return np.array([not str(v).strip() for v in text], bool)
 
 
 def _check_values(values: np.ndarray, bad: np.ndarray, allowed: np.ndarray) -> np.ndarray:
@@ -54,7 +64,7 @@ def _check_values(values: np.ndarray, bad: np.ndarray, allowed: np.ndarray) -> n
 
 
 def _values_error(source: str, name: str, allowed: np.ndarray, rows, *columns) -> LabelError:
-    listed = ", ".join(f"{v:g}" for v in allowed)
+    listed = ", ".join(v if isinstance(v, str) else f"{v:g}" for v in allowed)
     return LabelError(
         f"{source}: labels of {name} must be one of {listed}. Received: {lines(rows, *columns)}"
     )
@@ -148,15 +158,19 @@ def _pivot(task, source, names, label_names, image_codes, label_codes, values, i
                 f"{lines(clash, as_strings(ids), values)}"
             )
     frame = pd.DataFrame(
-        wide.reshape(n_images, n_labels), index=pd.Index(names, name="image_id"),
+        wide.reshape(n_images, n_labels),
+        index=pd.Index(names, name="image_id"),
         columns=label_names,
     )
     derived = set(task.derived_names)  # computed later when the file has none
-    expected = [c for c in dict.fromkeys([*task.label_columns, *derived])
-                if c in label_names or c not in derived]
+    expected = [
+        c
+        for c in dict.fromkeys([*task.label_columns, *derived])
+        if c in label_names or c not in derived
+    ]
     frame = frame.reindex(columns=expected)
     incomplete = frame.isna().any(axis=1)
-    if incomplete.any():
+    if incomplete.any() and task.labels.missing != "mask":
         examples = {
             image: [c for c in frame.columns if pd.isna(frame.at[image, c])]
             for image in frame.index[incomplete][: csvfile.SHOWN]
@@ -190,8 +204,14 @@ def _wide_table(task: TaskSpec, table: pa.Table, source: str) -> pd.DataFrame:
         if name not in allowed:  # a path field, the group or stratify column
             out[name] = values_text[keep]
             continue
-        values, bad = numbers(column(table, name))
-        wrong = _check_values(values, bad, allowed[name])
+        empty = _empty(values_text, task)
+        if allowed[name].dtype == object:  # text classes
+            values = np.where(empty, np.nan, values_text).astype(object)
+            wrong = np.flatnonzero(~np.isin(values_text, allowed[name]) & ~empty)
+        else:
+            values, bad = numbers(column(table, name))
+            wrong = _check_values(values, bad, allowed[name])
+            wrong = wrong[~empty[wrong]]
         if len(wrong):
             raise _values_error(source, name, allowed[name], wrong, ids, values_text)
         out[name] = values[keep]
@@ -221,10 +241,14 @@ def _read_labels(task: TaskSpec, path: str | Path) -> pd.DataFrame:
         table = csvfile.read_strings(path, needed, "label file")
     except csvfile.CsvError as exc:
         raise LabelError(str(exc)) from None
-    frame = _long_table(task, table, source) if spec.format == "long" else _wide_table(
-        task, table, source
+    frame = (
+        _long_table(task, table, source)
+        if spec.format == "long"
+        else _wide_table(task, table, source)
     )
     frame = _derive(task, frame)
     for name, allowed in _allowed(task).items():  # 0/1 in a byte; class values as integers
+        if allowed.dtype == object or frame[name].isna().any():
+            continue  # text classes, and missing labels (NaN), stay as they are
         frame[name] = frame[name].astype(np.int8 if set(allowed) <= {0, 1} else np.int64)
     return frame

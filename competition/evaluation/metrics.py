@@ -3,7 +3,10 @@
 A task names its metric (`task.metric.name`) and the head it scores; the
 registry says which head kinds a metric fits, whether lower is better, and
 whether training can watch it in Keras (`competition.training.losses` has
-the streaming twins). Arrays are (N, columns) in the head's output order.
+the streaming twins). Arrays are (N, columns) in the head's output order; a
+`whole_task` metric (grouped_log_loss) scores every head's outputs with the
+task's softmax groups. The recent competitions' metrics live in
+`weighted_losses` and `ranking`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from competition.evaluation.ranking import balanced_accuracy, partial_auc, weighted_column_auc
+from competition.evaluation.weighted_losses import grouped_log_loss, label_weighted_log_loss
 
 EPS = 1e-7
 
@@ -134,6 +140,25 @@ def pf1(y_true, y_pred, **_) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def _label_weighted(y_true, y_pred, label_weights=None, **_) -> float:
+    """label_weighted_log_loss with a head's (0-label, 1-label) weights (default 1s)."""
+    columns = np.shape(y_true)[1]
+    negative, positive = label_weights or (np.ones(columns), np.ones(columns))
+    return label_weighted_log_loss(y_true, y_pred, negative, positive)
+
+
+def _grouped(y_true, y_pred, groups=(), any_of=None, **_) -> float:
+    return grouped_log_loss(y_true, y_pred, groups, any_of)
+
+
+def _weighted_auc(y_true, y_pred, weights=None, **_) -> float:
+    return weighted_column_auc(y_true, y_pred, weights or [1.0] * np.shape(y_true)[1])
+
+
+def _partial_auc(y_true, y_pred, min_tpr=0.8, **_) -> float:
+    return partial_auc(y_true, y_pred, min_tpr)
+
+
 @dataclass(frozen=True)
 class Metric:
     score: Callable[..., float]
@@ -142,6 +167,7 @@ class Metric:
     in_keras: bool  # training can monitor it (a streaming twin exists)
     weighted: bool = False  # takes per-column weights
     single_column: bool = False
+    whole_task: bool = False  # scores every head's outputs (the task's softmax groups)
 
 
 SIGMOID = frozenset({"multilabel", "binary"})
@@ -152,5 +178,12 @@ METRICS: dict[str, Metric] = {
     "mean_column_auc": Metric(mean_column_auc, SIGMOID, False, True),
     "quadratic_kappa": Metric(quadratic_kappa, frozenset({"ordinal", "multiclass"}), False, False),
     "pf1": Metric(pf1, frozenset({"binary"}), False, False, single_column=True),
+    "label_weighted_log_loss": Metric(_label_weighted, SIGMOID, True, True),
+    "grouped_log_loss": Metric(_grouped, frozenset({"multiclass"}), True, True, whole_task=True),
+    "weighted_column_auc": Metric(_weighted_auc, SIGMOID, False, True, weighted=True),
+    "partial_auc": Metric(_partial_auc, frozenset({"binary"}), False, False, single_column=True),
+    "balanced_accuracy": Metric(
+        balanced_accuracy, frozenset({"binary", "multiclass"}), False, False
+    ),
 }
 METRIC_NAMES = tuple(METRICS)

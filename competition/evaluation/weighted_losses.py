@@ -9,7 +9,7 @@ the true label, in NumPy.
   group pools the softmax heads it names (a 3-way organ, or the five levels
   of one condition) into one scikit-learn style log loss: each row's
   probabilities renormalised to sum to 1, weighted by the true class's
-  weight. An optional any-of term derives a binary label and prediction
+  weight. An optional derived term (AnyOf) makes a binary label and prediction
   from the members (`any_injury`: max of 1 - p(healthy); `any_severe_spinal`:
   max of p(severe)). The score is the mean of the group losses and that term.
 
@@ -95,9 +95,9 @@ class SoftmaxGroup:
 class AnyOf:
     """A binary label derived from softmax heads, scored as one more log loss.
 
-    Per unit, over its labelled members: the label is whether any member's
+    Per unit, over its labelled members: the label is whether some member's
     true class is an event, the prediction the largest event probability.
-    An event is any class but `absent_class` (`any_injury`: 1 - p(healthy)),
+    An event is every class but `absent_class` (`any_injury`: 1 - p(healthy)),
     or `event_class` itself (`any_severe_spinal`: p(severe)). The weight is
     `weights[label]` when given (`any_injury`: 1 and 6), otherwise the largest
     class weight among the unit's member labels (`any_severe_spinal`).
@@ -106,7 +106,7 @@ class AnyOf:
 
     name: str
     members: tuple[slice, ...]
-    class_weights: tuple[float, ...]
+    class_weights: tuple[tuple[float, ...], ...]  # per member: its classes' weights
     absent_class: int | None = None
     event_class: int | None = None
     weights: tuple[float, float] | None = None
@@ -140,8 +140,7 @@ def _any_of_loss(y_true: np.ndarray, y_pred: np.ndarray, any_of: AnyOf) -> float
     label = np.full(units, -np.inf)
     predicted = np.full(units, -np.inf)
     top_weight = np.full(units, -np.inf)
-    class_weights = np.asarray(any_of.class_weights, np.float64)
-    for member in any_of.members:
+    for member, class_weights in zip(any_of.members, any_of.class_weights, strict=True):
         rows, classes, probabilities = _rows(y_true, y_pred, member)
         raw = y_pred[rows, member]
         source = probabilities if any_of.normalised else raw
@@ -151,7 +150,7 @@ def _any_of_loss(y_true: np.ndarray, y_pred: np.ndarray, any_of: AnyOf) -> float
             event, p_event = classes != any_of.absent_class, 1 - source[:, any_of.absent_class]
         label[rows] = np.maximum(label[rows], event.astype(np.float64))
         predicted[rows] = np.maximum(predicted[rows], p_event)
-        top_weight[rows] = np.maximum(top_weight[rows], class_weights[classes])
+        top_weight[rows] = np.maximum(top_weight[rows], np.asarray(class_weights)[classes])
     scored = np.isfinite(label)
     label, predicted = label[scored], predicted[scored]
     if any_of.weights is not None:
@@ -164,7 +163,7 @@ def _any_of_loss(y_true: np.ndarray, y_pred: np.ndarray, any_of: AnyOf) -> float
 def group_losses(
     y_true, y_pred, groups: Sequence[SoftmaxGroup], any_of: AnyOf | None = None
 ) -> dict[str, float]:
-    """Each group's log loss (and the any-of term's), by name."""
+    """Each group's log loss (and the derived AnyOf term's), by name."""
     y_true, y_pred = _arrays(y_true, y_pred)
     losses = {group.name: _group_loss(y_true, y_pred, group) for group in groups}
     if any_of is not None:
@@ -176,5 +175,5 @@ def grouped_log_loss(
     y_true, y_pred, groups: Sequence[SoftmaxGroup], any_of: AnyOf | None = None
 ) -> float:
     """Abdominal Trauma 2023's and Lumbar Spine 2024's metric (see the
-    module): the mean of the groups' log losses and the any-of term's."""
+    module): the mean of the groups' log losses and the AnyOf term's."""
     return float(np.mean(list(group_losses(y_true, y_pred, groups, any_of).values())))

@@ -73,10 +73,13 @@ class HeadActivation(keras.layers.Layer):
 
 
 def head_activations(task: TaskSpec) -> list[list]:
-    return [
-        [ACTIVATIONS[head.kind] or "linear", part.start, part.stop]
-        for head, part in task.head_slices()
-    ]
+    """[activation, start, stop] per head, or per softmax of a head of several."""
+    found = []
+    for head, part in task.head_slices():
+        runs = head.softmaxes or [slice(0, part.stop - part.start)]
+        activation = ACTIVATIONS[head.kind] or "linear"
+        found += [[activation, part.start + run.start, part.start + run.stop] for run in runs]
+    return found
 
 
 def _recurrent(sequence_config: SequenceConfig, units: int, index: int) -> keras.layers.Layer:

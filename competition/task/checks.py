@@ -55,39 +55,63 @@ def _check_heads(task: TaskSpec) -> None:
         if repeated:
             _fail(f"{key}.columns", "must not repeat another head's columns", sorted(repeated))
         seen_columns |= set(head.columns)
-        single = head.kind in ("binary", "multiclass", "ordinal")
-        if single and len(head.columns) != 1:
-            _fail(
-                f"{key}.columns",
-                f"of a {head.kind} head must hold exactly one column",
-                head.columns,
-            )
-        if head.kind in ("multiclass", "ordinal"):
-            if (
-                not head.classes
-                or len(head.classes) < 2
-                or len(set(head.classes)) != len(head.classes)
-            ):
-                _fail(
-                    f"{key}.classes",
-                    f"of a {head.kind} head must list 2 or more distinct class values, in order",
-                    head.classes,
-                )
-        elif head.classes is not None:
+        _check_head_classes(head, key)
+        _check_head_weights(head, key)
+
+
+def _check_head_classes(head, key: str) -> None:
+    if head.kind in ("binary", "ordinal") and len(head.columns) != 1:
+        _fail(f"{key}.columns", f"of a {head.kind} head must hold exactly one column", head.columns)
+    if head.kind == "multiclass" and head.onehot:
+        if len(head.columns) < 2:
             _fail(
                 f"{key}.classes",
-                f"is only for multiclass and ordinal heads, not {head.kind}",
+                "of a multiclass head must list 2 or more class values, in order (or, "
+                "without classes, its columns are the classes one-hot: 2 or more)",
                 head.classes,
             )
-        weights = head.loss_weights
-        if weights is not None and (
-            len(weights) != len(head.outputs) or not all(np.isfinite(weights)) or min(weights) <= 0
-        ):
+        return
+    if head.kind in ("multiclass", "ordinal"):
+        if not head.classes or len(head.classes) < 2 or len(set(head.classes)) != len(head.classes):
             _fail(
-                f"{key}.loss_weights",
-                f"must hold {len(head.outputs)} positive numbers (one per output: {head.outputs})",
-                weights,
+                f"{key}.classes",
+                f"of a {head.kind} head must list 2 or more distinct class values, in order",
+                head.classes,
             )
+    elif head.classes is not None:
+        _fail(
+            f"{key}.classes",
+            f"is only for multiclass and ordinal heads, not {head.kind}",
+            head.classes,
+        )
+
+
+def _positive_numbers(values, count: int) -> bool:
+    return len(values) == count and all(np.isfinite(values)) and min(values) > 0
+
+
+def _check_head_weights(head, key: str) -> None:
+    weights = head.loss_weights
+    count = head.class_count if head.kind == "multiclass" else len(head.outputs)
+    if weights is not None and not _positive_numbers(weights, count):
+        per = (
+            f"one per class of {head.class_count}"
+            if head.kind == "multiclass"
+            else (f"one per output: {head.outputs}")
+        )
+        _fail(f"{key}.loss_weights", f"must hold {count} positive numbers ({per})", weights)
+    positive = head.positive_weights
+    if positive is None:
+        return
+    if head.kind not in ("multilabel", "binary"):
+        _fail(f"{key}.positive_weights", f"are only for sigmoid heads, not {head.kind}", positive)
+    if not _positive_numbers(positive, len(head.columns)):
+        _fail(
+            f"{key}.positive_weights",
+            f"must hold {len(head.columns)} positive numbers (a 1 label's weight per column; "
+            "loss_weights holds a 0 label's)",
+            positive,
+        )
 
 
 def _check_labels(task: TaskSpec) -> None:
@@ -186,13 +210,54 @@ def _check_grouping(task: TaskSpec) -> None:
         )
 
 
+def _check_softmax_heads(task: TaskSpec, key: str, names, same_classes: bool) -> None:
+    heads = {head.name: head for head in task.heads}
+    multiclass = sorted(n for n, h in heads.items() if h.kind == "multiclass")
+    if not names or any(n not in multiclass for n in names):
+        _fail(key, f"must name multiclass heads ({', '.join(multiclass) or 'none'})", names)
+    if same_classes and len({(heads[n].class_count, tuple(heads[n].weights)) for n in names}) > 1:
+        _fail(key, "must name heads with the same classes and class weights", names)
+
+
+def _check_grouped(task: TaskSpec) -> None:
+    spec = task.metric
+    for name, heads in task.metric_groups.items():
+        _check_softmax_heads(task, f"task.metric.groups.{name}", heads, same_classes=True)
+    any_of = spec.any_of
+    if any_of.name is None:
+        return
+    _check_softmax_heads(task, "task.metric.any_of.heads", any_of.heads, same_classes=False)
+    classes = min(h.class_count for h in task.heads if h.name in any_of.heads)
+    chosen = [c for c in (any_of.absent_class, any_of.event_class) if c is not None]
+    if len(chosen) != 1 or not 0 <= chosen[0] < classes:
+        _fail(
+            "task.metric.any_of",
+            f"needs one of absent_class or event_class, a class position below {classes}",
+            {"absent_class": any_of.absent_class, "event_class": any_of.event_class},
+        )
+    if any_of.weights is not None and not _positive_numbers(any_of.weights, 2):
+        _fail(
+            "task.metric.any_of.weights",
+            "must hold 2 positive numbers (label 0, label 1)",
+            any_of.weights,
+        )
+
+
 def _check_metric(task: TaskSpec) -> None:
     spec = task.metric
     names = [head.name for head in task.heads]
     if spec.head is not None and spec.head not in names:
         _fail("task.metric.head", f"must name a head ({', '.join(names)})", spec.head)
     head, metric = task.metric_head, METRICS[spec.name]
-    if head.kind not in metric.kinds:
+    if metric.whole_task:
+        _check_grouped(task)
+    elif spec.groups or spec.any_of.name is not None:
+        _fail(
+            "task.metric.groups",
+            f"and any_of are for grouped_log_loss, not {spec.name}",
+            spec.groups,
+        )
+    elif head.kind not in metric.kinds:
         _fail(
             "task.metric.name",
             f"{spec.name} scores {'/'.join(sorted(metric.kinds))} heads, but "

@@ -22,6 +22,8 @@ from typing import Literal
 import numpy as np
 
 from competition.evaluation.metrics import METRIC_NAMES, METRICS
+from competition.evaluation.weighted_losses import AnyOf, SoftmaxGroup
+from competition.knobs import knob
 from competition.template import ImageTemplate
 
 HEAD_KINDS = ("multilabel", "binary", "multiclass", "ordinal")
@@ -35,6 +37,7 @@ DICOM_GROUP_KEYS = {
     "SeriesInstanceUID": "series_id",
 }
 SUBMISSION_LAYOUTS = ("wide", "long")
+MISSING_LABELS = ("error", "mask")
 REDUCTIONS = ("mean", "max")
 POSTPROCESS_STEPS = ("derived", "clip")
 MONITORS = ("metric", "loss")
@@ -63,56 +66,113 @@ class Head:
     """One output of the model: its label columns, and how they are predicted.
 
     multilabel: one sigmoid per column; binary: one column, one sigmoid;
-    multiclass: one column of class values, one softmax over `classes`;
-    ordinal: one column of ordered class values, one regression output
-    decoded to a class by thresholds."""
+    multiclass: a softmax over `classes` for each column of class values (a
+    grade per level: 25 three-way heads in one), or, without `classes`, one
+    softmax over its columns, which hold the classes one-hot (an organ's
+    healthy/low/high columns); ordinal: one column of ordered class values,
+    one regression output decoded to a class by thresholds.
+
+    A missing label (an empty cell, where task.labels.missing is mask) is NaN
+    in the targets and left out of the loss and the metric."""
 
     name: str
     kind: Literal[HEAD_KINDS]
     columns: list[str]
-    loss_weights: list[float] | None = None  # per output (multiclass: per class); None = 1s
-    classes: list[int] | None = None  # multiclass, ordinal: the values, in order
+    # sigmoid heads: per column, the weight of a 0 label (of every label without
+    # positive_weights); multiclass: per class, the weight of a true class; None = 1s
+    loss_weights: list[float] | None = None
+    classes: list[int | float | str] | None = None  # multiclass, ordinal: the values, in order
+    positive_weights: list[float] | None = None  # sigmoid heads: per column, a 1 label's weight
+
+    @property
+    def onehot(self) -> bool:
+        """A multiclass head whose columns are its classes, one-hot."""
+        return self.kind == "multiclass" and self.classes is None
+
+    @property
+    def class_count(self) -> int:
+        return len(self.columns) if self.onehot else len(self.classes or [])
 
     @property
     def outputs(self) -> list[str]:
         """Names of the model outputs this head makes."""
-        if self.kind == "multiclass":
-            return [f"{self.columns[0]}={c}" for c in self.classes]
+        if self.kind == "multiclass" and not self.onehot:
+            return [f"{column}={c}" for column in self.columns for c in self.classes]
         return list(self.columns)
 
     @property
+    def softmaxes(self) -> list[slice]:
+        """Each softmax's outputs, within the head's (multiclass heads)."""
+        if self.kind != "multiclass":
+            return []
+        width = self.class_count
+        return [slice(i, i + width) for i in range(0, len(self.outputs), width)]
+
+    @property
     def weights(self) -> np.ndarray:
+        """The loss weights: per output (sigmoid: of a 0 label), per class (multiclass)."""
+        count = self.class_count if self.kind == "multiclass" else len(self.outputs)
         if self.loss_weights is None:
-            return np.ones(len(self.outputs), dtype=np.float32)
+            return np.ones(count, dtype=np.float32)
         return np.asarray(self.loss_weights, dtype=np.float32)
+
+    @property
+    def label_weights(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """Sigmoid heads whose weights depend on the label: (weights of a 0, of a 1)."""
+        if self.positive_weights is None:
+            return None
+        return self.weights, np.asarray(self.positive_weights, dtype=np.float32)
 
     @property
     def probabilities(self) -> bool:
         """Outputs in [0, 1] (sigmoid or softmax), as opposed to a regression value."""
         return self.kind != "ordinal"
 
-    def allowed_values(self) -> list[float]:
-        return [0, 1] if self.kind in ("multilabel", "binary") else list(self.classes)
+    def allowed_values(self) -> list:
+        if self.kind in ("multilabel", "binary") or self.onehot:
+            return [0, 1]
+        return list(self.classes)
+
+    @property
+    def text_classes(self) -> bool:
+        """Classes written as text in the label CSV (`Normal/Mild`)."""
+        return any(isinstance(c, str) for c in self.classes or [])
+
+    def class_positions(self, values: np.ndarray) -> np.ndarray:
+        """Class values (N, columns) -> their positions in `classes`, NaN where missing."""
+        import pandas as pd
+
+        lookup = {c: float(i) for i, c in enumerate(self.classes)}
+        flat = pd.Series(np.asarray(values, dtype=object).ravel())
+        return flat.map(lookup).to_numpy(np.float64).reshape(np.shape(values))
 
     def encode(self, values: np.ndarray) -> np.ndarray:
-        """Label values (N, columns) -> training targets (N, outputs) float32."""
-        values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-        if self.kind in ("multilabel", "binary"):
+        """Label values (N, columns) -> training targets (N, outputs) float32,
+        NaN where a label is missing (a whole softmax's outputs)."""
+        values = np.asarray(values).reshape(len(values), -1)
+        if self.kind in ("multilabel", "binary") or self.onehot:
             return values.astype(np.float32)
-        index = np.searchsorted(np.asarray(self.classes, np.float64), values[:, 0])
+        index = self.class_positions(values)
         if self.kind == "ordinal":
-            return index.astype(np.float32)[:, None]
-        return np.eye(len(self.classes), dtype=np.float32)[index]
+            return index.astype(np.float32)
+        known = ~np.isnan(index)
+        onehot = np.eye(self.class_count, dtype=np.float32)[np.where(known, index, 0).astype(int)]
+        onehot[~known] = np.nan
+        return onehot.reshape(len(values), -1)
 
     def decode(self, outputs: np.ndarray, thresholds: Sequence[float] | None = None) -> np.ndarray:
         """Model outputs (N, outputs) -> submission values (N, columns):
-        probabilities as they are, a class value for multiclass (argmax) and
-        ordinal heads (the regression value cut by `thresholds`, by default
-        half-way between class positions)."""
-        if self.kind in ("multilabel", "binary"):
+        probabilities as they are (sigmoids; a one-hot softmax, one column per
+        class), a class value for a multiclass head of one column (argmax)
+        and for ordinal heads (the regression value cut by `thresholds`, by
+        default half-way between class positions). A multiclass head of
+        several columns keeps its probabilities (N, outputs)."""
+        if self.kind in ("multilabel", "binary") or self.onehot:
             return outputs
         classes = np.asarray(self.classes)
         if self.kind == "multiclass":
+            if len(self.columns) > 1:
+                return outputs
             return classes[np.argmax(outputs, axis=1)][:, None]
         cuts = np.arange(len(classes) - 1) + 0.5 if thresholds is None else np.asarray(thresholds)
         return classes[np.searchsorted(cuts, outputs[:, 0])][:, None]
@@ -126,6 +186,8 @@ class LabelsSpec:
     value_column: str = "Label"
     id_pattern: str = r"(?P<image_id>.+)_(?P<label>[^_]+)"
     derived: list[Derived] = field(default_factory=list)
+    # an empty label cell: an error, or a label left out of the loss and metric
+    missing: Literal[MISSING_LABELS] = "error"
 
 
 @dataclass(frozen=True)
@@ -144,12 +206,29 @@ class GroupingSpec:
 
 
 @dataclass(frozen=True)
+class AnyOfSpec:
+    """The binary term grouped_log_loss derives from softmax heads (see
+    competition.evaluation.weighted_losses.AnyOf): off while `name` is null."""
+
+    name: str | None = None
+    heads: list[str] = field(default_factory=list)
+    absent_class: int | None = None  # class position: the event is any other class
+    event_class: int | None = None  # class position: the event is this class
+    weights: list[float] | None = None  # [label 0, label 1]; null: the members' largest
+    normalised: bool = True  # from the renormalised probabilities, or the raw outputs
+
+
+@dataclass(frozen=True)
 class MetricSpec:
     name: Literal[METRIC_NAMES] = "log_loss"
     head: str | None = None
     weights: list[float] | None = None
     monitor: Literal[MONITORS] = "metric"
     group_by: list[str] | None = None
+    # grouped_log_loss: group name -> the multiclass heads it pools (empty: a group per head)
+    groups: dict[str, list[str]] = field(default_factory=dict)
+    any_of: AnyOfSpec = field(default_factory=AnyOfSpec)
+    min_tpr: float = knob(0.8, gt=0, le=1)  # partial_auc: the true-positive rate it starts at
 
 
 @dataclass(frozen=True)
@@ -266,16 +345,69 @@ class TaskSpec:
             return None
         return (np.arange(len(head.classes) - 1) + 0.5).tolist()
 
+    def _softmax_members(self, names: Sequence[str]) -> tuple[slice, ...]:
+        """The output slices of every softmax of the heads named."""
+        parts = {head.name: (head, part) for head, part in self.head_slices()}
+        return tuple(
+            slice(parts[name][1].start + s.start, parts[name][1].start + s.stop)
+            for name in names
+            for s in parts[name][0].softmaxes
+        )
+
+    def _head(self, name: str) -> Head:
+        return next(head for head in self.heads if head.name == name)
+
+    @property
+    def metric_groups(self) -> dict[str, list[str]]:
+        """grouped_log_loss's groups: name -> heads (default: each multiclass head alone)."""
+        if self.metric.groups:
+            return dict(self.metric.groups)
+        return {head.name: [head.name] for head in self.heads if head.kind == "multiclass"}
+
+    def softmax_groups(self) -> tuple[list[SoftmaxGroup], AnyOf | None]:
+        """The structure grouped_log_loss scores the outputs with."""
+        groups = [
+            SoftmaxGroup(
+                name, self._softmax_members(heads), tuple(self._head(heads[0]).weights.tolist())
+            )
+            for name, heads in self.metric_groups.items()
+        ]
+        spec = self.metric.any_of
+        if spec.name is None:
+            return groups, None
+        weights = [
+            tuple(self._head(name).weights.tolist())
+            for name in spec.heads
+            for _ in self._head(name).softmaxes
+        ]
+        any_of = AnyOf(
+            spec.name,
+            self._softmax_members(spec.heads),
+            tuple(weights),
+            absent_class=spec.absent_class,
+            event_class=spec.event_class,
+            weights=None if spec.weights is None else tuple(spec.weights),
+            normalised=spec.normalised,
+        )
+        return groups, any_of
+
     def score(self, y_true: np.ndarray, y_pred: np.ndarray, thresholds=None) -> float:
-        """The competition metric on the metric head's outputs (`thresholds`:
-        an ordinal head's cuts; default half-way between classes)."""
+        """The competition metric on the metric head's outputs, or on every
+        head's for a metric over the whole task (`thresholds`: an ordinal
+        head's cuts; default half-way between classes)."""
+        metric = METRICS[self.metric.name]
+        if metric.whole_task:
+            groups, any_of = self.softmax_groups()
+            return metric.score(y_true, y_pred, groups=groups, any_of=any_of)
         head = self.metric_head
         part = self.head_slice(head.name)
-        return METRICS[self.metric.name].score(
+        return metric.score(
             y_true[:, part],
             y_pred[:, part],
             weights=self.metric_weights,
             thresholds=thresholds if thresholds is not None else self.default_thresholds(head),
+            label_weights=head.label_weights,
+            min_tpr=self.metric.min_tpr,
         )
 
 

@@ -94,3 +94,24 @@ class ToRGB(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mode": self.mode}
+
+
+@keras.saving.register_keras_serializable(package="competition")
+class SoftmaxEach(keras.layers.Layer):
+    """A softmax over each run of `width` outputs (a head of several
+    columns, each with its own classes: a grade per level)."""
+
+    def __init__(self, width: int, **kwargs):
+        super().__init__(**kwargs)
+        self.width = int(width)
+
+    def call(self, logits):
+        count = logits.shape[-1] // self.width
+        grouped = keras.ops.reshape(logits, (-1, count, self.width))
+        return keras.ops.reshape(keras.ops.softmax(grouped, axis=-1), (-1, count * self.width))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width}

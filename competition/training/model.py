@@ -126,14 +126,18 @@ def build_model(
     heads = []
     for head, part in task.head_slices():
         start = None if training_mean is None else np.asarray(training_mean)[part]
+        several = len(head.softmaxes) > 1  # a softmax per column: activated after the Dense
         dense = keras.layers.Dense(
             len(head.outputs),
-            activation=ACTIVATIONS[head.kind],
+            activation=None if several else ACTIVATIONS[head.kind],
             dtype="float32",
-            name=head.name,
+            name=f"{head.name}_logits" if several else head.name,
             bias_initializer=keras.initializers.Constant(initial_bias(head, start)),
         )
-        heads.append(dense(x))
+        out = dense(x)
+        if several:
+            out = layers.SoftmaxEach(head.class_count, dtype="float32", name=head.name)(out)
+        heads.append(out)
     outputs = heads[0] if len(heads) == 1 else keras.layers.Concatenate(name="outputs")(heads)
     return keras.Model(inputs, outputs, name=f"{model_config.backbone}_{task.name}")
 
