@@ -8,7 +8,8 @@ import re
 from competition.errors import KitError
 
 # A file name, not a path: no separators, no leading dot (so no `..`), no NUL.
-SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+# Up to 200 characters: a unit's slice joins its folder and file names (two UIDs).
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 
 
 class UnsafeIdError(KitError, ValueError):

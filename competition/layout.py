@@ -75,17 +75,28 @@ class ImagePaths:
     other than the ID (`{patient_id}`), they come from `fields`: a table
     indexed by image ID (the label CSV's rows, the test CSV's, or the index)."""
 
-    def __init__(self, layout: Layout, split: str, fields: pd.DataFrame | None = None):
+    def __init__(
+        self,
+        layout: Layout,
+        split: str,
+        fields: pd.DataFrame | None = None,
+        paths: pd.Series | None = None,
+    ):
         extra = layout.task.template.extra_fields
-        if extra and fields is None:
+        if extra and fields is None and paths is None:
             raise KitError(
                 f"The image path template {layout.task.images.path!r} names {extra}: the "
                 f"{split} images' paths need a table holding those columns"
             )
         self.layout, self.split = layout, split
-        self.fields = None if not extra else fields[extra].astype(str)
+        self.fields = None if not extra or fields is None else fields[extra].astype(str)
+        self.paths = paths  # image ID -> path below data.root: a unit's slices, from the index
 
     def __call__(self, image_id: str) -> Path:
+        if self.paths is not None:
+            if image_id not in self.paths.index:
+                raise KitError(f"{self.split} image {image_id!r} is not in the header index")
+            return self.layout.root / self.paths.loc[image_id]
         if self.fields is None:
             return self.layout.image_path(self.split, image_id)
         try:

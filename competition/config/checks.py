@@ -137,6 +137,20 @@ def _check_kaggle(config: Config) -> None:
         )
 
 
+def _check_unit_augment(config: Config) -> None:
+    """A unit's stack flips as one on the host; the image layers and the
+    label mixing take single images, not stacks of slices."""
+    if not config.task.per_unit:
+        return
+    other = [name for step in config.augment for name in step if name != "RandomFlip"]
+    if other:
+        raise ConfigError(
+            f"Config key 'augment' can hold only RandomFlip for a {config.task.unit.level}-level "
+            f"task (a unit's slices flip together; the other layers take single images). "
+            f"Received: {other}"
+        )
+
+
 def validate(config: Config) -> None:
     """Checks that span several keys."""
     _check_experiment(config.experiment)
@@ -166,9 +180,10 @@ def validate(config: Config) -> None:
     _check_preprocess(config)
     check_augment(
         config.augment,
-        config.input_shape[2],
+        config.input_shape[-1],
         {head.name: head.kind for head in config.task.heads},
     )
+    _check_unit_augment(config)
     _check_sample_weights(config)
     _check_training(config)
     _check_kaggle(config)

@@ -27,7 +27,7 @@ from competition.layout import Layout, RunLayout
 from competition.sequence.settings import SequenceConfig
 from competition.synthetic.settings import SynthConfig
 from competition.task import TaskSpec
-from competition.training.settings import ModelConfig, TrainConfig
+from competition.training.settings import ModelConfig, SeriesConfig, TrainConfig
 
 if TYPE_CHECKING:
     from competition.data.cache.spec import CacheSpec
@@ -48,6 +48,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
+    series: SeriesConfig = field(default_factory=SeriesConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     kaggle: KaggleConfig = field(default_factory=KaggleConfig)
 
@@ -81,9 +82,11 @@ class Config:
         return PixelSpec.of(self.preprocess, self.task.image_format)
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """The model's input: a slice, or its 2.5D stack."""
-        return model_input_shape(self.preprocess, self.task.image_format)
+    def input_shape(self) -> tuple[int, ...]:
+        """The model's input: a slice, or its 2.5D stack; for a series- or
+        study-level task, series.slices of them."""
+        shape = model_input_shape(self.preprocess, self.task.image_format)
+        return (self.series.slices, *shape) if self.task.per_unit else shape
 
     @property
     def cache(self) -> CacheSpec:
@@ -97,4 +100,4 @@ class Config:
         """Everything that turns an image ID into model input."""
         from competition.data.sources import InputSpec
 
-        return InputSpec.of(self.cache, self.data, self.preprocess)
+        return InputSpec.of(self.cache, self.data, self.preprocess, self.series.slices)

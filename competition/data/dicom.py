@@ -115,8 +115,19 @@ def pixel_problem(ds: pydicom.Dataset, file_size: int) -> str | None:
 
 
 def _z_position(ds: pydicom.Dataset) -> float:
+    """Where the slice lies along the body axis: ImagePositionPatient
+    projected on the slice normal (the cross product of the row and column
+    directions of ImageOrientationPatient), which orders sagittal, coronal
+    and tilted series as well as axial ones; the raw z without an
+    orientation; SliceLocation without a position."""
     position = ds.get("ImagePositionPatient")
     if position is not None and len(position) == 3:
+        orientation = ds.get("ImageOrientationPatient")
+        if orientation is not None and len(orientation) == 6:
+            normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
+            length = float(np.linalg.norm(normal))
+            if length > 1e-6:
+                return float(np.dot(normal / length, np.asarray(position, float)))
         return float(position[2])
     location = ds.get("SliceLocation")
     return float(location) if location is not None else float("nan")

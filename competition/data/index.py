@@ -87,7 +87,7 @@ def list_images(layout: Layout, splits=SPLITS) -> list[tuple[Path, str, str, str
             fields = template.parse(path.relative_to(folder).as_posix())
             if fields is not None and path.is_file():
                 relative = (Path(layout.split_dir(split)) / path.relative_to(folder)).as_posix()
-                jobs.append((layout.root, split, fields[template.id_field], relative))
+                jobs.append((layout.root, split, layout.task.image_id_of(fields), relative))
     return jobs
 
 

@@ -79,7 +79,7 @@ def _derive(task: TaskSpec, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _checked_ids(ids: pa.Array, source: str) -> pa.Array:
-    safe = pc.match_substring_regex(ids, r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+    safe = pc.match_substring_regex(ids, r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
     if not pc.all(safe).as_py():
         bad = pc.filter(ids, pc.invert(safe)).to_pylist()
         check_image_ids(bad, source)  # raises, naming them

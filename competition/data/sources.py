@@ -27,11 +27,19 @@ class InputSpec:
     neighbors: int = 0  # preprocess.neighbors: slices on each side (2.5D)
     neighbor_windows: list | None = None  # preprocess.neighbor_windows
     workers: int = 0  # processes to read headers with where there is no index
+    slices: int = 1  # series.slices: a unit's stack (series- and study-level tasks)
 
     @classmethod
-    def of(cls, cache: CacheSpec, data: DataConfig, preprocess: PreprocessConfig) -> InputSpec:
+    def of(
+        cls, cache: CacheSpec, data: DataConfig, preprocess: PreprocessConfig, slices: int = 1
+    ) -> InputSpec:
         return cls(
-            cache, data.source, preprocess.neighbors, preprocess.neighbor_windows, data.workers
+            cache,
+            data.source,
+            preprocess.neighbors,
+            preprocess.neighbor_windows,
+            data.workers,
+            slices,
         )
 
     @property
@@ -62,16 +70,36 @@ class ImageSource:
 
 
 def image_source(inputs: InputSpec, split: str, fields=None) -> ImageSource:
-    """The split's images read from their files; `fields`: see ImagePaths."""
+    """The split's images read from their files; `fields`: see ImagePaths (a
+    unit's slices: their paths in the header index)."""
+    if inputs.layout.task.per_unit:
+        return ImageSource(ImagePaths(inputs.layout, split, paths=_index_paths(inputs, split)),
+                           inputs.pixels)
     return ImageSource(ImagePaths(inputs.layout, split, fields), inputs.pixels)
+
+
+def _index_paths(inputs: InputSpec, split: str):
+    from competition.data.index import split_index
+
+    index = split_index(inputs.layout, split, inputs.workers)
+    return index.set_index("image_id")["path"]
 
 
 def open_source(inputs: InputSpec, split: str, fields=None):
     """The model inputs of a split: single slices from where data.source says
-    (see slice_source), stacked with their neighbours for 2.5D input."""
+    (see slice_source), stacked with their neighbours for 2.5D input, and,
+    for a series- or study-level task, a unit's slices stacked (UnitSource)."""
     from competition.data.neighbors import with_neighbors
 
-    return with_neighbors(inputs, split, slice_source(inputs, split, fields))
+    slices = with_neighbors(inputs, split, slice_source(inputs, split, fields))
+    task = inputs.layout.task
+    if not task.per_unit:
+        return slices
+    from competition.data.index import split_index
+    from competition.data.units import UnitSource, unit_slices
+
+    index = split_index(inputs.layout, split, inputs.workers)
+    return UnitSource(slices, unit_slices(task, index, split), inputs.slices)
 
 
 def slice_source(inputs: InputSpec, split: str, fields=None):

@@ -1,10 +1,11 @@
-"""Test-time augmentation views: the axes of a (batch, H, W, C) batch each
-view flips. The one list of views the config, the ensemble model, the
-sequence stage's features and the tests share."""
+"""Test-time augmentation views: the axes of a (batch, [slices,] H, W, C)
+batch each view flips, counted from the end (a unit's stack flips as one).
+The one list of views the config, the ensemble model, the sequence stage's
+features and the tests share."""
 
 from __future__ import annotations
 
-TTA_AXES = {"identity": (), "hflip": (2,), "vflip": (1,), "hvflip": (1, 2)}
+TTA_AXES = {"identity": (), "hflip": (-2,), "vflip": (-3,), "hvflip": (-3, -2)}
 TTA_VIEWS = tuple(TTA_AXES)
 
 

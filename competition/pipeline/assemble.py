@@ -55,6 +55,8 @@ def test_images(config: Config, sample: sub.Sample) -> tuple[list[str], pd.DataF
     mode = task.images.test_list
     if mode == "sample":
         return sample.images(), None
+    if task.per_unit:
+        return test_units(config), None
     if mode == "csv":
         from competition.data import csvfile
 
@@ -78,6 +80,24 @@ def test_images(config: Config, sample: sub.Sample) -> tuple[list[str], pd.DataF
         index=pd.Index([i for i, _ in found]),
     )
     return fields.index.tolist(), fields
+
+
+def test_units(config: Config) -> list[str]:
+    """A series- or study-level task's test units: the test CSV's IDs (in
+    their first order), or the units of the test folder's files."""
+    task, layout = config.task, config.layout
+    if task.images.test_list == "csv":
+        from competition.data import csvfile
+
+        table = csvfile.read_strings(layout.test_csv, [task.id_field], "test CSV").to_pandas()
+        return table[task.id_field].drop_duplicates().tolist()
+    from competition.data.index import split_index
+    from competition.data.units import unit_index
+
+    units = unit_index(task, split_index(layout, "test", config.data.workers))
+    if units.empty:
+        raise KitError(f"No test images in {layout.image_dir('test')}")
+    return units["image_id"].tolist()
 
 
 def check_folds(config: Config, folds: list[int]) -> None:

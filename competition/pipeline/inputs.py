@@ -35,8 +35,9 @@ class FoldData:
     @property
     def training_mean(self) -> np.ndarray:
         """The mean training target per output: the heads' starting biases,
-        the baseline score, and the prediction for an unreadable image."""
-        return self.y_train.mean(axis=0)
+        the baseline score, and the prediction for an unreadable image.
+        Missing labels (NaN) are left out; an output never labelled is 0."""
+        return np.nan_to_num(np.nanmean(self.y_train, axis=0))
 
 
 def read_inputs(config: Config) -> Inputs:

@@ -17,6 +17,7 @@ FOLD_INPUTS = (
     "folds",
     "task.labels",
     "task.grouping",
+    "task.unit",
     "task.stratify",
     "task.heads",
     "task.images.path",
@@ -84,9 +85,10 @@ def write_folds_for(config: Config, layout: Layout) -> None:
     from competition.data.folds import write_folds
     from competition.data.index import read_index
     from competition.data.labels import read_labels
+    from competition.data.units import sample_index
 
     labels = read_labels(config.task, layout.train_csv)
-    write_folds(layout, labels, read_index(layout), config.folds)
+    write_folds(layout, labels, sample_index(config.task, read_index(layout)), config.folds)
     config.save(layout.folds_csv.with_suffix(".config.yaml"))
 
 

@@ -34,8 +34,9 @@ from competition.pipeline.generators import (
 from competition.pipeline.inputs import FoldData, Inputs, fold_data, read_inputs
 from competition.training import devices, lifecycle, records
 from competition.training.losses import compile_args
-from competition.training.model import build_model, load_checkpoint, resolve_weights
+from competition.training.model import load_checkpoint, resolve_weights
 from competition.training.schedule import make_optimizer
+from competition.training.series import build_network
 
 
 def compiled_model(config: Config, train: DataGenerator, fold: int = 0) -> TrainingModel:
@@ -47,7 +48,8 @@ def compiled_model(config: Config, train: DataGenerator, fold: int = 0) -> Train
     train.mixed_precision asks for (a global Keras policy). Checkpoints
     (`save`) hold the network alone."""
     devices.set_precision(devices.precision(config.train.mixed_precision))
-    network = build_model(config.model, train.source.shape, config.task, train.labels.mean(0))
+    mean = np.nan_to_num(np.nanmean(train.labels, axis=0))  # a missing label (NaN) left out
+    network = build_network(config.model, train.source.shape, config.task, mean, config.series)
     model = training_model(
         network, config.augment, fold_seed(config, fold), train.augment_batch is None
     )

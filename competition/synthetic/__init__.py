@@ -2,4 +2,4 @@
 on-disk format, by `synth.kind`."""
 
 # synth.kind -> the module (competition.synthetic.<name>) that writes it
-STAND_INS = ("head_ct", "skin", "fundus", "mammography", "chest_xray")
+STAND_INS = ("head_ct", "skin", "fundus", "mammography", "chest_xray", "cervical_ct")

@@ -13,6 +13,7 @@ from competition.task.spec import (
     ReduceSpec,
     SubmissionSpec,
     TaskSpec,
+    UnitSpec,
     needed_label_columns,
 )
 
@@ -28,5 +29,6 @@ __all__ = [
     "ReduceSpec",
     "SubmissionSpec",
     "TaskSpec",
+    "UnitSpec",
     "needed_label_columns",
 ]

@@ -116,7 +116,7 @@ def _check_head_weights(head, key: str) -> None:
 
 def _check_labels(task: TaskSpec) -> None:
     labels = task.labels
-    if labels.format == "long":
+    if labels.format == "long" or task.submission.layout == "long":  # the pattern reads the IDs
         try:
             pattern = re.compile(labels.id_pattern)
         except re.error as exc:
@@ -330,11 +330,44 @@ def _check_submission(task: TaskSpec) -> None:
         )
     if not 0 < spec.clip <= 0.1:
         _fail("task.submission.clip", "must be in (0, 0.1]", spec.clip)
-    if spec.layout == "long" and task.labels.format != "long":
+
+
+def _check_unit(task: TaskSpec) -> None:
+    unit = task.unit
+    if not task.per_unit:
+        return
+    if unit.by == "dicom":
+        if unit.key not in DICOM_GROUP_KEYS:
+            _fail(
+                "task.unit.key",
+                f"must be one of {', '.join(DICOM_GROUP_KEYS)} when units are found by a DICOM "
+                "header field",
+                unit.key,
+            )
+        if task.image_format != "dicom":
+            _fail("task.unit.by", "can be dicom only for DICOM images", unit.by)
+    elif unit.key is not None:
+        _fail("task.unit.key", "must be null when task.unit.by is folder", unit.key)
+    if len([f for f in task.template.fields if f != "split_dir"]) < 2:
         _fail(
-            "task.submission.layout",
-            "can be long only when the labels are long (their ID pattern reads the sample's IDs)",
-            spec.layout,
+            "task.images.path",
+            f"must name a folder level and the file for a {unit.level}-level task "
+            "(e.g. '{split_dir}/{StudyInstanceUID}/{slice}.dcm')",
+            task.images.path,
+        )
+    if task.labels.format != "wide":
+        _fail(
+            "task.labels.format",
+            f"must be wide for a {unit.level}-level task (one row per "
+            "unit; a long submission is task.submission.layout)",
+            task.labels.format,
+        )
+    if task.submission.reduce.key is not None or task.metric.group_by is not None:
+        _fail(
+            "task.unit.level",
+            "is for one sample per unit: task.submission.reduce and "
+            "task.metric.group_by are for images scored together",
+            unit.level,
         )
 
 
@@ -343,6 +376,7 @@ def check_task(task: TaskSpec) -> None:
     _check_heads(task)
     _check_labels(task)
     _check_images(task)
+    _check_unit(task)
     _check_grouping(task)
     _check_metric(task)
     _check_submission(task)
@@ -378,6 +412,8 @@ def check_task_files(task: TaskSpec, root: Path) -> None:
     _check_header(root / task.labels.csv, needed_label_columns(task))
     if task.images.test_list == "csv":
         fields = {f: "task.images.path" for f in task.template.fields if f != "split_dir"}
+        if task.per_unit:  # the test CSV names the units; their slices are found on disk
+            fields = {task.id_field: "task.images.path"}
         if task.submission.reduce.key:
             fields[task.submission.reduce.key] = "task.submission.reduce.key"
         _check_header(root / task.images.test_csv, fields)

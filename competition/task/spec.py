@@ -30,6 +30,8 @@ HEAD_KINDS = ("multilabel", "binary", "multiclass", "ordinal")
 LABEL_FORMATS = ("long", "wide")
 TEST_LISTS = ("sample", "folder", "csv")
 GROUP_SOURCES = ("none", "column", "dicom")
+UNIT_LEVELS = ("image", "series", "study", "patient")
+UNIT_SOURCES = ("folder", "dicom")
 # DICOM header keywords folds can be grouped by -> the header index column holding them.
 DICOM_GROUP_KEYS = {
     "PatientID": "patient_id",
@@ -206,6 +208,19 @@ class GroupingSpec:
 
 
 @dataclass(frozen=True)
+class UnitSpec:
+    """What one label row describes: an image (one sample per image file),
+    or a series, study or patient (one sample per unit: a stack of its
+    slices). The label CSV's ID column holds the unit's ID; an image finds
+    its unit by a folder level of task.images.path named as that column
+    (`folder`) or by a DICOM header field (`dicom`: `key`)."""
+
+    level: Literal[UNIT_LEVELS] = "image"
+    by: Literal[UNIT_SOURCES] = "folder"
+    key: str | None = None  # dicom: StudyInstanceUID, SeriesInstanceUID or PatientID
+
+
+@dataclass(frozen=True)
 class AnyOfSpec:
     """The binary term grouped_log_loss derives from softmax heads (see
     competition.evaluation.weighted_losses.AnyOf): off while `name` is null."""
@@ -256,6 +271,7 @@ class TaskSpec:
     labels: LabelsSpec = field(default_factory=LabelsSpec)
     images: ImagesSpec = field(default_factory=ImagesSpec)
     grouping: GroupingSpec = field(default_factory=GroupingSpec)
+    unit: UnitSpec = field(default_factory=UnitSpec)
     stratify: str | None = None
     heads: list[Head] = field(default_factory=list)
     metric: MetricSpec = field(default_factory=MetricSpec)
@@ -286,8 +302,22 @@ class TaskSpec:
 
     @property
     def id_field(self) -> str:
-        """The image ID's name in the CSVs and the path template."""
+        """The image ID's name in the CSVs and the path template (a unit's,
+        for a series- or study-level task)."""
         return self.labels.id_column if self.labels.format == "wide" else LONG_GROUPS[0]
+
+    @property
+    def per_unit(self) -> bool:
+        """A sample is a series, study or patient: a stack of its slices."""
+        return self.unit.level != "image"
+
+    def image_id_of(self, fields: dict[str, str]) -> str:
+        """An image file's ID from its path fields: the ID field, or, when
+        a sample is a unit, every field joined (a slice's name alone, `12`,
+        repeats across studies)."""
+        if not self.per_unit:
+            return fields[self.template.id_field]
+        return "_".join(fields[name] for name in self.template.fields if name != "split_dir")
 
     @property
     def template(self) -> ImageTemplate:
@@ -420,7 +450,8 @@ def needed_label_columns(task: TaskSpec) -> dict[str, str]:
     derived = set(task.derived_names)
     for i, head in enumerate(task.heads):
         asked += [(c, f"task.heads[{i}].columns") for c in head.columns if c not in derived]
-    asked += [(f, "task.images.path") for f in task.template.fields if f != "split_dir"]
+    if not task.per_unit:  # a unit's slices are found from the files, not the CSV
+        asked += [(f, "task.images.path") for f in task.template.fields if f != "split_dir"]
     if task.grouping.by == "column":
         asked.append((task.grouping.key, "task.grouping.key"))
     if task.stratify and task.stratify not in set(task.label_columns) | derived:

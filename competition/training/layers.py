@@ -115,3 +115,29 @@ class SoftmaxEach(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "width": self.width}
+
+
+@keras.saving.register_keras_serializable(package="competition")
+class AttentionPooling(keras.layers.Layer):
+    """(B, T, F) -> (B, F): the steps averaged with learned weights (a
+    tanh scoring layer of `units`, softmax over the steps)."""
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.hidden = keras.layers.Dense(self.units, activation="tanh", name="hidden")
+        self.score = keras.layers.Dense(1, name="score")
+
+    def build(self, input_shape):
+        self.hidden.build(input_shape)
+        self.score.build((*input_shape[:-1], self.units))
+
+    def call(self, x):
+        weights = keras.ops.softmax(self.score(self.hidden(x)), axis=1)
+        return keras.ops.sum(weights * x, axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}

@@ -112,17 +112,9 @@ def initial_bias(head: Head, training_mean: np.ndarray | None) -> np.ndarray:
     return bias.astype(np.float32)
 
 
-def build_model(
-    model_config: ModelConfig,
-    input_shape: tuple[int, int, int],
-    task: TaskSpec,
-    training_mean: np.ndarray | None = None,
-) -> keras.Model:
-    """Backbone + global pooling + dropout + the task's heads.
+def task_heads(task: TaskSpec, x, training_mean: np.ndarray | None):
+    """The task's heads on the features `x`, side by side in one output;
     `training_mean` (the training targets' mean per output) sets the biases."""
-    inputs = keras.Input(shape=input_shape, name="image")
-    x = _pooling(model_config.pooling)(backbone_features(model_config, inputs, input_shape[-1]))
-    x = keras.layers.Dropout(model_config.dropout, name="dropout")(x)
     heads = []
     for head, part in task.head_slices():
         start = None if training_mean is None else np.asarray(training_mean)[part]
@@ -138,8 +130,30 @@ def build_model(
         if several:
             out = layers.SoftmaxEach(head.class_count, dtype="float32", name=head.name)(out)
         heads.append(out)
-    outputs = heads[0] if len(heads) == 1 else keras.layers.Concatenate(name="outputs")(heads)
+    return heads[0] if len(heads) == 1 else keras.layers.Concatenate(name="outputs")(heads)
+
+
+def build_model(
+    model_config: ModelConfig,
+    input_shape: tuple[int, int, int],
+    task: TaskSpec,
+    training_mean: np.ndarray | None = None,
+) -> keras.Model:
+    """Backbone + global pooling + dropout + the task's heads.
+    `training_mean` (the training targets' mean per output) sets the biases.
+    A stack of slices (series- and study-level tasks) takes
+    competition.training.series.build_network."""
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = slice_features(model_config, inputs)
+    x = keras.layers.Dropout(model_config.dropout, name="dropout")(x)
+    outputs = task_heads(task, x, training_mean)
     return keras.Model(inputs, outputs, name=f"{model_config.backbone}_{task.name}")
+
+
+def slice_features(model_config: ModelConfig, inputs):
+    """The backbone's pooled features of an image."""
+    pooled = _pooling(model_config.pooling)
+    return pooled(backbone_features(model_config, inputs, inputs.shape[-1]))
 
 
 def check_input_shape(model: keras.Model, shape: tuple[int, int, int], outputs: int, source: str):

@@ -41,3 +41,18 @@ class TrainConfig:
     steps_per_execution: int = knob(1, ge=1)
     steps_per_epoch: int = knob(0, ge=0)
     sample_weights: dict[str, float] = knob({})
+
+
+SERIES_POOLING = ("gru", "lstm", "attention")
+
+
+@dataclass(frozen=True)
+class SeriesConfig:
+    """series: the model of a series- or study-level task (task.unit): the
+    backbone on each of `slices` slices with shared weights, then a
+    bidirectional GRU or LSTM, or attention pooling, over them."""
+
+    slices: int = knob(16, ge=1)  # T: slices per unit, evenly spaced along the body axis
+    pooling: Literal[SERIES_POOLING] = "gru"
+    units: int = knob(64, ge=2)  # recurrent units per direction (attention: its width)
+    dropout: float = knob(0.2, ge=0, le=0.9)  # on the per-slice features
