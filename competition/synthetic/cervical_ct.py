@@ -91,15 +91,15 @@ def _bands(slices: int) -> np.ndarray:
     return 7 - bottom_up
 
 
-def _slice_hu(size: int, vertebra: int, cleft: float | None, rng: np.random.Generator):
-    """One axial slice in HU: neck, trachea, the vertebra's ring, a cleft
-    (at angle `cleft`) when this slice shows the fracture."""
+def _slice_hu(size: int, cleft: float | None):
+    """One axial slice in HU: neck, trachea, a vertebra's ring, a cleft (at
+    angle `cleft`) when this slice shows the fracture."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     hu = np.full((size, size), -1000.0, np.float32)
     neck = ((xx - 0.5) / 0.42) ** 2 + ((yy - 0.5) / 0.38) ** 2 < 1
     hu[neck] = 40.0
     hu[(xx - 0.5) ** 2 + (yy - 0.28) ** 2 < 0.07**2] = -950.0  # trachea
-    radius = 0.11 + 0.004 * vertebra  # the lower vertebrae are a little wider
+    radius = 0.12  # every vertebra alike: only its place along the neck tells them apart
     cy = 0.55
     distance = np.sqrt((xx - 0.5) ** 2 + (yy - cy) ** 2)
     hu[distance < radius] = 250.0  # cancellous bone
@@ -151,7 +151,7 @@ def write(study: Study, synth: SynthConfig, layout: Layout) -> list[list]:
     for i in range(n):
         vertebra = int(bands[i])
         cleft = angles[vertebra] if i in shown.get(vertebra, ()) else None
-        hu = _slice_hu(size, vertebra, cleft, rng)
+        hu = _slice_hu(size, cleft)
         hu += rng.standard_normal(hu.shape).astype(np.float32) * synth.noise_hu
         number = n - i if study.top_first else i + 1
         ds = template.copy()

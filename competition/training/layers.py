@@ -141,3 +141,18 @@ class AttentionPooling(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package="competition")
+class SlicePosition(keras.layers.Layer):
+    """(B, T, F) + a learned vector per step: where a slice lies along the
+    body axis (the unit's T slices are evenly spaced over it), for poolings
+    that would otherwise not know the order (attention)."""
+
+    def build(self, input_shape):
+        self.position = self.add_weight(
+            shape=tuple(input_shape[1:]), initializer="zeros", name="position"
+        )
+
+    def call(self, x):
+        return x + keras.ops.cast(self.position, x.dtype)[None]

@@ -7,8 +7,9 @@ attention pooling over the slices, then the task's heads.
     (B, T, H, W, C) -> backbone per slice -> (B, T, F) -> layer norm -> BiGRU/BiLSTM ->
     mean + max over T, or attention over T -> heads -> (B, outputs)
 
-The recurrent layer sees the slices in body-axis order, so a finding's
-position along the axis (which vertebra, which artery) can be told apart.
+The recurrent layer sees the slices in body-axis order, and attention
+pooling a learned vector per slice position, so a finding's position along
+the axis (which vertebra, which artery) can be told apart.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def slice_encoder(model_config: ModelConfig, image_shape: tuple[int, int, int]) 
 def pooled_over_slices(series: SeriesConfig, x):
     """(B, T, F) -> (B, F') as series.pooling says."""
     if series.pooling == "attention":
+        x = layers.SlicePosition(name="slice_position")(x)
         return layers.AttentionPooling(series.units, name="attention")(x)
     recurrent = keras.layers.GRU if series.pooling == "gru" else keras.layers.LSTM
     x = keras.layers.Bidirectional(recurrent(series.units, return_sequences=True), name="context")(

@@ -53,6 +53,6 @@ class SeriesConfig:
     bidirectional GRU or LSTM, or attention pooling, over them."""
 
     slices: int = knob(16, ge=1)  # T: slices per unit, evenly spaced along the body axis
-    pooling: Literal[SERIES_POOLING] = "gru"
+    pooling: Literal[SERIES_POOLING] = "attention"  # measured: docs/series.md
     units: int = knob(64, ge=2)  # recurrent units per direction (attention: its width)
     dropout: float = knob(0.2, ge=0, le=0.9)  # on the per-slice features

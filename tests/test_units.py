@@ -1,0 +1,228 @@
+"""Series- and study-level tasks (task.unit) on the Cervical Spine 2022
+stand-in, written in the download's layout: the layout, slices ordered by
+their position (not their file names), a unit's stack from the cache and
+from the files, the CLI end to end (train, predict, validate), learning
+against a unit-level label permutation, and bad slices and studies."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from competition.config import ConfigError, load_config
+from competition.data.units import even_picks
+
+from helpers import REPO, cli, synthesize
+
+CONFIG = REPO / "configs" / "synthetic" / "rsna_cervical_2022.yaml"
+LABELS = ["patient_overall", "C1", "C2", "C3", "C4", "C5", "C6", "C7"]
+TINY = ("synth.patients=30", "synth.slices_per_series=[10, 14]", "synth.image_size=32",
+        "preprocess.image_size=32", "series.slices=6", "folds.k=3", "train.epochs=2",
+        "train.workers=1")  # fmt: skip
+
+
+def overrides(*values: str) -> list[str]:
+    return [a for v in values for a in ("--set", v)]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny stand-in, fold 0 trained through the CLI: (root, runs, args)."""
+    base = tmp_path_factory.mktemp("cervical")
+    root, runs = base / "competition", base / "runs"
+    args = ["--config", str(CONFIG), *overrides(f"data.root={root}", f"runs_dir={runs}", *TINY)]
+    trained = cli("train", "--fold", "0", *args, timeout=600)
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-3000:]
+    return root, runs, args
+
+
+def test_the_stand_in_is_written_in_the_downloads_layout(tiny):
+    root, _, _ = tiny
+    train = pd.read_csv(root / "train.csv", dtype=str)
+    assert train.columns.tolist() == ["StudyInstanceUID", *LABELS]
+    test = pd.read_csv(root / "test.csv", dtype=str)
+    assert test.columns.tolist() == ["StudyInstanceUID", "prediction_type", "row_id"]
+    assert (test.row_id == test.StudyInstanceUID + "_" + test.prediction_type).all()
+    sample = pd.read_csv(root / "sample_submission.csv", dtype=str)
+    assert sample.columns.tolist() == ["row_id", "fractured"]
+    assert sample.row_id.tolist() == test.row_id.tolist()
+    studies = sorted(p.name for p in (root / "train_images").iterdir())
+    assert studies == sorted(train.StudyInstanceUID)
+    assert all(re.fullmatch(r"1\.2\.826\.0\.1\.3680043\.\d+", s) for s in studies)
+    files = list((root / "train_images" / studies[0]).glob("*.dcm"))
+    assert sorted(int(f.stem) for f in files) == list(range(1, len(files) + 1))
+    labels = train[LABELS].astype(int)
+    assert (labels.patient_overall == labels.iloc[:, 1:].max(axis=1)).all()
+
+
+def test_some_studies_are_compressed_and_numbered_from_the_top(tmp_path):
+    config = load_config(CONFIG, [f"data.root={tmp_path / 'c'}", *TINY[:4], "synth.patients=40"])
+    root = synthesize(config, workers=2)
+    syntaxes, top_first = set(), 0
+    for study in (root / "train_images").iterdir():
+        first = pydicom.dcmread(study / "1.dcm", stop_before_pixels=True)
+        last = pydicom.dcmread(study / "2.dcm", stop_before_pixels=True)
+        syntaxes.add(str(first.file_meta.TransferSyntaxUID))
+        top_first += first.ImagePositionPatient[2] > last.ImagePositionPatient[2]
+    assert {"1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.90"} <= syntaxes  # RLE, JPEG 2000
+    assert 0 < top_first < len(list((root / "train_images").iterdir()))
+
+
+def test_a_units_slices_follow_their_position_not_their_file_names(tiny):
+    from competition.data.index import read_index
+    from competition.data.units import unit_slices
+
+    root, _, args = tiny
+    config = load_config(CONFIG, [f"data.root={root}", *TINY])
+    index = read_index(config.layout)
+    units = unit_slices(config.task, index, "train")
+    by_id = index.set_index("image_id")
+    for unit, slices in list(units.slices.items())[:6]:
+        z = by_id.loc[slices, "z"].to_numpy()
+        assert (np.diff(z) > 0).all(), unit  # from the lowest to the highest
+        numbers = [int(s.rsplit("_", 1)[1]) for s in slices]
+        assert numbers in (sorted(numbers), sorted(numbers, reverse=True))
+
+
+def test_the_position_is_taken_along_the_slice_normal():
+    from competition.data.dicom import _z_position
+
+    sagittal = pydicom.Dataset()
+    sagittal.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]  # rows along y, columns down z
+    positions = [[x, -100.0, 50.0 - x] for x in (-12.0, 3.0, 7.5)]  # z decreasing as x grows
+    found = []
+    for position in positions:
+        sagittal.ImagePositionPatient = position
+        found.append(_z_position(sagittal))
+    # the normal is row x column = -x: the slices are ordered along x, not by their z
+    assert found == pytest.approx([12.0, -3.0, -7.5])
+    axial = pydicom.Dataset()
+    axial.ImagePositionPatient = [0, 0, 42.5]
+    assert _z_position(axial) == 42.5  # no orientation: z as it is
+
+
+def test_even_picks_cover_the_unit_first_to_last():
+    assert even_picks(30, 4).tolist() == [0, 10, 19, 29]
+    assert even_picks(3, 6).tolist() == [0, 0, 1, 1, 2, 2]  # short: slices repeat
+    assert even_picks(1, 3).tolist() == [0, 0, 0]
+
+
+def test_a_units_stack_is_the_same_from_the_cache_and_the_files(tiny):
+    from competition.data.cache.build import build
+    from competition.data.sources import open_source
+
+    root, _, _ = tiny
+    config = load_config(CONFIG, [f"data.root={root}", *TINY, "data.source=cache"])
+    build(config.cache, ["train"], 1)
+    cached = open_source(config.inputs, "train")
+    files = open_source(load_config(CONFIG, [f"data.root={root}", *TINY,
+                                              "data.source=files"]).inputs, "train")  # fmt: skip
+    units = cached.ids[:4]
+    rows = cached.locate(units)
+    assert (rows >= 0).all() and cached.shape == (6, 32, 32, 3)
+    batch = cached.take(rows)  # one gather for the whole batch
+    for i, unit in enumerate(units):
+        np.testing.assert_array_equal(batch[i], files.load(unit))
+
+
+def test_a_study_level_task_predicts_and_validates_through_the_cli(tiny, tmp_path):
+    root, runs, args = tiny
+    args = [*args, *overrides(f"predict.submissions_dir={tmp_path}")]
+    predicted = cli("predict", "--folds", "0", *args, timeout=600)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert "Score on" in predicted.stdout
+    checked = cli("validate", str(tmp_path / "submission.csv"), *args, timeout=120)
+    assert checked.returncode == 0 and checked.stdout.startswith("ok: "), checked.stderr
+    submission = pd.read_csv(tmp_path / "submission.csv", dtype={"row_id": str})
+    sample = pd.read_csv(root / "sample_submission.csv", dtype={"row_id": str})
+    assert submission.row_id.tolist() == sample.row_id.tolist()
+    parts = submission.row_id.str.extract(r"^(?P<study>.+)_(?P<label>patient_overall|C[1-7])$")
+    wide = submission.join(parts).pivot(index="study", columns="label", values="fractured")
+    vertebrae = wide[[f"C{k}" for k in range(1, 8)]].max(axis=1)
+    assert (wide.patient_overall >= vertebrae - 1e-9).all()  # the derived step
+    oof = pd.read_csv(runs / "rsna_cervical_2022_synthetic" / "fold0" / "oof.csv", dtype=str)
+    folds = pd.read_csv(root / "folds.csv", dtype=str)
+    assert set(oof.image_id) == set(folds.image_id[folds.fold == "0"])  # one row per study
+
+
+LEARN = ("synth.patients=240", "synth.slices_per_series=[20, 28]", "series.slices=16",
+         "folds.k=4", "train.epochs=12", "train.workers=1")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_it_learns_the_vertebra_and_a_unit_level_permutation_scores_at_the_baseline(tmp_path):
+    """The same stand-in trained twice: as it is, and with train.csv's rows
+    shuffled across studies (every label kept, tied to the wrong study)."""
+    root, runs = tmp_path / "competition", tmp_path / "runs"
+    config = load_config(CONFIG, [f"data.root={root}", *LEARN])
+    synthesize(config, workers=2)
+    ratios = {}
+    for name in ("labels", "permuted"):
+        if name == "permuted":
+            train = pd.read_csv(root / "train.csv", dtype=str)
+            shuffled = train[LABELS].sample(frac=1, random_state=0).reset_index(drop=True)
+            train[LABELS] = shuffled
+            train.to_csv(root / "train.csv", index=False)
+        args = ["--config", str(CONFIG), *overrides(f"data.root={root}", f"runs_dir={runs}",
+                                                    f"experiment={name}", *LEARN)]  # fmt: skip
+        result = cli("train", "--fold", "0", *args, timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+        metrics = json.loads((runs / name / "fold0" / "metrics.json").read_text())
+        ratios[name] = metrics["score"] / metrics["baseline_score"]
+    assert ratios["labels"] < 0.5, ratios
+    assert ratios["permuted"] > 0.9, ratios
+
+
+def test_bad_slices_and_studies_are_reported_and_left_out(tiny, tmp_path):
+    root, runs, _ = tiny
+    copy = tmp_path / "competition"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("cache", "index*", "folds*"))
+    train = sorted((copy / "train_images").iterdir())
+    (train[0] / "3.dcm").write_bytes(b"DICM broken")  # one bad slice: the study stays
+    for path in train[1].glob("*.dcm"):  # every slice bad: the study is left out
+        path.write_bytes(b"")
+    test = sorted((copy / "test_images").iterdir())
+    for path in test[0].glob("*.dcm"):  # a test study with no slice: the fallback
+        path.write_bytes(b"")
+    settings = (f"data.root={copy}", f"runs_dir={tmp_path / 'r'}",
+                f"predict.submissions_dir={tmp_path}", *TINY)  # fmt: skip
+    args = ["--config", str(CONFIG), *overrides(*settings)]
+    trained = cli("train", "--fold", "0", *args, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    excluded = pd.read_csv(copy / "folds_excluded.csv", dtype=str)
+    row = excluded[excluded.image_id == train[1].name]
+    assert len(row) == 1 and "no readable slice" in row.reason.iloc[0]
+    assert train[0].name in set(pd.read_csv(copy / "folds.csv", dtype=str).image_id)
+    predicted = cli("predict", "--folds", "0", *args, timeout=600)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    summary = json.loads(
+        (tmp_path / "r" / "rsna_cervical_2022_synthetic" / "predict.json").read_text()
+    )
+    assert list(summary["unreadable"]) == [test[0].name]
+    assert "no readable slice" in summary["unreadable"][test[0].name]
+    checked = cli("validate", str(tmp_path / "submission.csv"), *args, timeout=120)
+    assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (["task.unit.by=dicom"], "'task.unit.key' must be one of PatientID"),
+        (["task.unit.key=PatientID"], "'task.unit.key' must be null when task.unit.by is folder"),
+        (
+            ["task.images.path={split_dir}/{StudyInstanceUID}.dcm"],
+            "must name a folder level and the file for a study-level task",
+        ),
+        (["augment=[{RandomRotation: {factor: 0.1}}]"], "can hold only RandomFlip for a study"),
+    ],
+)
+def test_a_unit_spec_that_does_not_fit_names_the_key(change, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(CONFIG, change)
+    assert message in str(info.value)
