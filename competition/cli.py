@@ -250,19 +250,20 @@ def cmd_predict(config: Config, args: argparse.Namespace) -> None:
     _print_devices()
     folds = _fold_list(args.folds, config.folds.k) if args.folds else None
     summary = predict_and_submit(config, folds, force=args.force)
+    noun = config.task.sample_noun
     print(
-        f"Predicted {summary['images']} test images with folds {summary['folds']} x "
+        f"Predicted {summary['images']} test {noun} with folds {summary['folds']} x "
         f"{len(summary['tta'])} TTA views ({summary['ensemble']} ensemble), stage "
-        f"{summary['stage']}: {summary['images_per_second']} images/s"
+        f"{summary['stage']}: {summary['images_per_second']} {noun}/s"
     )
     if summary["unreadable"]:
         print(
-            f"{len(summary['unreadable'])} unreadable test images were given the training mean "
+            f"{len(summary['unreadable'])} unreadable test {noun} were given the training mean "
             "(listed in the data report below)"
         )
     score = summary["test_score"]
     if score:
-        print(f"Score on {score['labels']} ({score['images']} images): {headline(score)}")
+        print(f"Score on {score['labels']} ({score['images']} {noun}): {headline(score)}")
     print(f"Wrote {summary['test_preds']}")
     print(f"Wrote {summary['submission']} ({summary['rows']} rows, checked) and submission.csv")
     _print_cv(config)

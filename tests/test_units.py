@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -208,6 +209,34 @@ def test_bad_slices_and_studies_are_reported_and_left_out(tiny, tmp_path):
     assert "no readable slice" in summary["unreadable"][test[0].name]
     checked = cli("validate", str(tmp_path / "submission.csv"), *args, timeout=120)
     assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.slow
+def test_the_kernel_predicts_every_test_study_offline(tiny, tmp_path):
+    """The bundle's kernel in a Kaggle-like environment (the kit absent, the
+    network down): the test studies from test.csv, a row per study and label."""
+    from test_kaggle import PYTHON, USER, kaggle_image_python, mount_competition, run_kernel
+
+    from competition.inference.submission import validate_file
+    from competition.kaggle import bundle as kaggle
+
+    root, runs, _ = tiny
+    settings = [f"data.root={root}", f"runs_dir={runs}", *TINY, f"kaggle.username={USER}",
+                f"kaggle.build_dir={tmp_path / 'build'}", f"kaggle.python='{PYTHON}'"]  # fmt: skip
+    config = load_config(CONFIG, settings)
+    summary = kaggle.build(config)
+    kaggle_root = tmp_path / "kaggle"
+    dataset = kaggle_root / "input" / summary["dataset"].split("/")[1]
+    shutil.copytree(Path(summary["folder"]) / "dataset", dataset)
+    mount_competition(root, kaggle_root / "input" / config.kaggle.competition, config)
+    (kaggle_root / "working").mkdir()
+    python = kaggle_image_python(tmp_path / "venv")
+    done = run_kernel(python, Path(summary["folder"]) / "kernel" / "submit.py", kaggle_root,
+                      tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    sample = root / "sample_submission.csv"
+    problems, rows = validate_file(config.task, kaggle_root / "working" / "submission.csv", sample)
+    assert problems == [] and rows == len(pd.read_csv(sample))
 
 
 @pytest.mark.parametrize(

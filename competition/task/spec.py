@@ -311,6 +311,13 @@ class TaskSpec:
         """A sample is a series, study or patient: a stack of its slices."""
         return self.unit.level != "image"
 
+    @property
+    def sample_noun(self) -> str:
+        """What a sample is called in messages: images, or the units."""
+        return {"image": "images", "series": "series", "study": "studies"}.get(
+            self.unit.level, "patients"
+        )
+
     def image_id_of(self, fields: dict[str, str]) -> str:
         """An image file's ID from its path fields: the ID field, or, when
         a sample is a unit, every field joined (a slice's name alone, `12`,
