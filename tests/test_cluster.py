@@ -297,3 +297,20 @@ def test_a_fold_larger_than_every_node_is_refused_not_left_waiting(
     result = run_driver(cluster, "cluster-train", *args, "--cpus-per-fold", "4")
     assert result.returncode == 2
     assert "No node of the cluster can run a fold with 4 CPU(s) and 1 GPU(s)" in result.stderr
+
+
+def test_a_study_level_task_trains_a_fold_in_a_ray_task(cluster, tmp_path):
+    """The Cervical stand-in (a study per sample, a stack of its slices):
+    the driver writes, indexes and folds it, a Ray task trains fold 0."""
+    from test_units import CONFIG, TINY
+
+    root, runs = tmp_path / "competition", tmp_path / "runs"
+    sets = [f"data.root={root}", f"runs_dir={runs}", *TINY]
+    driver(cluster, "cluster-train", "--config", str(CONFIG),
+           *[a for s in sets for a in ("--set", s)], "--folds", "0")  # fmt: skip
+    fold = runs / "rsna_cervical_2022_synthetic" / "fold0"
+    metrics = json.loads((fold / "metrics.json").read_text())
+    folds = pd.read_csv(root / "folds.csv", dtype=str)
+    assert metrics["images"] == int((folds.fold == "0").sum()) and np.isfinite(metrics["score"])
+    oof = pd.read_csv(fold / "oof.csv", dtype=str)
+    assert set(oof.image_id) == set(folds.image_id[folds.fold == "0"])  # one row per study
