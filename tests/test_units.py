@@ -91,6 +91,22 @@ def test_a_units_slices_follow_their_position_not_their_file_names(tiny):
         assert numbers in (sorted(numbers), sorted(numbers, reverse=True))
 
 
+def test_a_slice_repeating_another_ones_position_is_left_out(tiny, tmp_path):
+    from competition.data.index import build_index
+    from competition.data.units import unit_slices
+
+    root, _, _ = tiny
+    copy = tmp_path / "competition"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("cache", "index*", "folds*"))
+    study = sorted((copy / "train_images").iterdir())[0]
+    count = len(list(study.glob("*.dcm")))
+    shutil.copy2(study / "2.dcm", study / "99.dcm")  # the same slice under another name
+    config = load_config(CONFIG, [f"data.root={copy}", *TINY])
+    units = unit_slices(config.task, build_index(config.layout, 1, ("train",)), "train")
+    kept = units.slices[study.name]
+    assert len(kept) == count and units.repeats == {study.name: [f"{study.name}_99"]}
+
+
 def test_the_position_is_taken_along_the_slice_normal():
     from competition.data.dicom import _z_position
 

@@ -3,8 +3,8 @@ sample, a stack of T of its slices along the body axis.
 
 - `unit_of`: each image's unit, from its folder level or a header field.
 - `unit_slices`: each unit's readable slices in body-axis order (the
-  index's z: ImagePositionPatient on the slice normal), and the unreadable
-  ones it lost.
+  index's z: ImagePositionPatient on the slice normal), one per position in
+  a series, and the unreadable and repeated ones it lost.
 - `unit_index`: one row per unit in the header index's columns, what the
   folds, the test set and the data report read: readable when one of its
   slices is.
@@ -52,6 +52,7 @@ class UnitSlices:
 
     slices: dict[str, np.ndarray]  # unit ID -> image IDs, ordered along the body axis
     lost: dict[str, list[str]]  # unit ID -> its unreadable slices
+    repeats: dict[str, list[str]]  # unit ID -> slices at a position another of its slices has
 
 
 def unit_slices(task: TaskSpec, index: pd.DataFrame, split: str) -> UnitSlices:
@@ -61,14 +62,21 @@ def unit_slices(task: TaskSpec, index: pd.DataFrame, split: str) -> UnitSlices:
     rows = rows[rows["unit"] != ""]
     ordered = rows.sort_values(["unit", "z", "image_id"], na_position="last")
     readable = ordered[ordered["readable"]]
+    # A second slice at the same position (a repeated acquisition, a copied
+    # file) would count twice along the axis: the first by ID is kept.
+    repeated = readable["z"].notna() & readable.duplicated(["unit", "series_id", "z"])
     slices = {
-        unit: group["image_id"].to_numpy(dtype=str) for unit, group in readable.groupby("unit")
+        unit: group["image_id"].to_numpy(dtype=str)
+        for unit, group in readable[~repeated].groupby("unit")
     }
     lost = {
         unit: group["image_id"].tolist()
         for unit, group in ordered[~ordered["readable"]].groupby("unit")
     }
-    return UnitSlices(slices, lost)
+    repeats = {
+        unit: group["image_id"].tolist() for unit, group in readable[repeated].groupby("unit")
+    }
+    return UnitSlices(slices, lost, repeats)
 
 
 def unit_index(task: TaskSpec, index: pd.DataFrame) -> pd.DataFrame:
@@ -129,6 +137,13 @@ class UnitSource:
         for unit, lost in units.lost.items():
             if unit in units.slices:
                 log.warning("Unit %s: %d unreadable slice(s) left out", unit, len(lost))
+        for unit, repeats in units.repeats.items():
+            log.warning(
+                "Unit %s: %d slice(s) at the position of another left out (%s)",
+                unit,
+                len(repeats),
+                ", ".join(repeats[:3]),
+            )
 
     @property
     def cheap_take(self) -> bool:
