@@ -255,6 +255,48 @@ def test_the_kernel_predicts_every_test_study_offline(tiny, tmp_path):
     assert problems == [] and rows == len(pd.read_csv(sample))
 
 
+@pytest.mark.slow
+def test_the_kernel_serves_predict_per_series_to_the_evaluation_api_offline(
+    tiny, tmp_path, monkeypatch
+):
+    """kaggle.form evaluation_api: the competition's server (a local stand-in
+    of its gateway) calls predict(series_path) once per test study; the
+    answers are what make predict gives those studies."""
+    from test_kaggle import PYTHON, USER, kaggle_image_python, run_kernel
+
+    from competition.inference.submission import postprocess
+    from competition.kaggle import bundle as kaggle
+
+    root, runs, args = tiny
+    elsewhere = overrides(f"predict.submissions_dir={tmp_path / 's'}")
+    predicted = cli("predict", "--folds", "0", *args, *elsewhere, timeout=600)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    settings = [f"data.root={root}", f"runs_dir={runs}", *TINY, f"kaggle.username={USER}",
+                f"kaggle.build_dir={tmp_path / 'build'}", f"kaggle.python='{PYTHON}'",
+                "kaggle.form=evaluation_api", "predict.folds=[0]"]  # fmt: skip
+    config = load_config(CONFIG, settings)
+    summary = kaggle.build(config)
+    kaggle_root = tmp_path / "kaggle"
+    shutil.copytree(Path(summary["folder"]) / "dataset",
+                    kaggle_root / "input" / summary["dataset"].split("/")[1])  # fmt: skip
+    competition = kaggle_root / "input" / config.kaggle.competition
+    shutil.copytree(REPO / "tests" / "evaluation_api", competition)
+    shutil.copytree(root / "test_images", competition / "test_images")
+    (kaggle_root / "working").mkdir()
+    python = kaggle_image_python(tmp_path / "venv")
+    monkeypatch.setenv("GATEWAY_TEST_DIR", "test_images")  # the gateway's test folder
+    done = run_kernel(python, Path(summary["folder"]) / "kernel" / "submit.py", kaggle_root,
+                      tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert re.search(r"s per series .* the 12-hour limit holds about [\d,]+ series", done.stdout)
+    served = pd.read_csv(kaggle_root / "working" / "submission.csv", dtype={"series": str})
+    expected = pd.read_csv(runs / "rsna_cervical_2022_synthetic" / "test_preds.csv",
+                           dtype={"image_id": str}).set_index("image_id")  # fmt: skip
+    assert sorted(served.series) == sorted(expected.index)
+    final = postprocess(config.task, expected.loc[served.series, LABELS].to_numpy())
+    np.testing.assert_allclose(served[LABELS].to_numpy(), final, atol=1e-5)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -265,6 +307,8 @@ def test_the_kernel_predicts_every_test_study_offline(tiny, tmp_path):
             "must name a folder level and the file for a study-level task",
         ),
         (["augment=[{RandomRotation: {factor: 0.1}}]"], "can hold only RandomFlip for a study"),
+        (["task.unit.level=image", "kaggle.form=evaluation_api"], "needs a series- or study-level"),
+        (["kaggle.form=evaluation_api", "kaggle.inference_server=serve"], "expects module.Class"),
     ],
 )
 def test_a_unit_spec_that_does_not_fit_names_the_key(change, message):

@@ -135,6 +135,18 @@ def _check_kaggle(config: Config) -> None:
             f"JAX (its TensorFlow is CPU-only). Set kaggle.backend=jax. "
             f"Received: kaggle.backend={kaggle.backend}"
         )
+    if kaggle.form == "evaluation_api" and not config.task.per_unit:
+        raise ConfigError(
+            "Config key 'kaggle.form' evaluation_api serves predict(series_path), one call per "
+            "series: it needs a series- or study-level task (task.unit.level). "
+            f"Received: task.unit.level={config.task.unit.level}"
+        )
+    if kaggle.form == "evaluation_api" and "." not in kaggle.inference_server:
+        raise ConfigError(
+            "Config key 'kaggle.inference_server' expects module.Class (e.g. "
+            "kaggle_evaluation.rsna_inference_server.RSNAInferenceServer). "
+            f"Received: {kaggle.inference_server!r}"
+        )
 
 
 def _check_unit_augment(config: Config) -> None:

@@ -59,7 +59,11 @@ def unit_slices(task: TaskSpec, index: pd.DataFrame, split: str) -> UnitSlices:
     """Each unit of the split with its readable slices ordered by z (a slice
     without a position after those with one, then by ID)."""
     rows = index[index["split"] == split].assign(unit=lambda f: unit_of(task, f))
-    rows = rows[rows["unit"] != ""]
+    return slices_by_unit(rows[rows["unit"] != ""])
+
+
+def slices_by_unit(rows: pd.DataFrame) -> UnitSlices:
+    """Index rows with their `unit` -> each unit's slices (see unit_slices)."""
     ordered = rows.sort_values(["unit", "z", "image_id"], na_position="last")
     readable = ordered[ordered["readable"]]
     # A second slice at the same position (a repeated acquisition, a copied

@@ -1,7 +1,9 @@
 """What the Kaggle submission kernel runs once the kit is installed: find the
 competition's files under the input folder by the task's names (not by a
 fixed layout: Kaggle has mounted inputs at different depths over the years),
-predict with the bundled folds, write and validate working/submission.csv."""
+predict with the bundled folds, write and validate working/submission.csv;
+or, in the evaluation-API form (kaggle.form), hand predict(series_path) to
+the inference server the competition ships."""
 
 from __future__ import annotations
 
@@ -77,6 +79,13 @@ def kernel_config(bundle: Path, inputs: Path, working: Path) -> Config:
     was: its label CSV is not there, so no data fingerprint is compared)."""
     config = load_config(bundle / "config.yaml")
     task = config.task
+    if config.kaggle.form == "evaluation_api":  # the server brings the series and the submission
+        return replace(
+            config,
+            runs_dir=str(working / "runs"),
+            data=replace(config.data, source="files", cache_dir=str(working / "cache")),
+            synth=replace(config.synth, generate=False),
+        )
     sample = find_competition_file(
         inputs, bundle, Path(task.submission.sample).name, "*sample_submission*.csv"
     )
@@ -111,8 +120,10 @@ def run(bundle: Path, inputs: Path, working: Path) -> int:
         f"bundle {bundle} ({manifest['dataset']}, experiment {config.experiment}, "
         f"Keras backend {chosen()})"
     )
-    print(f"test images {config.task.images.test_dir}; sample {config.task.submission.sample}")
     link_folds(bundle, Path(config.runs_dir), config.experiment)
+    if config.kaggle.form == "evaluation_api":
+        return serve(config, inputs)
+    print(f"test images {config.task.images.test_dir}; sample {config.task.submission.sample}")
     summary = predict_and_submit(config)
     for image_id, reason in summary["unreadable"].items():
         print(f"unreadable test image {image_id}: {reason} (given the training mean)")
@@ -126,4 +137,41 @@ def run(bundle: Path, inputs: Path, working: Path) -> int:
         f"stage {summary['stage']}, folds {summary['folds']}, "
         f"{summary['images_per_second']} images/s"
     )
+    return 0
+
+
+def find_server_package(inputs: Path, package: str) -> Path:
+    """The folder holding the competition's server package (`kaggle_evaluation/`),
+    looked for a few levels down only: the inputs hold millions of images."""
+    for depth in range(1, 4):
+        found = [p for p in inputs.glob("/".join(["*"] * depth + [package])) if p.is_dir()]
+        if found:
+            return found[0].parent
+    raise KitError(
+        f"The competition's inference server package {package}/ is not under {inputs} "
+        f"(kaggle.inference_server). Attach the competition to the notebook. Found: "
+        f"{_listing(inputs)}"
+    )
+
+
+def serve(config: Config, inputs: Path) -> int:
+    """predict(series_path) handed to the competition's inference server:
+    served on Kaggle's rerun, through its local gateway otherwise; then the
+    seconds per series against the time limit."""
+    import importlib
+    import os
+    import sys
+
+    from competition.pipeline.serve import SeriesPredictor
+
+    module_name, class_name = config.kaggle.inference_server.rsplit(".", 1)
+    sys.path.insert(0, str(find_server_package(inputs, module_name.split(".")[0])))
+    predictor = SeriesPredictor(config)
+    server = getattr(importlib.import_module(module_name), class_name)(predictor)
+    print(f"serving predict(series_path) to {config.kaggle.inference_server}")
+    if os.getenv("KAGGLE_IS_COMPETITION_RERUN"):
+        server.serve()
+    else:
+        server.run_local_gateway()
+    print(predictor.report())
     return 0

@@ -10,6 +10,9 @@ from competition.knobs import knob
 
 # The backend the kernel runs on: `training` is the one the folds were trained on.
 KERNEL_BACKENDS = ("training", "tensorflow", "jax", "torch")
+# csv: the kernel writes submission.csv; evaluation_api: it serves predict(series_path)
+# to the inference server the competition ships (RSNA 2025 Aneurysm's form).
+KERNEL_FORMS = ("csv", "evaluation_api")
 
 
 @dataclass(frozen=True)
@@ -25,3 +28,7 @@ class KaggleConfig:
     license: str = "CC0-1.0"
     max_dataset_gb: float = knob(100.0, gt=0)
     build_dir: str = "build/kaggle"
+    form: Literal[KERNEL_FORMS] = "csv"
+    # evaluation_api: the server class the competition ships, as module.Class
+    inference_server: str = "kaggle_evaluation.rsna_inference_server.RSNAInferenceServer"
+    time_limit_hours: float = knob(12.0, gt=0)  # the competition's kernel limit

@@ -1,0 +1,111 @@
+"""Kaggle's evaluation API (RSNA 2025 Aneurysm's form): an inference server
+calls `predict(series_path)` once per test series and builds the submission
+itself. `SeriesPredictor` is that `predict` for a series- or study-level
+task: each call reads the folder's DICOM headers, orders the slices along
+the body axis, stacks T of them exactly as training did (windows, 2.5D,
+the unit's picks), and returns one row of the task's labels through every
+fold and TTA view, post-processed and decoded as `make predict` would.
+A series with no readable slice gets the folds' mean training target, and
+a line saying so. It keeps the seconds each call took: `report` projects
+them against the kernel's time limit.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from competition.config import Config
+from competition.data.index import scan_file
+from competition.data.neighbors import NeighborSource, positions_by_series
+from competition.data.preprocess import load_input
+from competition.data.units import UnitSource, slices_by_unit
+from competition.errors import ImageReadError
+from competition.inference import submission as sub
+from competition.inference.ensemble import combine_folds
+from competition.pipeline import runs
+from competition.pipeline.assemble import fold_cuts, folds_training_mean
+from competition.pipeline.predict import load_ensemble
+
+UNIT = "series"  # the one unit of a call
+
+
+class FolderSlices:
+    """A series folder's slices by ID, read from their files (a slice source)."""
+
+    def __init__(self, folder: Path, paths: dict[str, str], pixels):
+        self.folder, self.paths, self.pixels = folder, paths, pixels
+        self.layout, self.split, self.shape = None, "test", pixels.input_shape
+
+    def load(self, image_id: str) -> np.ndarray:
+        return load_input(self.folder / self.paths[image_id], self.pixels)
+
+
+class SeriesPredictor:
+    """predict(series_path) -> one row of the task's labels (see the module)."""
+
+    def __init__(self, config: Config, folds: list[int] | None = None):
+        self.config = config
+        self.folds = runs.select_folds(config, folds)
+        self.model = load_ensemble(config, self.folds)
+        self.mean = folds_training_mean(config, self.folds)
+        self.cuts = fold_cuts(config, self.folds)
+        self.seconds: list[float] = []
+        self.unreadable: dict[str, str] = {}
+
+    def source(self, folder: Path) -> UnitSource:
+        """The folder's slices as one unit, as the training split's were."""
+        files = sorted(p for p in folder.rglob("*.dcm") if p.is_file())
+        rows = pd.DataFrame(
+            [
+                scan_file(folder, "test", f"s{i:05d}", p.relative_to(folder).as_posix())
+                for i, p in enumerate(files)
+            ]
+        )
+        if rows.empty:
+            rows = pd.DataFrame(columns=["image_id", "readable", "z", "series_id", "split"])
+        rows = rows.assign(unit=UNIT)
+        inputs = self.config.inputs
+        inner = FolderSlices(
+            folder, dict(zip(rows.image_id, rows.path, strict=True)), inputs.pixels
+        )
+        if inputs.neighbors and len(rows):
+            table = positions_by_series(rows, "test")
+            inner = NeighborSource(inner, table, inputs.neighbors, inputs.neighbor_windows)
+        return UnitSource(inner, slices_by_unit(rows), inputs.slices)
+
+    def outputs(self, folder: Path) -> np.ndarray:
+        """(outputs,) for one series: the folds and views combined."""
+        try:
+            stack = self.source(folder).load(UNIT)
+        except ImageReadError as exc:
+            self.unreadable[folder.name] = exc.cause
+            print(f"Series {folder.name}: {exc.cause}; given the folds' mean training target")
+            return np.asarray(self.mean, dtype=np.float64)
+        found = self.model.predict(stack[None], verbose=0)  # (1, folds, views, outputs)
+        return combine_folds(found.mean(axis=2), self.config.predict.ensemble)[0]
+
+    def __call__(self, series_path: str) -> pd.DataFrame:
+        started = time.perf_counter()
+        folder = Path(series_path)
+        task = self.config.task
+        final = sub.postprocess(task, self.outputs(folder)[None])
+        row = sub.decode(task, final, [folder.name], self.cuts).reset_index(drop=True)
+        self.seconds.append(time.perf_counter() - started)
+        return row
+
+    def report(self) -> str:
+        """Seconds per series, and how many series the kernel's limit holds."""
+        if not self.seconds:
+            return "No series predicted."
+        per = float(np.mean(self.seconds))
+        limit = self.config.kaggle.time_limit_hours
+        holds = int(limit * 3600 / max(per, 1e-9))
+        return (
+            f"Predicted {len(self.seconds)} series at {per:.2f} s per series (the first "
+            f"{self.seconds[0]:.2f} s): the {limit:g}-hour limit holds about {holds:,} series"
+            + (f"; {len(self.unreadable)} had no readable slice" if self.unreadable else "")
+        )

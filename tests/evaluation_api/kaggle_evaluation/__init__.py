@@ -1,0 +1,1 @@
+"""A local stand-in of the package an evaluation-API competition ships."""
