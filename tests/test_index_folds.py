@@ -131,7 +131,7 @@ def test_template_lists_and_reads_back_nested_files(tmp_path):
     (tmp_path / "train" / "stray.dcm").write_bytes(b"x")  # not in the template's shape
     from competition.data.index import list_images
 
-    found = [(split, image, path) for _, split, image, path in list_images(layout)]
+    found = [(split, image, path) for _, split, image, path, _ in list_images(layout)]
     assert found == [
         ("train", "1234", "train/10116/1234.dcm"),
         ("train", "472095321", "train/10116/472095321.dcm"),

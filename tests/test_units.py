@@ -107,6 +107,79 @@ def test_a_slice_repeating_another_ones_position_is_left_out(tiny, tmp_path):
     assert len(kept) == count and units.repeats == {study.name: [f"{study.name}_99"]}
 
 
+def to_multi_frame(study, order, positions: bool) -> None:
+    """The study's slices as one multi-frame file, frames in `order` (slice
+    numbers), with a position per frame or none; the single files removed."""
+    from pydicom.sequence import Sequence
+
+    slices = [pydicom.dcmread(study / f"{n}.dcm") for n in order]
+    pixels = b"".join(
+        np.ascontiguousarray(s.pixel_array.astype(np.int16)).tobytes() for s in slices
+    )
+    merged = pydicom.dcmread(study / f"{order[0]}.dcm")
+    merged.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    merged.NumberOfFrames = len(slices)
+    merged.PixelData = pixels
+    del merged.ImagePositionPatient
+    if positions:
+        frames = []
+        for s in slices:
+            item, plane = pydicom.Dataset(), pydicom.Dataset()
+            plane.ImagePositionPatient = s.ImagePositionPatient
+            item.PlanePositionSequence = Sequence([plane])
+            frames.append(item)
+        shared, orientation = pydicom.Dataset(), pydicom.Dataset()
+        orientation.ImageOrientationPatient = slices[0].ImageOrientationPatient
+        shared.PlaneOrientationSequence = Sequence([orientation])
+        merged.PerFrameFunctionalGroupsSequence = Sequence(frames)
+        merged.SharedFunctionalGroupsSequence = Sequence([shared])
+    for path in study.glob("*.dcm"):
+        path.unlink()
+    merged.save_as(study / "mf.dcm", enforce_file_format=True)
+
+
+@pytest.mark.parametrize("positions", [True, False])
+def test_a_multi_frame_file_is_expanded_into_its_slices(tiny, tmp_path, positions):
+    from competition.data.index import build_index
+    from competition.data.preprocess import load_input
+    from competition.data.sources import open_source
+    from competition.data.units import unit_slices
+
+    root, _, _ = tiny
+    copy = tmp_path / "competition"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("cache", "index*", "folds*"))
+    config = load_config(CONFIG, [f"data.root={copy}", *TINY, "data.source=files"])
+    study = sorted((copy / "train_images").iterdir())[0]
+    by_z = sorted(study.glob("*.dcm"), key=lambda p: pydicom.dcmread(p).ImagePositionPatient[2])
+    expected = [load_input(p, config.pixels) for p in by_z]  # bottom to top
+    numbers = [int(p.stem) for p in by_z]
+    shuffled = np.random.default_rng(0).permutation(numbers) if positions else numbers
+    to_multi_frame(study, shuffled, positions)
+    index = build_index(config.layout, 1, ("train",))
+    rows = index[index.path.str.contains(f"{study.name}/mf.dcm", regex=False)]
+    assert len(rows) == len(numbers) and rows.readable.all()
+    assert rows.frame.tolist() == list(range(len(numbers)))
+    assert rows.z.notna().all() == positions
+    units = unit_slices(config.task, index, "train")
+    order = [int(i.rsplit(".f", 1)[1]) for i in units.slices[study.name]]
+    # with positions: ordered by them whatever the file's order; without: the file's order
+    assert [shuffled[k] for k in order] == numbers
+    from competition.data.units import even_picks
+
+    stack = open_source(config.inputs, "train").load(study.name)
+    picks = even_picks(len(numbers), config.series.slices)
+    for got, pick in zip(stack, picks, strict=True):
+        np.testing.assert_array_equal(got, expected[pick])
+    from competition.data.cache.build import build
+    from competition.fileio import write_csv_atomic
+
+    write_csv_atomic(config.layout.index_csv, index)  # the cache builds from the index
+    cached = load_config(CONFIG, [f"data.root={copy}", *TINY, "data.source=cache"])
+    build(cached.cache, ["train"], 1)
+    source = open_source(cached.inputs, "train")
+    np.testing.assert_array_equal(source.take(source.locate([study.name]))[0], stack)
+
+
 def test_the_position_is_taken_along_the_slice_normal():
     from competition.data.dicom import _z_position
 

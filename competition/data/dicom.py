@@ -133,6 +133,36 @@ def _z_position(ds: pydicom.Dataset) -> float:
     return float(location) if location is not None else float("nan")
 
 
+def _frame_positions(ds: pydicom.Dataset) -> list[float] | None:
+    """A multi-frame file's position of each frame along its normal (the
+    per-frame ImagePositionPatient on the shared or per-frame orientation),
+    or None when the frames carry no position (they are then in order)."""
+    frames = ds.get("PerFrameFunctionalGroupsSequence")
+    if not frames or int(ds.get("NumberOfFrames", 1) or 1) < 2:
+        return None
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+    found = []
+    for item in frames:
+        position = _first(item, "PlanePositionSequence", "ImagePositionPatient")
+        orientation = _first(item, "PlaneOrientationSequence", "ImageOrientationPatient")
+        if orientation is None and shared is not None:
+            orientation = _first(shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+        if position is None:
+            return None
+        frame = pydicom.Dataset()
+        frame.ImagePositionPatient = position
+        if orientation is not None:
+            frame.ImageOrientationPatient = orientation
+        found.append(_z_position(frame))
+    return found
+
+
+def _first(item: pydicom.Dataset, sequence: str, keyword: str):
+    """item.<sequence>[0].<keyword>, or None where a level is missing."""
+    inner = item.get(sequence)
+    return inner[0].get(keyword) if inner else None
+
+
 def read_header(path: str | Path) -> dict[str, Any]:
     """The tags the kit needs, without decoding (or reading) the pixels.
     Raises DicomReadError when the header itself cannot be parsed."""
@@ -148,6 +178,8 @@ def _header_fields(path: str | Path, ds: pydicom.Dataset) -> dict[str, Any]:
             "series_id": str(ds.get("SeriesInstanceUID", "")),
             "sop_id": str(ds.get("SOPInstanceUID", "")),
             "z": _z_position(ds),
+            "frames": int(ds.get("NumberOfFrames", 1) or 1),
+            "frame_z": _frame_positions(ds),
             "rows": int(ds.get("Rows", 0)),
             "cols": int(ds.get("Columns", 0)),
             "pixel_problem": pixel_problem(ds, os.path.getsize(path)),
@@ -156,12 +188,20 @@ def _header_fields(path: str | Path, ds: pydicom.Dataset) -> dict[str, Any]:
         raise DicomReadError(path, f"bad header value ({type(exc).__name__}: {exc})") from None
 
 
-def _decode(ds: pydicom.Dataset, path: str | Path, colour: bool = False) -> np.ndarray:
+def _decode(
+    ds: pydicom.Dataset, path: str | Path, colour: bool = False, frame: int | None = None
+) -> np.ndarray:
     """One frame: (rows, cols) grayscale, or (rows, cols, 3) RGB when `colour`
-    (pydicom converts YBR_FULL and YBR_FULL_422 to RGB)."""
+    (pydicom converts YBR_FULL and YBR_FULL_422 to RGB); `frame`: that frame
+    of a multi-frame file, decoded alone."""
     problem = pixel_problem(ds, os.path.getsize(path))
     if problem:
         raise DicomReadError(path, problem)
+    if frame is not None:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if not 0 <= frame < frames:
+            raise DicomReadError(path, f"has {frames} frame(s); frame {frame} was asked for")
+        ds.pixel_array_options(index=frame)
     try:
         pixels = ds.pixel_array
     except Exception as exc:  # the decoders raise many types for bad data
@@ -238,16 +278,17 @@ class Rescale:
         return hu
 
 
-def read_pixels(path: str | Path) -> tuple[np.ndarray, Rescale]:
+def read_pixels(path: str | Path, frame: int | None = None) -> tuple[np.ndarray, Rescale]:
     """The stored samples and how to turn them into HU: the fast reader for
-    the common case, pydicom for everything else (and every error)."""
-    fast = read_fast(path)
+    the common case, pydicom for everything else (and every error); `frame`:
+    one frame of a multi-frame file."""
+    fast = read_fast(path) if frame is None else None
     if fast is not None:
         pixels, fields = fast
         return pixels, Rescale(**fields)
     with lenient_uids():
         ds = _read(path)
-        return _decode(ds, path), Rescale.of(ds)
+        return _decode(ds, path, frame=frame), Rescale.of(ds)
 
 
 def load_hu(path: str | Path) -> np.ndarray:
@@ -315,12 +356,12 @@ def _stretch(pixels: np.ndarray, monochrome1: bool) -> np.ndarray:
     return 255 - out if monochrome1 else out
 
 
-def load_display(path: str | Path) -> np.ndarray:
+def load_display(path: str | Path, frame: int | None = None) -> np.ndarray:
     """A grayscale DICOM as it is meant to be shown: uint8 (rows, cols) by the
     header's modality and VOI LUTs (the first window of several), MONOCHROME1
     inverted; without VOI information, the image's own range."""
     ds = read_dataset(path)
-    pixels = _decode(ds, path)
+    pixels = _decode(ds, path, frame=frame)
     if not has_voi(ds):
         return _stretch(pixels, ds.get("PhotometricInterpretation") == "MONOCHROME1")
     if pixels.dtype.itemsize == 2:
@@ -328,13 +369,13 @@ def load_display(path: str | Path) -> np.ndarray:
     return np.clip(np.rint(_to_display(pixels, ds)), 0, 255).astype(np.uint8)
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
+def load_rgb(path: str | Path, frame: int | None = None) -> np.ndarray:
     """A DICOM as colour: uint8 (rows, cols, 3) RGB for RGB and YBR files; a
     grayscale one as its display values, (rows, cols, 1)."""
     ds = read_dataset(path)
-    pixels = _decode(ds, path, colour=True)
+    pixels = _decode(ds, path, colour=True, frame=frame)
     if pixels.ndim == 2:
-        return load_display(path)[..., None]
+        return load_display(path, frame)[..., None]
     if pixels.dtype != np.uint8:  # more than 8 bits per sample
         bits = int(ds.get("BitsStored", 8))
         pixels = np.clip(pixels.astype(np.float32) * (255.0 / (2**bits - 1)), 0, 255)

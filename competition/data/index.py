@@ -1,7 +1,9 @@
 """The header index: one pass over every image file's header (no pixel
 decoding), in parallel, into `index.csv`: the image ID, its split and path
-(below data.root), patient/study/series, z, the slice's rank in its series,
-size, and whether the pixels can be read (and why not).
+(below data.root), patient/study/series, z, the frame of a multi-frame file
+(a series- or study-level task expands one into a row per frame), the
+slice's rank in its series, size, and whether the pixels can be read (and
+why not).
 
 The files are those the task's path template matches in each split's
 folder; the template's ID field (and every other field) is read back from
@@ -34,6 +36,7 @@ COLUMNS = [
     "study_id",
     "series_id",
     "z",
+    "frame",
     "slice_rank",
     "rows",
     "cols",
@@ -46,8 +49,11 @@ class MissingTableError(KitError, FileNotFoundError):
     """A derived table (index, folds) that has not been built yet."""
 
 
-def scan_file(root: Path, split: str, image_id: str, relative: str) -> dict:
-    """One index row; a file that cannot be used is kept with its reason."""
+def scan_file(root: Path, split: str, image_id: str, relative: str, frames: bool = False) -> list:
+    """The file's index rows: one, or with `frames` one per frame of a
+    multi-frame file (`<ID>.f<k>`, ordered by each frame's position, or in
+    file order when the frames carry none); a file that cannot be used is
+    kept with its reason."""
     row = {"image_id": image_id, "split": split, "path": relative, "readable": False, "reason": ""}
     path = root / relative
     try:
@@ -55,11 +61,22 @@ def scan_file(root: Path, split: str, image_id: str, relative: str) -> dict:
         header = read_header(path) if path.suffix.lower() == ".dcm" else _raster_header(path)
     except (UnsafeIdError, ImageReadError) as exc:
         row["reason"] = getattr(exc, "cause", str(exc))
-        return row
+        return [row]
     problem = header.pop("pixel_problem")
     header.pop("sop_id")
+    count, positions = header.pop("frames", 1), header.pop("frame_z", None)
     row.update(header, readable=problem is None, reason=problem or "")
-    return row
+    if not frames or count < 2:
+        return [row]
+    return [
+        {
+            **row,
+            "image_id": f"{image_id}.f{k:04d}",
+            "frame": k,
+            "z": positions[k] if positions else float("nan"),
+        }
+        for k in range(count)
+    ]
 
 
 def _raster_header(path: Path) -> dict:
@@ -69,14 +86,15 @@ def _raster_header(path: Path) -> dict:
             **found}
 
 
-def _scan_one(job: tuple) -> dict:
+def _scan_one(job: tuple) -> list:
     return scan_file(*job)
 
 
 def list_images(layout: Layout, splits=SPLITS) -> list[tuple[Path, str, str, str]]:
-    """(root, split, image ID, path below root) of every file the task's
-    template matches in each split's folder, sorted; files that do not fit
-    the template are not images of the task and are left alone."""
+    """(root, split, image ID, path below root, whether to expand frames) of
+    every file the task's template matches in each split's folder, sorted;
+    files that do not fit the template are not images of the task and are
+    left alone."""
     template = layout.task.template
     jobs = []
     for split in splits:
@@ -87,8 +105,19 @@ def list_images(layout: Layout, splits=SPLITS) -> list[tuple[Path, str, str, str
             fields = template.parse(path.relative_to(folder).as_posix())
             if fields is not None and path.is_file():
                 relative = (Path(layout.split_dir(split)) / path.relative_to(folder)).as_posix()
-                jobs.append((layout.root, split, layout.task.image_id_of(fields), relative))
+                image_id = layout.task.image_id_of(fields)
+                jobs.append((layout.root, split, image_id, relative, layout.task.per_unit))
     return jobs
+
+
+def path_entries(rows: pd.DataFrame) -> list:
+    """Each row's file below data.root, as (path, frame) for one frame of a
+    multi-frame file (what competition.data.preprocess.load_entry reads)."""
+    frames = rows["frame"] if "frame" in rows else pd.Series(pd.NA, index=rows.index)
+    return [
+        path if pd.isna(frame) else (path, int(frame))
+        for path, frame in zip(rows["path"], frames, strict=True)
+    ]
 
 
 def add_slice_rank(frame: pd.DataFrame) -> pd.DataFrame:
@@ -113,12 +142,13 @@ def build_index(layout: Layout, workers: int = 0, splits=SPLITS) -> pd.DataFrame
     rows = []
     n = worker_count(workers)
     with worker_pool(n) as pool:
-        for row in pool.map(_scan_one, jobs, chunksize=max(1, min(256, len(jobs) // (8 * n)))):
-            rows.append(row)
+        for found in pool.map(_scan_one, jobs, chunksize=max(1, min(256, len(jobs) // (8 * n)))):
+            rows += found
             progress.advance()
     progress.close()
     frame = add_slice_rank(pd.DataFrame(rows).reindex(columns=COLUMNS))
     frame["slice_rank"] = frame["slice_rank"].astype("Int64")
+    frame["frame"] = frame["frame"].astype("Int64")
     frame[["rows", "cols"]] = frame[["rows", "cols"]].astype("Int64")
     print(
         f"Indexed {len(frame)} files at {progress.rate:.0f} files/s with {n} process(es); "
@@ -190,7 +220,9 @@ def read_index(layout: Layout) -> pd.DataFrame:
     text = ["image_id", "split", "path", "patient_id", "study_id", "series_id", "reason"]
     frame = pd.read_csv(layout.index_csv, dtype={c: str for c in text} | {"readable": bool})
     frame[text] = frame[text].fillna("")
-    for column in ("slice_rank", "rows", "cols"):
+    if "frame" not in frame:  # an index written before frames were expanded
+        frame["frame"] = pd.NA
+    for column in ("slice_rank", "rows", "cols", "frame"):
         frame[column] = frame[column].astype("Int64")
     return frame
 

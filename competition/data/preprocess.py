@@ -167,26 +167,34 @@ def load_windowed(path, windows: Sequence[Sequence[float]], size) -> np.ndarray:
 # --- every mode --------------------------------------------------------------------------
 
 
-def _channels(path: Path, spec: PixelSpec) -> np.ndarray:
+def _channels(path: Path, spec: PixelSpec, frame: int | None = None) -> np.ndarray:
     """The file's display channels at full size, uint8 (H, W, C)."""
     if spec.image_format == "dicom":
         if spec.mode == "voi_lut" or spec.mode == "gray":
-            return load_display(path)[..., None]
-        return load_rgb(path)
+            return load_display(path, frame)[..., None]
+        return load_rgb(path, frame)
     # JPEGs are decoded at a reduced scale when that still covers the target
     at_least = None if spec.crop == "foreground" else spec.shape
     return raster.read(path, colour=spec.mode == "color", at_least=at_least)
 
 
-def load_input(path, spec: PixelSpec) -> np.ndarray:
-    """An image file -> uint8 (rows, cols, channels) model input
-    (ImageReadError, naming the file and the cause, when it cannot be read)."""
+def load_input(path, spec: PixelSpec, frame: int | None = None) -> np.ndarray:
+    """An image file (`frame`: one frame of a multi-frame DICOM) -> uint8
+    (rows, cols, channels) model input (ImageReadError, naming the file and
+    the cause, when it cannot be read)."""
     if spec.mode == "ct_windows":
-        pixels, rescale = read_pixels(path)
+        pixels, rescale = read_pixels(path, frame)
         image = _ct_input(pixels, rescale, spec)
     else:
-        image = _channels(Path(path), spec)
+        image = _channels(Path(path), spec, frame)
         if spec.mode == "color" and image.shape[2] == 1:
             image = np.repeat(image, 3, axis=2)  # a gray file in a colour task
         image = fit(image, spec)
     return adapt_channels(image, spec.channels)
+
+
+def load_entry(root: Path, entry, spec: PixelSpec) -> np.ndarray:
+    """load_input of an index entry: a path below `root`, or (path, frame)
+    for one frame of a multi-frame file (competition.data.index.path_entries)."""
+    path, frame = entry if isinstance(entry, tuple) else (entry, None)
+    return load_input(root / path, spec, frame)

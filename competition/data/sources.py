@@ -66,23 +66,23 @@ class ImageSource:
         return self.spec.input_shape
 
     def load(self, image_id: str) -> np.ndarray:
-        return load_input(self.paths(image_id), self.spec)
+        return load_input(self.paths(image_id), self.spec, self.paths.frame(image_id))
 
 
 def image_source(inputs: InputSpec, split: str, fields=None) -> ImageSource:
     """The split's images read from their files; `fields`: see ImagePaths (a
     unit's slices: their paths in the header index)."""
     if inputs.layout.task.per_unit:
-        return ImageSource(ImagePaths(inputs.layout, split, paths=_index_paths(inputs, split)),
-                           inputs.pixels)
+        return ImageSource(_index_paths(inputs, split), inputs.pixels)
     return ImageSource(ImagePaths(inputs.layout, split, fields), inputs.pixels)
 
 
-def _index_paths(inputs: InputSpec, split: str):
+def _index_paths(inputs: InputSpec, split: str) -> ImagePaths:
+    """A unit task's slices: their files and frames, from the header index."""
     from competition.data.index import split_index
 
-    index = split_index(inputs.layout, split, inputs.workers)
-    return index.set_index("image_id")["path"]
+    index = split_index(inputs.layout, split, inputs.workers).set_index("image_id")
+    return ImagePaths(inputs.layout, split, paths=index["path"], frames=index["frame"])
 
 
 def open_source(inputs: InputSpec, split: str, fields=None):

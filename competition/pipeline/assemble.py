@@ -68,7 +68,7 @@ def test_images(config: Config, sample: sub.Sample) -> tuple[list[str], pd.DataF
     from competition.data.index import list_images
 
     found = [
-        (image_id, path) for _, split, image_id, path in list_images(layout) if split == "test"
+        (image_id, path) for _, split, image_id, path, _ in list_images(layout) if split == "test"
     ]
     if not found:
         raise KitError(f"No test images in {layout.image_dir('test')}")

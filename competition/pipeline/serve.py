@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from competition.config import Config
-from competition.data.index import scan_file
+from competition.data.index import path_entries, scan_file
 from competition.data.neighbors import NeighborSource, positions_by_series
-from competition.data.preprocess import load_input
+from competition.data.preprocess import load_entry
 from competition.data.units import UnitSource, slices_by_unit
 from competition.errors import ImageReadError
 from competition.inference import submission as sub
@@ -34,14 +34,15 @@ UNIT = "series"  # the one unit of a call
 
 
 class FolderSlices:
-    """A series folder's slices by ID, read from their files (a slice source)."""
+    """A series folder's slices by ID (a file, or a frame of a multi-frame
+    file), read from their files (a slice source)."""
 
-    def __init__(self, folder: Path, paths: dict[str, str], pixels):
-        self.folder, self.paths, self.pixels = folder, paths, pixels
+    def __init__(self, folder: Path, entries: dict, pixels):
+        self.folder, self.entries, self.pixels = folder, entries, pixels
         self.layout, self.split, self.shape = None, "test", pixels.input_shape
 
     def load(self, image_id: str) -> np.ndarray:
-        return load_input(self.folder / self.paths[image_id], self.pixels)
+        return load_entry(self.folder, self.entries[image_id], self.pixels)
 
 
 class SeriesPredictor:
@@ -59,19 +60,18 @@ class SeriesPredictor:
     def source(self, folder: Path) -> UnitSource:
         """The folder's slices as one unit, as the training split's were."""
         files = sorted(p for p in folder.rglob("*.dcm") if p.is_file())
-        rows = pd.DataFrame(
-            [
-                scan_file(folder, "test", f"s{i:05d}", p.relative_to(folder).as_posix())
-                for i, p in enumerate(files)
-            ]
-        )
-        if rows.empty:
-            rows = pd.DataFrame(columns=["image_id", "readable", "z", "series_id", "split"])
-        rows = rows.assign(unit=UNIT)
+        found = [
+            row
+            for i, p in enumerate(files)
+            for row in scan_file(
+                folder, "test", f"s{i:05d}", p.relative_to(folder).as_posix(), True
+            )
+        ]
+        columns = ["image_id", "path", "frame", "readable", "z", "series_id", "split"]
+        rows = pd.DataFrame(found).reindex(columns=columns).assign(unit=UNIT)
         inputs = self.config.inputs
-        inner = FolderSlices(
-            folder, dict(zip(rows.image_id, rows.path, strict=True)), inputs.pixels
-        )
+        entries = dict(zip(rows.image_id, path_entries(rows), strict=True))
+        inner = FolderSlices(folder, entries, inputs.pixels)
         if inputs.neighbors and len(rows):
             table = positions_by_series(rows, "test")
             inner = NeighborSource(inner, table, inputs.neighbors, inputs.neighbor_windows)

@@ -41,9 +41,9 @@ from competition.data.cache.spec import (
     store_of,
 )
 from competition.data.cache.store import open_store
-from competition.data.index import read_index
+from competition.data.index import path_entries, read_index
 from competition.data.pixelspec import PixelSpec
-from competition.data.preprocess import load_input
+from competition.data.preprocess import load_entry
 from competition.errors import ImageReadError
 from competition.fileio import is_disk_full, write_csv_atomic, write_text_atomic
 from competition.locks import exclusive
@@ -111,7 +111,7 @@ def _fill(job: tuple[np.ndarray, list[str], list[str]]) -> tuple[np.ndarray, lis
     store, payloads, failed = _worker["store"], [], []
     for row, image_id, path in zip(rows, ids, paths, strict=True):
         try:
-            image = load_input(_worker["root"] / path, _worker["spec"])
+            image = load_entry(_worker["root"], path, _worker["spec"])
         except ImageReadError as exc:
             failed.append((int(row), image_id, exc.cause))
             payloads.append(None)
@@ -124,12 +124,13 @@ def _fill(job: tuple[np.ndarray, list[str], list[str]]) -> tuple[np.ndarray, lis
 
 def split_ids(spec: CacheSpec, split: str) -> tuple[list[str], list[str], dict[str, str]]:
     """(every image ID of the split in the index, their paths below
-    data.root, {ID: reason} of those the index already found unreadable)."""
+    data.root (a frame's: (path, frame)), {ID: reason} of those the index
+    already found unreadable)."""
     index = read_index(spec.layout)
     rows = index[index["split"] == split]
     bad = rows[~rows["readable"]]
     known_bad = dict(zip(bad["image_id"], bad["reason"], strict=True))
-    return rows["image_id"].tolist(), rows["path"].tolist(), known_bad
+    return rows["image_id"].tolist(), path_entries(rows), known_bad
 
 
 def _skip_known_unreadable(folder: Path, ids: list[str], known_bad: dict[str, str]) -> None:

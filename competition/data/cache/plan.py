@@ -19,7 +19,7 @@ import numpy as np
 
 from competition.data.cache.codecs import make_codec
 from competition.data.cache.spec import CacheError, CacheSpec
-from competition.data.preprocess import load_input
+from competition.data.preprocess import load_entry
 from competition.errors import ImageReadError
 
 AUTO_SHARE = 0.8
@@ -51,7 +51,7 @@ def sample_images(spec: CacheSpec, paths: list[str], count: int = SAMPLE) -> lis
     images = []
     for i in picks:
         try:
-            images.append(load_input(root / paths[i], spec.pixels))
+            images.append(load_entry(root, paths[i], spec.pixels))
         except ImageReadError:
             continue
     return images
