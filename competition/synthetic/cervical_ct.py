@@ -112,7 +112,7 @@ def _slice_hu(size: int, cleft: float | None):
     return hu
 
 
-def _template(study: Study, synth: SynthConfig, rng: np.random.Generator) -> pydicom.Dataset:
+def _template(study: Study, synth: SynthConfig) -> pydicom.Dataset:
     ds = pydicom.Dataset()
     ds.Modality = "CT"
     ds.PatientID = study.study_id  # one study per patient, as in the competition
@@ -144,7 +144,7 @@ def write(study: Study, synth: SynthConfig, layout: Layout) -> list[list]:
     }
     encoding = rng.choice([None, *COMPRESSION], p=[1 - sum(COMPRESSION.values()),
                                                    *COMPRESSION.values()])  # fmt: skip
-    template = _template(study, synth, rng)
+    template = _template(study, synth)
     folder = layout.image_dir(study.split) / study.study_id
     folder.mkdir(parents=True, exist_ok=True)
     z0 = float(rng.uniform(-80, 40))
