@@ -30,6 +30,7 @@ LAYERS = (
     (
         "competition.template",
         "competition.evaluation.metrics",
+        "competition.evaluation.arrays",
         "competition.evaluation.weighted_losses",
         "competition.evaluation.ranking",
         "competition.task",

@@ -15,17 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
-def _columns(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
-    y_true = np.asarray(y_true, dtype=np.float64)
-    y_pred = np.asarray(y_pred, dtype=np.float64)
-    y_true, y_pred = y_true.reshape(len(y_true), -1), y_pred.reshape(len(y_pred), -1)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(
-            "expected labels and predictions of the same shape (rows, columns). "
-            f"Received: {y_true.shape} and {y_pred.shape}"
-        )
-    return y_true, y_pred
+from competition.evaluation.arrays import paired
 
 
 def _roc(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -55,7 +45,7 @@ def weighted_column_auc(y_true, y_pred, weights: Sequence[float]) -> float:
     rows hold a single class has no AUC: it is left out and the weights of
     the others renormalised (a fold without a rare location still scores);
     an error when no column has one."""
-    y_true, y_pred = _columns(y_true, y_pred)
+    y_true, y_pred = paired(y_true, y_pred)
     weights = np.asarray(weights, np.float64)
     if weights.shape != (y_true.shape[1],):
         raise ValueError(f"expected {y_true.shape[1]} weights. Received: {len(weights)}")
@@ -88,7 +78,7 @@ def _area_above(fpr: np.ndarray, tpr: np.ndarray, min_tpr: float) -> float:
 def partial_auc(y_true, y_pred, min_tpr: float = 0.8, **_) -> float:
     """ISIC 2024's metric: the area under the ROC curve and above the
     true-positive rate `min_tpr`, from 0 to 1 - min_tpr."""
-    y_true, y_pred = _columns(y_true, y_pred)
+    y_true, y_pred = paired(y_true, y_pred)
     if y_true.shape[1] != 1:
         raise ValueError(f"partial AUC scores one column. Received: {y_true.shape[1]}")
     known = ~np.isnan(y_true[:, 0])
@@ -102,7 +92,7 @@ def balanced_accuracy(y_true, y_pred, **_) -> float:
     """The mean over the true classes of the share predicted right: classes
     by argmax of one-hot truth and probabilities (several columns), or
     probabilities cut at 0.5 (one column)."""
-    y_true, y_pred = _columns(y_true, y_pred)
+    y_true, y_pred = paired(y_true, y_pred)
     labelled = ~np.isnan(y_true).any(axis=1)
     y_true, y_pred = y_true[labelled], y_pred[labelled]
     if y_true.shape[1] > 1:

@@ -28,19 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from competition.evaluation.arrays import paired
+
 CLIP = 1e-15
-
-
-def _arrays(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
-    y_true = np.asarray(y_true, dtype=np.float64)
-    y_pred = np.asarray(y_pred, dtype=np.float64)
-    y_true, y_pred = y_true.reshape(len(y_true), -1), y_pred.reshape(len(y_pred), -1)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(
-            "expected labels and predictions of the same shape (units, columns). "
-            f"Received: {y_true.shape} and {y_pred.shape}"
-        )
-    return y_true, y_pred
 
 
 def _binary_log_loss(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
@@ -60,7 +50,7 @@ def label_weighted_log_loss(
     """Cervical Spine 2022's metric (see the module): each unit's labels
     weighted by their truth and normalised per unit, then the mean over
     units. A unit with every label missing is left out."""
-    y_true, y_pred = _arrays(y_true, y_pred)
+    y_true, y_pred = paired(y_true, y_pred)
     negative = np.asarray(negative_weights, np.float64)
     positive = np.asarray(positive_weights, np.float64)
     if negative.shape != (y_true.shape[1],) or positive.shape != negative.shape:
@@ -164,7 +154,7 @@ def group_losses(
     y_true, y_pred, groups: Sequence[SoftmaxGroup], any_of: AnyOf | None = None
 ) -> dict[str, float]:
     """Each group's log loss (and the derived AnyOf term's), by name."""
-    y_true, y_pred = _arrays(y_true, y_pred)
+    y_true, y_pred = paired(y_true, y_pred)
     losses = {group.name: _group_loss(y_true, y_pred, group) for group in groups}
     if any_of is not None:
         losses[any_of.name] = _any_of_loss(y_true, y_pred, any_of)
