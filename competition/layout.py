@@ -80,34 +80,17 @@ class ImagePaths:
         layout: Layout,
         split: str,
         fields: pd.DataFrame | None = None,
-        paths: pd.Series | None = None,
-        frames: pd.Series | None = None,
     ):
         extra = layout.task.template.extra_fields
-        if extra and fields is None and paths is None:
+        if extra and fields is None:
             raise KitError(
                 f"The image path template {layout.task.images.path!r} names {extra}: the "
                 f"{split} images' paths need a table holding those columns"
             )
         self.layout, self.split = layout, split
         self.fields = None if not extra or fields is None else fields[extra].astype(str)
-        self.paths = paths  # image ID -> path below data.root: a unit's slices, from the index
-        self.frames = frames  # image ID -> the frame of a multi-frame file (NA: a whole file)
-
-    def frame(self, image_id: str) -> int | None:
-        """The image's frame in a multi-frame file, None for a file of one."""
-        if self.frames is None or image_id not in self.frames.index:
-            return None
-        import pandas as pd  # here: importing the layout loads no pandas
-
-        found = self.frames.loc[image_id]
-        return None if pd.isna(found) else int(found)
 
     def __call__(self, image_id: str) -> Path:
-        if self.paths is not None:
-            if image_id not in self.paths.index:
-                raise KitError(f"{self.split} image {image_id!r} is not in the header index")
-            return self.layout.root / self.paths.loc[image_id]
         if self.fields is None:
             return self.layout.image_path(self.split, image_id)
         try:

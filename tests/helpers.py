@@ -211,6 +211,22 @@ def corrupt_entry(folder, row: int) -> None:
         handle.write(bytes([byte ^ 0xFF]))
 
 
+def overrides(*values: str) -> list[str]:
+    """`--set` before each KEY=VALUE."""
+    return [a for v in values for a in ("--set", v)]
+
+
+def trained_tiny(base: Path, config: Path, settings) -> tuple[Path, Path, list[str]]:
+    """A stand-in under `base` with fold 0 trained through the CLI: (data
+    root, runs folder, the CLI's config arguments)."""
+    root, runs = base / "competition", base / "runs"
+    args = ["--config", str(config), *overrides(f"data.root={root}", f"runs_dir={runs}",
+                                                *settings)]  # fmt: skip
+    trained = cli("train", "--fold", "0", *args, timeout=600)
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-3000:]
+    return root, runs, args
+
+
 def synthesize(config, workers: int = 0, force: bool = False) -> Path:
     """The config's synthetic competition written at data.root (the generator
     alone: no config file beside it, so two folders can be compared byte for byte)."""

@@ -19,7 +19,7 @@ import pytest
 from competition.config import ConfigError, load_config
 from competition.data.units import even_picks
 
-from helpers import REPO, cli, synthesize
+from helpers import REPO, cli, overrides, trained_tiny, synthesize
 
 CONFIG = REPO / "configs" / "synthetic" / "rsna_cervical_2022.yaml"
 LABELS = ["patient_overall", "C1", "C2", "C3", "C4", "C5", "C6", "C7"]
@@ -28,19 +28,10 @@ TINY = ("synth.patients=30", "synth.slices_per_series=[10, 14]", "synth.image_si
         "train.workers=1")  # fmt: skip
 
 
-def overrides(*values: str) -> list[str]:
-    return [a for v in values for a in ("--set", v)]
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The tiny stand-in, fold 0 trained through the CLI: (root, runs, args)."""
-    base = tmp_path_factory.mktemp("cervical")
-    root, runs = base / "competition", base / "runs"
-    args = ["--config", str(CONFIG), *overrides(f"data.root={root}", f"runs_dir={runs}", *TINY)]
-    trained = cli("train", "--fold", "0", *args, timeout=600)
-    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-3000:]
-    return root, runs, args
+    return trained_tiny(tmp_path_factory.mktemp("cervical"), CONFIG, TINY)
 
 
 def test_the_stand_in_is_written_in_the_downloads_layout(tiny):
@@ -362,11 +353,12 @@ def test_the_kernel_serves_predict_per_series_to_the_evaluation_api_offline(
                       tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert re.search(r"s per series .* the 12-hour limit holds about [\d,]+ series", done.stdout)
-    served = pd.read_csv(kaggle_root / "working" / "submission.csv", dtype={"series": str})
+    served = pd.read_csv(kaggle_root / "working" / "submission.csv",
+                         dtype={"SeriesInstanceUID": str}).set_index("SeriesInstanceUID")  # fmt: skip
     expected = pd.read_csv(runs / "rsna_cervical_2022_synthetic" / "test_preds.csv",
                            dtype={"image_id": str}).set_index("image_id")  # fmt: skip
-    assert sorted(served.series) == sorted(expected.index)
-    final = postprocess(config.task, expected.loc[served.series, LABELS].to_numpy())
+    assert sorted(served.index) == sorted(expected.index)
+    final = postprocess(config.task, expected.loc[served.index, LABELS].to_numpy())
     np.testing.assert_allclose(served[LABELS].to_numpy(), final, atol=1e-5)
 
 

@@ -28,7 +28,8 @@ PIXEL_DATA = 0x7FE00010
 # Values (not the pixel data) larger than this are not read by read_header.
 _DEFER_BYTES = 1024
 # Bumped whenever load_hu's output could change: caches are keyed by it.
-READER_VERSION = 1
+# 2: MR slices of series- and study-level tasks levelled per series.
+READER_VERSION = 2
 # The pixel fixes load_hu applies; part of the cache key with READER_VERSION.
 PIXEL_FIXES = ("12bit_intercept_wrap", "monochrome1_without_rescale")
 
@@ -107,7 +108,8 @@ def pixel_problem(ds: pydicom.Dataset, file_size: int) -> str | None:
     samples = int(ds.get("SamplesPerPixel", 1))
     if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
         samples = 2  # 4:2:2: two luminance samples share one pair of chroma samples
-    expected = rows * cols * samples * int(ds.get("BitsAllocated", 16)) // 8
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    expected = rows * cols * samples * int(ds.get("BitsAllocated", 16)) // 8 * frames
     if length < expected or (tell is not None and tell + length > file_size):
         available = min(length, file_size - tell) if tell is not None else length
         return f"truncated pixel data ({available} of {expected} bytes)"
@@ -157,6 +159,18 @@ def _frame_positions(ds: pydicom.Dataset) -> list[float] | None:
     return found
 
 
+def _orientation(ds: pydicom.Dataset) -> str:
+    """ImageOrientationPatient (a multi-frame file's shared one) to 2
+    decimals, as text: slices of one series compare equal on it."""
+    found = ds.get("ImageOrientationPatient")
+    shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
+    if found is None and shared is not None:
+        found = _first(shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+    if found is None or len(found) != 6:
+        return ""
+    return ",".join(f"{round(float(v), 2) + 0.0:g}" for v in found)  # + 0.0: no "-0"
+
+
 def _first(item: pydicom.Dataset, sequence: str, keyword: str):
     """item.<sequence>[0].<keyword>, or None where a level is missing."""
     inner = item.get(sequence)
@@ -177,6 +191,8 @@ def _header_fields(path: str | Path, ds: pydicom.Dataset) -> dict[str, Any]:
             "study_id": str(ds.get("StudyInstanceUID", "")),
             "series_id": str(ds.get("SeriesInstanceUID", "")),
             "sop_id": str(ds.get("SOPInstanceUID", "")),
+            "modality": str(ds.get("Modality", "")),
+            "orientation": _orientation(ds),
             "z": _z_position(ds),
             "frames": int(ds.get("NumberOfFrames", 1) or 1),
             "frame_z": _frame_positions(ds),

@@ -2,8 +2,11 @@
 decoding), in parallel, into `index.csv`: the image ID, its split and path
 (below data.root), patient/study/series, z, the frame of a multi-frame file
 (a series- or study-level task expands one into a row per frame), the
-slice's rank in its series, size, and whether the pixels can be read (and
-why not).
+slice's rank in its series, size, modality and orientation, and whether the
+pixels can be read (and why not). For a series- or study-level task the
+slices are then checked as volumes (competition.data.volumes: a slice whose
+orientation or size differs from its series' is left out, and MR series get
+their intensity levels).
 
 The files are those the task's path template matches in each split's
 folder; the template's ID field (and every other field) is read back from
@@ -15,6 +18,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -40,9 +44,24 @@ COLUMNS = [
     "slice_rank",
     "rows",
     "cols",
+    "modality",
+    "orientation",
+    "level_low",
+    "level_high",
     "readable",
     "reason",
 ]
+TEXT_COLUMNS = ["image_id", "split", "path", "patient_id", "study_id", "series_id", "modality",
+                "orientation", "reason"]  # fmt: skip
+
+
+class Entry(NamedTuple):
+    """What reads one slice: its file below data.root, the frame of a
+    multi-frame file, and the intensity levels of a slice without HU."""
+
+    path: str
+    frame: int | None = None
+    levels: tuple[float, float] | None = None
 
 
 class MissingTableError(KitError, FileNotFoundError):
@@ -82,8 +101,8 @@ def scan_file(root: Path, split: str, image_id: str, relative: str, frames: bool
 def _raster_header(path: Path) -> dict:
     """A PNG's or JPEG's size and problem, in the DICOM header's fields."""
     found = raster.header(path)
-    return {"patient_id": "", "study_id": "", "series_id": "", "sop_id": "", "z": float("nan"),
-            **found}
+    return {"patient_id": "", "study_id": "", "series_id": "", "sop_id": "", "modality": "",
+            "orientation": "", "z": float("nan"), **found}  # fmt: skip
 
 
 def _scan_one(job: tuple) -> list:
@@ -110,13 +129,14 @@ def list_images(layout: Layout, splits=SPLITS) -> list[tuple[Path, str, str, str
     return jobs
 
 
-def path_entries(rows: pd.DataFrame) -> list:
-    """Each row's file below data.root, as (path, frame) for one frame of a
-    multi-frame file (what competition.data.preprocess.load_entry reads)."""
-    frames = rows["frame"] if "frame" in rows else pd.Series(pd.NA, index=rows.index)
+def path_entries(rows: pd.DataFrame) -> list[Entry]:
+    """Each row's Entry (what competition.data.preprocess.load_entry reads)."""
+    missing = pd.Series(np.nan, index=rows.index)
+    frames = rows["frame"] if "frame" in rows else missing
+    low, high = (rows[c] if c in rows else missing for c in ("level_low", "level_high"))
     return [
-        path if pd.isna(frame) else (path, int(frame))
-        for path, frame in zip(rows["path"], frames, strict=True)
+        Entry(path, None if pd.isna(frame) else int(frame), None if pd.isna(a) else (a, b))
+        for path, frame, a, b in zip(rows["path"], frames, low, high, strict=True)
     ]
 
 
@@ -154,6 +174,10 @@ def build_index(layout: Layout, workers: int = 0, splits=SPLITS) -> pd.DataFrame
         f"Indexed {len(frame)} files at {progress.rate:.0f} files/s with {n} process(es); "
         f"{int((~frame.readable).sum())} unreadable"
     )
+    if layout.task.per_unit:
+        from competition.data.volumes import check_volumes
+
+        frame = check_volumes(frame, layout.root, workers)
     return frame
 
 
@@ -217,11 +241,10 @@ def read_index(layout: Layout) -> pd.DataFrame:
             f"No header index at {layout.index_csv}. "
             "Run `make index` (python -m competition index)."
         )
-    text = ["image_id", "split", "path", "patient_id", "study_id", "series_id", "reason"]
+    text = TEXT_COLUMNS
     frame = pd.read_csv(layout.index_csv, dtype={c: str for c in text} | {"readable": bool})
+    frame = frame.reindex(columns=COLUMNS)  # an index written before a column existed
     frame[text] = frame[text].fillna("")
-    if "frame" not in frame:  # an index written before frames were expanded
-        frame["frame"] = pd.NA
     for column in ("slice_rank", "rows", "cols", "frame"):
         frame[column] = frame[column].astype("Int64")
     return frame

@@ -6,7 +6,10 @@ same whether it is computed while training or once, into the cache
 1. channels by `preprocess.mode`:
    - ct_windows (DICOM): stored values -> HU -> one channel per window, through
      a lookup table per rescale (every 16-bit stored value -> its packed
-     channels), so an image is one `np.take`;
+     channels), so an image is one `np.take`; a slice with intensity levels
+     (an MR slice of a series- or study-level task, which has no HU: its
+     series' range, competition.data.volumes) maps that range to 0..255, the
+     same gray in every window's channel;
    - voi_lut (DICOM): the header's modality and VOI LUTs (window LINEAR or
      SIGMOID, or an explicit LUT), MONOCHROME1 inverted: one gray channel;
    - color: RGB (colour DICOM, PNG, JPEG; a gray file is repeated);
@@ -178,13 +181,30 @@ def _channels(path: Path, spec: PixelSpec, frame: int | None = None) -> np.ndarr
     return raster.read(path, colour=spec.mode == "color", at_least=at_least)
 
 
-def load_input(path, spec: PixelSpec, frame: int | None = None) -> np.ndarray:
-    """An image file (`frame`: one frame of a multi-frame DICOM) -> uint8
-    (rows, cols, channels) model input (ImageReadError, naming the file and
-    the cause, when it cannot be read)."""
+def _levelled_input(
+    pixels: np.ndarray, rescale: Rescale, levels: tuple[float, float], spec: PixelSpec
+) -> np.ndarray:
+    """Values without HU (MR): [low, high] of the series -> 0..255, one gray
+    channel repeated in each window's place (the model's input shape)."""
+    low, high = levels
+    scaled = (rescale.to_hu(pixels) - np.float32(low)) * np.float32(255.0 / (high - low))
+    gray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)[..., None]
+    return np.repeat(fit(gray, spec), len(spec.windows), axis=2)
+
+
+def load_input(
+    path, spec: PixelSpec, frame: int | None = None, levels: tuple[float, float] | None = None
+) -> np.ndarray:
+    """An image file (`frame`: one frame of a multi-frame DICOM; `levels`:
+    the intensity range of a slice without HU) -> uint8 (rows, cols,
+    channels) model input (ImageReadError, naming the file and the cause,
+    when it cannot be read)."""
     if spec.mode == "ct_windows":
         pixels, rescale = read_pixels(path, frame)
-        image = _ct_input(pixels, rescale, spec)
+        if levels is None:
+            image = _ct_input(pixels, rescale, spec)
+        else:
+            image = _levelled_input(pixels, rescale, levels, spec)
     else:
         image = _channels(Path(path), spec, frame)
         if spec.mode == "color" and image.shape[2] == 1:
@@ -194,7 +214,6 @@ def load_input(path, spec: PixelSpec, frame: int | None = None) -> np.ndarray:
 
 
 def load_entry(root: Path, entry, spec: PixelSpec) -> np.ndarray:
-    """load_input of an index entry: a path below `root`, or (path, frame)
-    for one frame of a multi-frame file (competition.data.index.path_entries)."""
-    path, frame = entry if isinstance(entry, tuple) else (entry, None)
-    return load_input(root / path, spec, frame)
+    """load_input of an index entry (competition.data.index.Entry: a path
+    below `root`, the frame of a multi-frame file, a series' levels)."""
+    return load_input(root / entry.path, spec, entry.frame, entry.levels)

@@ -15,6 +15,7 @@ from competition.data.cache.spec import CacheError, CacheSpec
 from competition.data.pixelspec import PixelSpec, PreprocessConfig
 from competition.data.preprocess import load_input
 from competition.data.settings import DataConfig
+from competition.errors import KitError
 from competition.layout import ImagePaths, Layout
 
 
@@ -66,23 +67,36 @@ class ImageSource:
         return self.spec.input_shape
 
     def load(self, image_id: str) -> np.ndarray:
-        return load_input(self.paths(image_id), self.spec, self.paths.frame(image_id))
+        return load_input(self.paths(image_id), self.spec)
 
 
-def image_source(inputs: InputSpec, split: str, fields=None) -> ImageSource:
+class EntrySource:
+    """A unit task's slices read from their files by their header-index
+    entries (path, frame of a multi-frame file, a series' levels): a
+    split's, or one series folder's in a Kaggle kernel (`layout` None)."""
+
+    def __init__(self, root, entries: dict, pixels: PixelSpec, split: str, layout=None):
+        self.root, self.entries, self.pixels = root, entries, pixels
+        self.layout, self.split, self.shape = layout, split, pixels.input_shape
+
+    def load(self, image_id: str) -> np.ndarray:
+        from competition.data.preprocess import load_entry
+
+        if image_id not in self.entries:
+            raise KitError(f"{self.split} slice {image_id!r} is not in the header index")
+        return load_entry(self.root, self.entries[image_id], self.pixels)
+
+
+def image_source(inputs: InputSpec, split: str, fields=None):
     """The split's images read from their files; `fields`: see ImagePaths (a
-    unit's slices: their paths in the header index)."""
+    unit's slices: their entries in the header index)."""
     if inputs.layout.task.per_unit:
-        return ImageSource(_index_paths(inputs, split), inputs.pixels)
+        from competition.data.index import path_entries, split_index
+
+        rows = split_index(inputs.layout, split, inputs.workers)
+        entries = dict(zip(rows["image_id"], path_entries(rows), strict=True))
+        return EntrySource(inputs.layout.root, entries, inputs.pixels, split, inputs.layout)
     return ImageSource(ImagePaths(inputs.layout, split, fields), inputs.pixels)
-
-
-def _index_paths(inputs: InputSpec, split: str) -> ImagePaths:
-    """A unit task's slices: their files and frames, from the header index."""
-    from competition.data.index import split_index
-
-    index = split_index(inputs.layout, split, inputs.workers).set_index("image_id")
-    return ImagePaths(inputs.layout, split, paths=index["path"], frames=index["frame"])
 
 
 def open_source(inputs: InputSpec, split: str, fields=None):

@@ -121,6 +121,18 @@ def even_picks(n: int, t: int) -> np.ndarray:
     return np.rint(np.linspace(0, n - 1, t)).astype(np.int64)
 
 
+def _warn_left_out(units: UnitSlices) -> None:
+    """One line for the units that lost unreadable slices, one for repeats
+    (the data report lists every slice with its reason)."""
+    for what, found in (("unreadable slice(s)", units.lost),
+                        ("slice(s) at the position of another", units.repeats)):  # fmt: skip
+        hit = {unit: ids for unit, ids in found.items() if unit in units.slices}
+        if hit:
+            names = ", ".join(list(hit)[:3]) + (", ..." if len(hit) > 3 else "")
+            log.warning("%d unit(s) left out %d %s (make data-report lists them): %s",
+                        len(hit), sum(map(len, hit.values())), what, names)  # fmt: skip
+
+
 class UnitSource:
     """Units as (T, H, W, C) stacks of their slices, read from `inner` (a
     slice source: files, cache, or their 2.5D stacks)."""
@@ -138,16 +150,7 @@ class UnitSource:
             if inner_locate is None or not len(self.ids)
             else inner_locate(np.concatenate(self.picks)).reshape(len(self.ids), t)
         )
-        for unit, lost in units.lost.items():
-            if unit in units.slices:
-                log.warning("Unit %s: %d unreadable slice(s) left out", unit, len(lost))
-        for unit, repeats in units.repeats.items():
-            log.warning(
-                "Unit %s: %d slice(s) at the position of another left out (%s)",
-                unit,
-                len(repeats),
-                ", ".join(repeats[:3]),
-            )
+        _warn_left_out(units)
 
     @property
     def cheap_take(self) -> bool:

@@ -25,12 +25,13 @@ def headline(scores: dict) -> str:
     )
 
 
-def fold_table(metrics: dict) -> str:
-    """Log loss and AUC per probability output, then the metric against the baseline."""
+def fold_table(metrics: dict, noun: str = "images") -> str:
+    """Log loss and AUC per probability output, then the metric against the
+    baseline (`noun`: what a sample is, task.sample_noun)."""
     outputs = metrics.get("per_output", {})
     width = max([18, *(len(name) + 2 for name in outputs)])
     lines = [
-        f"Fold {metrics['fold']}: {metrics['images']} validation images",
+        f"Fold {metrics['fold']}: {metrics['images']} validation {noun}",
         f"{'output':<{width}}{'log loss':>10}{'AUC':>8}",
     ]
     for name, found in outputs.items():

@@ -1,9 +1,10 @@
 """Kaggle's evaluation API (RSNA 2025 Aneurysm's form): an inference server
 calls `predict(series_path)` once per test series and builds the submission
 itself. `SeriesPredictor` is that `predict` for a series- or study-level
-task: each call reads the folder's DICOM headers, orders the slices along
-the body axis, stacks T of them exactly as training did (windows, 2.5D,
-the unit's picks), and returns one row of the task's labels through every
+task: each call reads the folder's DICOM headers, checks them as a volume
+(competition.data.volumes: odd slices left out, levels of a series without
+HU), orders the slices along the body axis, stacks T of them exactly as
+training did (windows, 2.5D, the unit's picks), and returns one row of the task's labels through every
 fold and TTA view, post-processed and decoded as `make predict` would.
 A series with no readable slice gets the folds' mean training target, and
 a line saying so. It keeps the seconds each call took: `report` projects
@@ -19,10 +20,11 @@ import numpy as np
 import pandas as pd
 
 from competition.config import Config
-from competition.data.index import path_entries, scan_file
+from competition.data.index import COLUMNS, TEXT_COLUMNS, path_entries, scan_file
 from competition.data.neighbors import NeighborSource, positions_by_series
-from competition.data.preprocess import load_entry
+from competition.data.sources import EntrySource
 from competition.data.units import UnitSource, slices_by_unit
+from competition.data.volumes import check_volumes
 from competition.errors import ImageReadError
 from competition.inference import submission as sub
 from competition.inference.ensemble import combine_folds
@@ -31,18 +33,6 @@ from competition.pipeline.assemble import fold_cuts, folds_training_mean
 from competition.pipeline.predict import load_ensemble
 
 UNIT = "series"  # the one unit of a call
-
-
-class FolderSlices:
-    """A series folder's slices by ID (a file, or a frame of a multi-frame
-    file), read from their files (a slice source)."""
-
-    def __init__(self, folder: Path, entries: dict, pixels):
-        self.folder, self.entries, self.pixels = folder, entries, pixels
-        self.layout, self.split, self.shape = None, "test", pixels.input_shape
-
-    def load(self, image_id: str) -> np.ndarray:
-        return load_entry(self.folder, self.entries[image_id], self.pixels)
 
 
 class SeriesPredictor:
@@ -67,11 +57,12 @@ class SeriesPredictor:
                 folder, "test", f"s{i:05d}", p.relative_to(folder).as_posix(), True
             )
         ]
-        columns = ["image_id", "path", "frame", "readable", "z", "series_id", "split"]
-        rows = pd.DataFrame(found).reindex(columns=columns).assign(unit=UNIT)
+        rows = pd.DataFrame(found).reindex(columns=COLUMNS).assign(unit=UNIT)
+        rows[TEXT_COLUMNS] = rows[TEXT_COLUMNS].fillna("")
+        rows = check_volumes(rows, folder, workers=1)
         inputs = self.config.inputs
         entries = dict(zip(rows.image_id, path_entries(rows), strict=True))
-        inner = FolderSlices(folder, entries, inputs.pixels)
+        inner = EntrySource(folder, entries, inputs.pixels, "test")
         if inputs.neighbors and len(rows):
             table = positions_by_series(rows, "test")
             inner = NeighborSource(inner, table, inputs.neighbors, inputs.neighbor_windows)

@@ -2,4 +2,5 @@
 on-disk format, by `synth.kind`."""
 
 # synth.kind -> the module (competition.synthetic.<name>) that writes it
-STAND_INS = ("head_ct", "skin", "fundus", "mammography", "chest_xray", "cervical_ct")
+STAND_INS = ("head_ct", "skin", "fundus", "mammography", "chest_xray", "cervical_ct",
+             "aneurysm")  # fmt: skip

@@ -126,5 +126,5 @@ def finish(out: Path, metrics: dict, started: float, task: TaskSpec) -> dict:
     save_curves(out / "history.csv", out / "curves.png", task.monitor)
     write_text_atomic(out / METRICS, json.dumps(metrics, indent=2))
     shutil.rmtree(out / "backup", ignore_errors=True)
-    print(fold_table(metrics))
+    print(fold_table(metrics, task.sample_noun))
     return metrics

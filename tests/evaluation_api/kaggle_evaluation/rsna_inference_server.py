@@ -2,8 +2,9 @@
 `RSNAInferenceServer(predict)`, `serve()` on Kaggle's rerun,
 `run_local_gateway()` otherwise. The gateway calls predict once per test
 series (each folder of the competition's test folder, GATEWAY_TEST_DIR),
-checks that every answer is one row, and writes the submission it builds
-(the series ID, then the answer's columns) to the working folder."""
+checks that every answer is one row without the row-ID column, and writes
+the submission it builds (SeriesInstanceUID, then the answer's columns) to
+the working folder."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import os
 from pathlib import Path
 
 import pandas as pd
+
+ROW_ID = "SeriesInstanceUID"  # the gateway adds it to each answer
 
 
 class RSNAInferenceServer:
@@ -26,11 +29,12 @@ class RSNAInferenceServer:
         rows = []
         for folder in folders:
             answer = self.predict(str(folder))
-            if not isinstance(answer, pd.DataFrame) or len(answer) != 1:
+            if not isinstance(answer, pd.DataFrame) or len(answer) != 1 or ROW_ID in answer:
                 raise ValueError(
-                    f"predict({folder.name}) must return one row. Received: {answer!r}"
+                    f"predict({folder.name}) must return one row without {ROW_ID}. "
+                    f"Received: {answer!r}"
                 )
-            rows.append({"series": folder.name, **answer.iloc[0].to_dict()})
+            rows.append({ROW_ID: folder.name, **answer.iloc[0].to_dict()})
         out = Path(os.environ.get("KAGGLE_ROOT", "/kaggle")) / "working" / "submission.csv"
         pd.DataFrame(rows).to_csv(out, index=False)
         print(f"gateway: {len(rows)} series answered")

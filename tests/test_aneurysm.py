@@ -1,0 +1,212 @@
+"""A series-level task with CT and MR in one competition, on the RSNA 2025
+Aneurysm stand-in (series folders, multi-frame MR files, localizer slices):
+the layout, slices of another orientation or size left out of their
+series, MR series levelled per series (the same series on another scanner
+scale gives the same input), the CLI end to end, the evaluation API's
+predict on every kind of series, and learning against the baseline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+
+from competition.config import load_config
+
+from helpers import REPO, cli, overrides, trained_tiny
+
+CONFIG = REPO / "configs" / "synthetic" / "rsna_aneurysm_2025.yaml"
+TINY = ("synth.patients=36", "synth.slices_per_series=[10, 14]", "synth.image_size=32",
+        "preprocess.image_size=32", "series.slices=6", "folds.k=3", "train.epochs=2",
+        "train.workers=1")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The tiny stand-in, fold 0 trained through the CLI: (root, runs, args)."""
+    return trained_tiny(tmp_path_factory.mktemp("aneurysm"), CONFIG, TINY)
+
+
+def headers(folder):
+    return [pydicom.dcmread(p, stop_before_pixels=True) for p in sorted(folder.glob("*.dcm"))]
+
+
+def test_the_stand_in_is_written_in_the_downloads_layout(tiny):
+    from competition.synthetic.aneurysm import LABELS
+
+    root, _, _ = tiny
+    train = pd.read_csv(root / "train.csv", dtype=str)
+    assert train.columns.tolist() == [
+        "SeriesInstanceUID", "PatientAge", "PatientSex", "Modality", *LABELS]  # fmt: skip
+    assert set(train.Modality) <= {"CTA", "MRA", "MRI T1post", "MRI T2"}
+    assert {"CTA"} < set(train.Modality)  # CT and MR in one competition
+    present = train[LABELS[:-1]].astype(int).max(axis=1)
+    assert (present == train["Aneurysm Present"].astype(int)).all()
+    assert sorted(p.name for p in (root / "series").iterdir()) == sorted(train.SeriesInstanceUID)
+    kinds = {"multi-frame": 0, "localizer": 0}
+    for folder in (root / "series").iterdir():
+        found = headers(folder)
+        assert all(f"{h.SOPInstanceUID}.dcm" in {p.name for p in folder.iterdir()} for h in found)
+        kinds["multi-frame"] += any(int(h.get("NumberOfFrames", 1)) > 1 for h in found)
+        kinds["localizer"] += len({tuple(h.get("ImageOrientationPatient", ())) for h in found}) > 2
+    sample = pd.read_csv(root / "sample_submission.csv", dtype=str)
+    assert sample.columns.tolist() == ["SeriesInstanceUID", *LABELS]
+    assert sorted(sample.SeriesInstanceUID) == sorted(p.name for p in (root / "test_series").iterdir())
+
+
+def localizer_of(folder):
+    """The slice of another orientation in a series folder, or None."""
+    for path in sorted(folder.glob("*.dcm")):
+        if list(pydicom.dcmread(path, stop_before_pixels=True).ImageOrientationPatient) != [1, 0, 0, 0, 1, 0]:
+            return path
+    return None
+
+
+def test_slices_of_another_orientation_or_size_are_left_out_of_their_series(tiny, tmp_path):
+    from competition.data.index import build_index
+    from competition.data.units import unit_slices
+
+    root, _, _ = tiny
+    copy = tmp_path / "competition"
+    shutil.copytree(root / "series", copy / "series")
+    shutil.copy(root / "train.csv", copy)
+    config = load_config(CONFIG, [f"data.root={copy}", *TINY, "synth.generate=false"])
+    series = [f for f in sorted((copy / "series").iterdir()) if len(list(f.glob("*.dcm"))) > 2]
+    target = series[0]
+    plain = sorted(target.glob("*.dcm"))[0]
+    localizer = localizer_of(target)
+    if localizer is None:  # this series has none: add a scout of another orientation
+        ds = pydicom.dcmread(plain)
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+        localizer = target / "scout.dcm"
+        ds.save_as(localizer)
+    small = pydicom.dcmread(plain)  # a reformat of another size, same orientation
+    dtype = small.pixel_array.dtype
+    small.Rows = small.Columns = 16
+    small.PixelData = np.zeros((16, 16), dtype).tobytes()
+    small.ImagePositionPatient = [*small.ImagePositionPatient[:2], 999.0]
+    small.save_as(target / "small.dcm")
+    index = build_index(config.layout, 1, ("train",))
+    rows = index[index.path.str.startswith(f"series/{target.name}/")].set_index("path")
+    left_out = rows[~rows.readable]
+    reasons = dict(zip(left_out.index.str.rsplit("/", n=1).str[1], left_out.reason, strict=True))
+    assert reasons.keys() == {localizer.name, "small.dcm"}, reasons
+    assert reasons[localizer.name].startswith("orientation 0,1,0,0,0,-1 differs from the rest")
+    assert "(1,0,0,0,1,0)" in reasons[localizer.name]
+    assert reasons["small.dcm"].startswith("size 16x16 differs from the rest of its series (32x32)")
+    kept = unit_slices(config.task, index, "train").slices[target.name]
+    assert len(kept) == rows.readable.sum() and not any("small" in k for k in kept)
+
+
+def rescaled_copy(folder, dest, gain: float, offset: float) -> None:
+    """The series as another scanner would store it: every value x gain + offset."""
+    dest.mkdir(parents=True)
+    for path in folder.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        values = ds.pixel_array.astype(np.float64) * gain + offset
+        ds.PixelData = np.clip(np.rint(values), 0, 65535).astype(np.uint16).tobytes()
+        ds.SeriesInstanceUID = dest.name
+        ds.save_as(dest / path.name)
+
+
+def test_an_mr_series_is_levelled_per_series_and_ct_keeps_its_hu_windows(tiny, tmp_path):
+    from competition.data.index import build_index
+    from competition.data.preprocess import load_input
+    from competition.data.sources import open_source
+
+    root, _, _ = tiny
+    train = pd.read_csv(root / "train.csv", dtype=str)
+    copy = tmp_path / "competition"
+    mr = [s for s in train[train.Modality != "CTA"].SeriesInstanceUID
+          if not any(int(h.get("NumberOfFrames", 1)) > 1 for h in headers(root / "series" / s))]  # fmt: skip
+    ct = train[train.Modality == "CTA"].SeriesInstanceUID.iloc[0]
+    for uid in (mr[0], ct):
+        shutil.copytree(root / "series" / uid, copy / "series" / uid)
+    rescaled_copy(root / "series" / mr[0], copy / "series" / "1.2.3.4", 3.0, 250.0)
+    table = train[train.SeriesInstanceUID.isin([mr[0], ct])]
+    extra = table[table.SeriesInstanceUID == mr[0]].assign(SeriesInstanceUID="1.2.3.4")
+    pd.concat([table, extra]).to_csv(copy / "train.csv", index=False)
+    config = load_config(CONFIG, [f"data.root={copy}", *TINY, "synth.generate=false",
+                                  "data.source=files"])  # fmt: skip
+    index = build_index(config.layout, 1, ("train",))
+    index.to_csv(config.layout.index_csv, index=False)
+    source = open_source(config.inputs, "train")
+    original, rescaled = source.load(mr[0]), source.load("1.2.3.4")
+    assert np.abs(original.astype(int) - rescaled.astype(int)).max() <= 2  # one range for both
+    assert original.std() > 20  # not a blank image
+    # without the levels the two scales would differ wholly
+    rows = index[index.series_id == mr[0]].dropna(subset=["level_low"])
+    raw = load_input(copy / rows.path.iloc[0], config.pixels)
+    other = load_input(copy / rows.path.iloc[0].replace(mr[0], "1.2.3.4"), config.pixels)
+    assert np.abs(raw.astype(int) - other.astype(int)).mean() > 20
+    # the levels are the series' percentiles (a second computation, from every slice)
+    values = np.concatenate([pydicom.dcmread(copy / p).pixel_array[::2, ::2].ravel()
+                             for p in rows.path])  # fmt: skip
+    low, high = np.percentile(values, [0.5, 99.5])
+    assert abs(rows.level_low.iloc[0] - low) <= 0.05 * (high - low)
+    assert abs(rows.level_high.iloc[0] - high) <= 0.05 * (high - low)
+    ct_rows = index[index.series_id == ct]
+    assert ct_rows.level_low.isna().all() and (ct_rows.modality == "CT").all()
+    stack = source.load(ct)
+    expected = load_input(copy / ct_rows[ct_rows.readable].sort_values("z").path.iloc[0],
+                          config.pixels)  # fmt: skip
+    np.testing.assert_array_equal(stack[0], expected)  # HU windows, as before
+
+
+def test_a_series_task_predicts_and_validates_through_the_cli(tiny, tmp_path):
+    root, runs, args = tiny
+    args = [*args, *overrides(f"predict.submissions_dir={tmp_path}")]
+    predicted = cli("predict", "--folds", "0", *args, timeout=600)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert "Score on" in predicted.stdout and "weighted_column_auc" in predicted.stdout
+    checked = cli("validate", str(tmp_path / "submission.csv"), *args, timeout=120)
+    assert checked.returncode == 0 and checked.stdout.startswith("ok: "), checked.stderr
+    report = json.loads((runs / "rsna_aneurysm_2025_synthetic" / "data_report.json").read_text())
+    assert "orientation" in json.dumps(report)  # the localizers, listed with their reason
+
+
+def test_predict_per_series_answers_as_make_predict_does(tiny, tmp_path):
+    """The evaluation API's predict(series_path) on each test series (CT,
+    MR, multi-frame, with a localizer): the same answers as make predict,
+    one row of the 14 columns, no ID column (the server adds it)."""
+    from competition.inference.submission import postprocess
+    from competition.pipeline.serve import SeriesPredictor
+    from competition.synthetic.aneurysm import LABELS
+
+    root, runs, args = tiny
+    done = cli("predict", "--folds", "0", *args,
+               *overrides(f"predict.submissions_dir={tmp_path}"), timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = load_config(CONFIG, [f"data.root={root}", f"runs_dir={runs}", *TINY])
+    predict = SeriesPredictor(config, [0])
+    expected = pd.read_csv(runs / "rsna_aneurysm_2025_synthetic" / "test_preds.csv",
+                           dtype={"image_id": str}).set_index("image_id")  # fmt: skip
+    folders = sorted((root / "test_series").iterdir())
+    kinds = [headers(f) for f in folders]
+    assert any(h.Modality == "MR" and int(h.get("NumberOfFrames", 1)) > 1 for k in kinds for h in k)
+    assert any(localizer_of(f) for f in folders) and any(k[0].Modality == "CT" for k in kinds)
+    answers = pd.concat([predict(str(f)) for f in folders], ignore_index=True)
+    assert answers.columns.tolist() == LABELS
+    final = postprocess(config.task, expected.loc[[f.name for f in folders], LABELS].to_numpy())
+    np.testing.assert_allclose(answers.to_numpy(), final, atol=1e-5)
+    assert "s per series" in predict.report()
+
+
+LEARN = ("synth.patients=260", "folds.k=4", "train.epochs=14", "train.workers=1")
+
+
+@pytest.mark.slow
+def test_it_learns_where_the_aneurysm_is_against_the_baseline(tmp_path):
+    """The stand-in at a reduced size: the column AUCs well above the
+    constant prediction's 0.5, CT and MR series together."""
+    root, runs = tmp_path / "competition", tmp_path / "runs"
+    args = ["--config", str(CONFIG), *overrides(f"data.root={root}", f"runs_dir={runs}", *LEARN)]
+    result = cli("train", "--fold", "0", *args, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((runs / "rsna_aneurysm_2025_synthetic" / "fold0" / "metrics.json").read_text())
+    assert metrics["baseline_score"] == 0.5
+    assert metrics["score"] > 0.75, metrics["score"]
