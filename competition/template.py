@@ -17,11 +17,12 @@ class ImageTemplate:
         parsed = list(string.Formatter().parse(text))
         self.fields = [name for _, name, _, _ in parsed if name is not None]
 
-    def problem(self) -> str | None:
-        """What is wrong with the template, or None."""
+    def problem(self, require_id: bool = True) -> str | None:
+        """What is wrong with the template, or None (`require_id`: it must
+        name the ID field; a unit found by a header field or a CSV need not)."""
         if not self.text.startswith("{split_dir}/"):
             return "must start with {split_dir}/ (the split's image folder)"
-        if self.id_field not in self.fields:
+        if require_id and self.id_field not in self.fields:
             return f"must name the image ID field {{{self.id_field}}}"
         if len(set(self.fields)) != len(self.fields) or any(
             not f.isidentifier() for f in self.fields

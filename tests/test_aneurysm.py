@@ -55,13 +55,15 @@ def test_the_stand_in_is_written_in_the_downloads_layout(tiny):
         kinds["localizer"] += len({tuple(h.get("ImageOrientationPatient", ())) for h in found}) > 2
     sample = pd.read_csv(root / "sample_submission.csv", dtype=str)
     assert sample.columns.tolist() == ["SeriesInstanceUID", *LABELS]
-    assert sorted(sample.SeriesInstanceUID) == sorted(p.name for p in (root / "test_series").iterdir())
+    tests = sorted(p.name for p in (root / "test_series").iterdir())
+    assert sorted(sample.SeriesInstanceUID) == tests
 
 
 def localizer_of(folder):
     """The slice of another orientation in a series folder, or None."""
     for path in sorted(folder.glob("*.dcm")):
-        if list(pydicom.dcmread(path, stop_before_pixels=True).ImageOrientationPatient) != [1, 0, 0, 0, 1, 0]:
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        if list(header.get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0])) != [1, 0, 0, 0, 1, 0]:
             return path
     return None
 
@@ -121,8 +123,9 @@ def test_an_mr_series_is_levelled_per_series_and_ct_keeps_its_hu_windows(tiny, t
     root, _, _ = tiny
     train = pd.read_csv(root / "train.csv", dtype=str)
     copy = tmp_path / "competition"
-    mr = [s for s in train[train.Modality != "CTA"].SeriesInstanceUID
-          if not any(int(h.get("NumberOfFrames", 1)) > 1 for h in headers(root / "series" / s))]  # fmt: skip
+    frames = {s: max(int(h.get("NumberOfFrames", 1)) for h in headers(root / "series" / s))
+              for s in train.SeriesInstanceUID}  # fmt: skip
+    mr = [s for s in train[train.Modality != "CTA"].SeriesInstanceUID if frames[s] == 1]
     ct = train[train.Modality == "CTA"].SeriesInstanceUID.iloc[0]
     for uid in (mr[0], ct):
         shutil.copytree(root / "series" / uid, copy / "series" / uid)
@@ -207,6 +210,50 @@ def test_it_learns_where_the_aneurysm_is_against_the_baseline(tmp_path):
     args = ["--config", str(CONFIG), *overrides(f"data.root={root}", f"runs_dir={runs}", *LEARN)]
     result = cli("train", "--fold", "0", *args, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
-    metrics = json.loads((runs / "rsna_aneurysm_2025_synthetic" / "fold0" / "metrics.json").read_text())
+    fold = runs / "rsna_aneurysm_2025_synthetic" / "fold0"
+    metrics = json.loads((fold / "metrics.json").read_text())
     assert metrics["baseline_score"] == 0.5
     assert metrics["score"] > 0.75, metrics["score"]
+
+
+def test_a_unit_found_through_a_csv_column_gathers_its_series(tiny, tmp_path):
+    """task.unit.by csv: a patient-level task over the series folders, a
+    CSV mapping each series to its patient (two series of one patient
+    stack together; a series the CSV does not list belongs to no unit)."""
+    from competition.data.csvfile import CsvError
+    from competition.data.index import build_index
+    from competition.data.units import unit_index, unit_slices
+    from competition.synthetic.aneurysm import LABELS
+
+    root, _, _ = tiny
+    copy = tmp_path / "competition"
+    shutil.copytree(root / "series", copy / "series")
+    train = pd.read_csv(root / "train.csv", dtype=str)
+    series = train.SeriesInstanceUID.tolist()
+    patients = ["P0", "P0", *[f"P{i}" for i in range(1, len(series) - 2)]]  # the last: unlisted
+    meta = pd.DataFrame({"SeriesInstanceUID": series[:-1], "patient_id": patients})
+    meta.to_csv(copy / "series_meta.csv", index=False)
+    labelled = train.iloc[:-1].assign(patient_id=patients)[["patient_id", *LABELS]]
+    labelled[LABELS] = labelled[LABELS].astype(int)
+    labelled.groupby("patient_id", as_index=False).max().to_csv(copy / "patients.csv", index=False)
+    settings = [f"data.root={copy}", *TINY, "synth.generate=false", "task.unit.level=patient",
+                "task.unit.by=csv", "task.unit.csv=series_meta.csv",
+                "task.unit.key=SeriesInstanceUID", "task.labels.csv=patients.csv",
+                "task.labels.id_column=patient_id"]  # fmt: skip
+    config = load_config(CONFIG, settings)
+    index = build_index(config.layout, 1, ("train",))
+    units = unit_slices(config.task, index, "train", copy)
+    assert sorted(units.slices) == sorted(set(patients))
+    both = {i.split("_")[0] for i in units.slices["P0"]}
+    assert both == {series[0], series[1]}
+    readable = index[index.readable & index.series_id.isin(series[:2])]
+    assert len(units.slices["P0"]) == len(readable)
+    assert series[-1] not in set(unit_index(config.task, index, copy).image_id)
+    folds = cli("folds", "--config", str(CONFIG), *overrides(*settings), timeout=300)
+    assert folds.returncode == 0, folds.stderr[-3000:]
+    assert sorted(pd.read_csv(copy / "folds.csv", dtype=str).image_id) == sorted(set(patients))
+    meta.iloc[[0]].assign(patient_id="P9").pipe(lambda f: pd.concat([meta, f])).to_csv(
+        copy / "series_meta.csv", index=False
+    )
+    with pytest.raises(CsvError, match=r"expected one patient_id per SeriesInstanceUID"):
+        unit_slices(config.task, index, "train", copy)

@@ -269,11 +269,13 @@ SIX_ALLOWED = {
     "kaggle/bundle.py": "SLUG_LENGTH",  # Kaggle's shortest dataset slug
     "devtools/gallery.py": "PER_ROW",  # pictures per row
     "data/dicom.py": "orientation",  # ImageOrientationPatient holds six numbers
+    "synthetic/generate.py": "GENERATOR_VERSION",  # the stand-ins' format version
 }
 # The other competitions' stand-ins draw their own images: a 6 there cannot be RSNA's
 # six outputs (their names of RSNA's labels and files are still checked).
 OTHER_STAND_INS = ("synthetic/skin.py", "synthetic/fundus.py", "synthetic/mammography.py",
-                   "synthetic/chest_xray.py", "synthetic/cervical_ct.py")  # fmt: skip
+                   "synthetic/chest_xray.py", "synthetic/cervical_ct.py",
+                   "synthetic/aneurysm.py")  # fmt: skip
 
 
 def rsna_knowledge(path: Path, relative: str) -> list[str]:

@@ -363,3 +363,39 @@ def test_a_grouped_spec_that_does_not_fit_names_the_key(tmp_path, change, messag
     with pytest.raises(ConfigError) as info:
         _config(tmp_path, abdominal_task(change), "bad")
     assert message in str(info.value)
+
+
+def test_a_lumbar_submission_has_a_row_per_study_and_level_and_a_column_per_class(tasks, tmp_path):
+    """row_id = <study>_<condition>_<level>, then normal_mild, moderate,
+    severe: each row the softmax of its label column, in class order."""
+    from competition.inference import submission as sub
+
+    lumbar = lumbar_task()
+    lumbar["labels"]["id_pattern"] = r"(?P<image_id>[0-9]+)_(?P<label>[a-z_0-9]+)"
+    lumbar["submission"] = {"layout": "long", "id_column": "row_id",
+                            "value_columns": ["normal_mild", "moderate", "severe"]}  # fmt: skip
+    task = _config(tmp_path, lumbar, "lumbar_submission").task
+    studies = ["4003", "4016"]
+    row_ids = [f"{s}_{c}" for s in studies for h in task.heads for c in h.columns]
+    sample_path = tmp_path / "sample_submission.csv"
+    pd.DataFrame({"row_id": row_ids, "normal_mild": 1 / 3, "moderate": 1 / 3,
+                  "severe": 1 / 3}).to_csv(sample_path, index=False)  # fmt: skip
+    outputs = _softmaxes(np.random.default_rng(3), len(studies), [3] * 25)
+    values = sub.decode(task, outputs, studies)
+    built = sub.build_submission(task, sub.read_sample(task, sample_path), values)
+    assert built.columns.tolist() == ["row_id", "normal_mild", "moderate", "severe"]
+    assert built.row_id.tolist() == row_ids
+    for s in range(len(studies)):
+        for j in range(25):  # label j of study s: outputs 3j..3j+2, as the model made them
+            got = built.iloc[25 * s + j, 1:].to_numpy(np.float64)
+            np.testing.assert_allclose(got, outputs[s, 3 * j : 3 * j + 3])
+    path = tmp_path / "submission.csv"
+    built.to_csv(path, index=False)
+    assert sub.validate_file(task, path, sample_path) == ([], 50)
+    built.loc[0, "moderate"] = 1.5
+    built.to_csv(path, index=False)
+    problems, _ = sub.validate_file(task, path, sample_path)
+    assert len(problems) == 1 and "values of moderate" in problems[0]
+    wrong = {**lumbar, "submission": {**lumbar["submission"], "value_columns": ["a", "b"]}}
+    with pytest.raises(ConfigError, match="head 'spinal' must be multiclass with 2 classes"):
+        _config(tmp_path, wrong, "wrong")

@@ -19,7 +19,7 @@ import pytest
 from competition.config import ConfigError, load_config
 from competition.data.units import even_picks
 
-from helpers import REPO, cli, overrides, trained_tiny, synthesize
+from helpers import REPO, cli, overrides, synthesize, trained_tiny
 
 CONFIG = REPO / "configs" / "synthetic" / "rsna_cervical_2022.yaml"
 LABELS = ["patient_overall", "C1", "C2", "C3", "C4", "C5", "C6", "C7"]
@@ -353,8 +353,8 @@ def test_the_kernel_serves_predict_per_series_to_the_evaluation_api_offline(
                       tmp_path)  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert re.search(r"s per series .* the 12-hour limit holds about [\d,]+ series", done.stdout)
-    served = pd.read_csv(kaggle_root / "working" / "submission.csv",
-                         dtype={"SeriesInstanceUID": str}).set_index("SeriesInstanceUID")  # fmt: skip
+    served = pd.read_csv(kaggle_root / "working" / "submission.csv", dtype=str)
+    served = served.set_index("SeriesInstanceUID").astype(float)
     expected = pd.read_csv(runs / "rsna_cervical_2022_synthetic" / "test_preds.csv",
                            dtype={"image_id": str}).set_index("image_id")  # fmt: skip
     assert sorted(served.index) == sorted(expected.index)
@@ -367,6 +367,10 @@ def test_the_kernel_serves_predict_per_series_to_the_evaluation_api_offline(
     [
         (["task.unit.by=dicom"], "'task.unit.key' must be one of PatientID"),
         (["task.unit.key=PatientID"], "'task.unit.key' must be null when task.unit.by is folder"),
+        (["task.unit.by=csv"], "'task.unit.csv' and task.unit.key must both be set"),
+        (["task.unit.by=csv", "task.unit.csv=m.csv", "task.unit.key=Nope"],
+         "'task.unit.key' must be a field of task.images.path or one of PatientID"),
+        (["task.unit.csv=m.csv"], "'task.unit.csv' is read only when task.unit.by is csv"),
         (
             ["task.images.path={split_dir}/{StudyInstanceUID}.dcm"],
             "must name a folder level and the file for a study-level task",

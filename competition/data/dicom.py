@@ -162,13 +162,13 @@ def _frame_positions(ds: pydicom.Dataset) -> list[float] | None:
 def _orientation(ds: pydicom.Dataset) -> str:
     """ImageOrientationPatient (a multi-frame file's shared one) to 2
     decimals, as text: slices of one series compare equal on it."""
-    found = ds.get("ImageOrientationPatient")
+    orientation = ds.get("ImageOrientationPatient")
     shared = (ds.get("SharedFunctionalGroupsSequence") or [None])[0]
-    if found is None and shared is not None:
-        found = _first(shared, "PlaneOrientationSequence", "ImageOrientationPatient")
-    if found is None or len(found) != 6:
+    if orientation is None and shared is not None:
+        orientation = _first(shared, "PlaneOrientationSequence", "ImageOrientationPatient")
+    if orientation is None or len(orientation) != 6:
         return ""
-    return ",".join(f"{round(float(v), 2) + 0.0:g}" for v in found)  # + 0.0: no "-0"
+    return ",".join(f"{round(float(v), 2) + 0.0:g}" for v in orientation)  # + 0.0: no "-0"
 
 
 def _first(item: pydicom.Dataset, sequence: str, keyword: str):

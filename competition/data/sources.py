@@ -113,7 +113,7 @@ def open_source(inputs: InputSpec, split: str, fields=None):
     from competition.data.units import UnitSource, unit_slices
 
     index = split_index(inputs.layout, split, inputs.workers)
-    return UnitSource(slices, unit_slices(task, index, split), inputs.slices)
+    return UnitSource(slices, unit_slices(task, index, split, inputs.layout.root), inputs.slices)
 
 
 def slice_source(inputs: InputSpec, split: str, fields=None):

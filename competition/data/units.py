@@ -1,7 +1,8 @@
 """Samples above the image: a series, study or patient (task.unit) as one
 sample, a stack of T of its slices along the body axis.
 
-- `unit_of`: each image's unit, from its folder level or a header field.
+- `unit_of`: each image's unit, from its folder level, a header field, or
+  a CSV that maps one of the image's fields to its unit.
 - `unit_slices`: each unit's readable slices in body-axis order (the
   index's z: ImagePositionPatient on the slice normal), one per position in
   a series, and the unreadable and repeated ones it lost.
@@ -19,12 +20,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pandas as pd
 
-from competition.errors import ImageReadError
+from competition.errors import ImageReadError, KitError
 from competition.task import DICOM_GROUP_KEYS, TaskSpec
 
 log = logging.getLogger("competition")
@@ -32,18 +33,56 @@ log = logging.getLogger("competition")
 NO_SLICE = "no readable slice"
 
 
-def unit_of(task: TaskSpec, index: pd.DataFrame) -> np.ndarray:
+def unit_of(task: TaskSpec, index: pd.DataFrame, root: Path | None = None) -> np.ndarray:
     """The unit of each index row: the template's unit folder in its path
-    (task.unit.by folder), or its header field (dicom)."""
+    (task.unit.by folder), its header field (dicom), or what the CSV below
+    `root` maps its key to (csv); "" for none."""
     if task.unit.by == "dicom":
         return index[DICOM_GROUP_KEYS[task.unit.key]].fillna("").to_numpy(dtype=object)
-    template = task.template
-    units = []
+    if task.unit.by == "csv":
+        return _units_from_csv(task, index, root)
+    return _path_field(task, index, task.template.id_field).to_numpy(dtype=object)
+
+
+def _path_field(task: TaskSpec, index: pd.DataFrame, name: str) -> pd.Series:
+    """Each row's value of the path template's field `name` ("" when absent)."""
+    template, found = task.template, []
     for path in index["path"]:
         below = PurePosixPath(path).parts[1:]  # the split folder is the template's {split_dir}
-        fields = template.parse("/".join(below)) or {}
-        units.append(fields.get(template.id_field, ""))
-    return np.asarray(units, dtype=object)
+        found.append((template.parse("/".join(below)) or {}).get(name, ""))
+    return pd.Series(found, index=index.index, dtype=object)
+
+
+def _units_from_csv(task: TaskSpec, index: pd.DataFrame, root: Path | None) -> np.ndarray:
+    """task.unit.csv's unit for each row's key (a path field, else the
+    header field of that DICOM keyword)."""
+    from competition.data import csvfile
+
+    key, unit_column = task.unit.key, task.id_field
+    if root is None:
+        raise KitError("units found through a CSV need the data root to read it from")
+    path = Path(root) / task.unit.csv
+    table = csvfile.read_strings(path, [key, unit_column], "unit CSV (task.unit.csv)").to_pandas()
+    table = table.drop_duplicates()
+    split = table[table.duplicated(key, keep=False)]
+    if not split.empty:
+        raise csvfile.CsvError(
+            f"{path}: expected one {unit_column} per {key}. Received "
+            f"{split[key].nunique()} {key} value(s) with several, e.g. "
+            f"{split[key].iloc[0]!r} -> {sorted(split[split[key] == split[key].iloc[0]][unit_column])}"
+        )
+    if key in task.template.fields:
+        values = _path_field(task, index, key)
+    else:
+        values = index[DICOM_GROUP_KEYS[key]].fillna("")
+    units = values.map(dict(zip(table[key], table[unit_column], strict=True))).fillna("")
+    unmatched = index.loc[(units == "") & (values != ""), "image_id"]
+    if len(unmatched):
+        log.warning(
+            "%d image(s) have a %s that %s does not list: they belong to no unit (e.g. %s)",
+            len(unmatched), key, path.name, ", ".join(unmatched[:3]),
+        )  # fmt: skip
+    return units.to_numpy(dtype=object)
 
 
 @dataclass(frozen=True)
@@ -55,10 +94,12 @@ class UnitSlices:
     repeats: dict[str, list[str]]  # unit ID -> slices at a position another of its slices has
 
 
-def unit_slices(task: TaskSpec, index: pd.DataFrame, split: str) -> UnitSlices:
+def unit_slices(
+    task: TaskSpec, index: pd.DataFrame, split: str, root: Path | None = None
+) -> UnitSlices:
     """Each unit of the split with its readable slices ordered by z (a slice
     without a position after those with one, then by ID)."""
-    rows = index[index["split"] == split].assign(unit=lambda f: unit_of(task, f))
+    rows = index[index["split"] == split].assign(unit=lambda f: unit_of(task, f, root))
     return slices_by_unit(rows[rows["unit"] != ""])
 
 
@@ -83,11 +124,11 @@ def slices_by_unit(rows: pd.DataFrame) -> UnitSlices:
     return UnitSlices(slices, lost, repeats)
 
 
-def unit_index(task: TaskSpec, index: pd.DataFrame) -> pd.DataFrame:
+def unit_index(task: TaskSpec, index: pd.DataFrame, root: Path | None = None) -> pd.DataFrame:
     """One row per unit of each split, in the header index's columns: its
     patient, study and series (the first slice's), readable when a slice
     is, and why not."""
-    rows = index.assign(unit=unit_of(task, index))
+    rows = index.assign(unit=unit_of(task, index, root))
     rows = rows[rows["unit"] != ""]
     found = []
     for (split, unit), group in rows.groupby(["split", "unit"], sort=True):
@@ -109,9 +150,9 @@ def unit_index(task: TaskSpec, index: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(found)
 
 
-def sample_index(task: TaskSpec, index: pd.DataFrame) -> pd.DataFrame:
+def sample_index(task: TaskSpec, index: pd.DataFrame, root: Path | None = None) -> pd.DataFrame:
     """The index of what a sample is: the images, or the units."""
-    return unit_index(task, index) if task.per_unit else index
+    return unit_index(task, index, root) if task.per_unit else index
 
 
 def even_picks(n: int, t: int) -> np.ndarray:

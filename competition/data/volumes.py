@@ -7,7 +7,7 @@ handed):
   localizer or scout stored with the series, a reformat mixed in) is left
   out of it, with a reason that names both, never stacked with the rest;
 - intensity levels per series where there are no Hounsfield units (an MR
-  series, or any modality but CT): the 0.5th and 99.5th percentiles of the
+  series, or a modality other than CT): the 0.5th and 99.5th percentiles of the
   series' values, from up to LEVEL_SLICES slices evenly spaced along it.
   Each of its slices is then mapped from that range to 0..255
   (competition.data.preprocess), so that the series keeps its contrast from

@@ -4,7 +4,9 @@ and only then renamed to its final name; `submission.csv` is replaced the
 same way.
 
 - long (one row per image and label): the sample's IDs are split by the
-  task's ID pattern into image and label;
+  task's ID pattern into image and label; its value is the label's
+  probability or class, or, with task.submission.value_columns, one column
+  per class of a multiclass head, its probabilities in class order;
 - wide (one row per image): the sample's ID column names the image and each
   other column a label column of the task.
 
@@ -56,7 +58,7 @@ class Sample:
     ids: np.ndarray  # the sample's ID column, row by row
     image_ids: np.ndarray  # the image of each row
     labels: np.ndarray | None  # long: the label column of each row
-    value_columns: list[str]  # wide: the label columns, in the header's order
+    value_columns: list[str]  # wide: the label columns, in the header's order; long: the values
 
     def images(self) -> list[str]:
         """The images to predict, in the sample's order."""
@@ -86,7 +88,8 @@ def read_sample(task: TaskSpec, path: str | Path) -> Sample:
     the task does not have, and repeated IDs are errors naming the lines."""
     path, spec = Path(path), task.submission
     if spec.layout == "long":
-        table = _read(path, [spec.id_column, spec.value_column])
+        values = spec.value_columns or [spec.value_column]
+        table = _read(path, [spec.id_column, *values])
         ids = column(table, spec.id_column)
         from competition.data.labels import LabelError, _split_ids
 
@@ -104,7 +107,7 @@ def read_sample(task: TaskSpec, path: str | Path) -> Sample:
         _check_repeats(ids, path)
         images = as_strings(images)
         check_image_ids(list(dict.fromkeys(images.tolist())), str(path))
-        return Sample(table.column_names, ids, images, labels, [spec.value_column])
+        return Sample(table.column_names, ids, images, labels, list(values))
     header = csvfile.header(path) if path.is_file() else []
     table = _read(path, [spec.id_column, *[c for c in header if c != spec.id_column]])
     values = [c for c in table.column_names if c != spec.id_column]
@@ -151,9 +154,15 @@ def decode(task: TaskSpec, outputs: np.ndarray, image_ids, cuts=None) -> pd.Data
     parts = {}
     for head, part in task.head_slices():
         values = head.decode(outputs[:, part], (cuts or {}).get(head.name))
-        for k, name in enumerate(head.columns):
+        for k, name in enumerate(head.decoded_columns):
             parts[name] = values[:, k]
     return pd.DataFrame(parts, index=pd.Index(image_ids, name="image_id"))
+
+
+def _class_outputs(task: TaskSpec, labels: np.ndarray, k: int) -> list[str]:
+    """The decoded column of class `k` for each row's label (`column=class`)."""
+    classes = {c: h.classes for h in task.heads for c in h.columns}
+    return [f"{label}={classes[label][k]}" for label in labels]
 
 
 def reduce(values: pd.DataFrame, keys: pd.Series, how: str) -> pd.DataFrame:
@@ -173,9 +182,13 @@ def build_submission(task: TaskSpec, sample: Sample, values: pd.DataFrame) -> pd
         raise SubmissionError(f"No prediction for {len(missing)} sample images: {_some(missing)}")
     id_column = task.submission.id_column
     if sample.labels is not None:
-        columns = pd.Index(values.columns).get_indexer(sample.labels)
-        picked = values.to_numpy()[rows, columns]
-        return pd.DataFrame({id_column: sample.ids, sample.value_columns[0]: picked})
+        frame = pd.DataFrame({id_column: sample.ids})
+        for k, name in enumerate(sample.value_columns):
+            wanted = _class_outputs(task, sample.labels, k) if task.submission.value_columns \
+                else sample.labels  # fmt: skip
+            columns = pd.Index(values.columns).get_indexer(wanted)
+            frame[name] = values.to_numpy()[rows, columns]
+        return frame
     frame = values.iloc[rows][sample.value_columns].reset_index(drop=True)
     frame.insert(0, id_column, sample.ids)
     return frame[sample.header]
@@ -185,10 +198,11 @@ def build_submission(task: TaskSpec, sample: Sample, values: pd.DataFrame) -> pd
 
 
 def _allowed(task: TaskSpec, name: str) -> list | None:
-    """None for a probability column; the allowed values of a class column;
-    for a row whose label is unknown (""), None when every column is a probability."""
+    """None for a probability column (every column of a submission with a
+    column per class); the allowed values of a class column; for a row whose
+    label is unknown (""), None when every column is a probability."""
     heads = [h for h in task.heads if name in h.columns] or task.heads
-    if all(h.kind in ("multilabel", "binary") for h in heads):
+    if task.submission.value_columns or all(h.kind in ("multilabel", "binary") for h in heads):
         return None
     return sorted({c for h in heads if h.classes for c in h.classes})
 

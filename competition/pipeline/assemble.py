@@ -94,7 +94,7 @@ def test_units(config: Config) -> list[str]:
     from competition.data.index import split_index
     from competition.data.units import unit_index
 
-    units = unit_index(task, split_index(layout, "test", config.data.workers))
+    units = unit_index(task, split_index(layout, "test", config.data.workers), layout.root)
     if units.empty:
         raise KitError(f"No test images in {layout.image_dir('test')}")
     return units["image_id"].tolist()

@@ -88,7 +88,8 @@ def write_folds_for(config: Config, layout: Layout) -> None:
     from competition.data.units import sample_index
 
     labels = read_labels(config.task, layout.train_csv)
-    write_folds(layout, labels, sample_index(config.task, read_index(layout)), config.folds)
+    samples = sample_index(config.task, read_index(layout), layout.root)
+    write_folds(layout, labels, samples, config.folds)
     config.save(layout.folds_csv.with_suffix(".config.yaml"))
 
 

@@ -4,8 +4,8 @@ itself. `SeriesPredictor` is that `predict` for a series- or study-level
 task: each call reads the folder's DICOM headers, checks them as a volume
 (competition.data.volumes: odd slices left out, levels of a series without
 HU), orders the slices along the body axis, stacks T of them exactly as
-training did (windows, 2.5D, the unit's picks), and returns one row of the task's labels through every
-fold and TTA view, post-processed and decoded as `make predict` would.
+training did (windows, 2.5D, the unit's picks), and returns one row of the
+task's labels through every fold and TTA view, post-processed and decoded as `make predict` would.
 A series with no readable slice gets the folds' mean training target, and
 a line saying so. It keeps the seconds each call took: `report` projects
 them against the kernel's time limit.

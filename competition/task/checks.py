@@ -157,7 +157,7 @@ def _check_images(task: TaskSpec) -> None:
             f"must end in a supported image type ({', '.join(IMAGE_FORMATS)})",
             images.path,
         )
-    problem = template.problem()
+    problem = template.problem(require_id=task.unit_in_path)
     if problem:
         _fail("task.images.path", problem, images.path)
     if task.labels.format == "long" and set(template.fields) - {"split_dir", task.id_field}:
@@ -330,6 +330,26 @@ def _check_submission(task: TaskSpec) -> None:
         )
     if not 0 < spec.clip <= 0.1:
         _fail("task.submission.clip", "must be in (0, 0.1]", spec.clip)
+    if spec.value_columns is not None:
+        _check_class_columns(task)
+
+
+def _check_class_columns(task: TaskSpec) -> None:
+    """A long submission with a column per class: every head a softmax per
+    column over as many classes as there are value columns."""
+    spec = task.submission
+    if spec.layout != "long":
+        _fail("task.submission.value_columns", "is for a long submission (layout: long)",
+              spec.value_columns)  # fmt: skip
+    wanted = len(spec.value_columns)
+    for head in task.heads:
+        if head.kind != "multiclass" or head.onehot or head.class_count != wanted:
+            _fail(
+                "task.submission.value_columns",
+                f"holds one column per class: head {head.name!r} must be multiclass with "
+                f"{wanted} classes (a softmax per label column)",
+                spec.value_columns,
+            )
 
 
 def _check_unit(task: TaskSpec) -> None:
@@ -346,9 +366,27 @@ def _check_unit(task: TaskSpec) -> None:
             )
         if task.image_format != "dicom":
             _fail("task.unit.by", "can be dicom only for DICOM images", unit.by)
+    elif unit.by == "csv":
+        if not unit.csv or not unit.key:
+            _fail(
+                "task.unit.csv",
+                "and task.unit.key must both be set when units are found through a CSV "
+                "(the file, and its column matched against the images)",
+                unit.csv,
+            )
+        named = set(task.template.fields) | set(DICOM_GROUP_KEYS)
+        if unit.key not in named:
+            _fail(
+                "task.unit.key",
+                f"must be a field of task.images.path or one of {', '.join(DICOM_GROUP_KEYS)} "
+                "when units are found through a CSV",
+                unit.key,
+            )
     elif unit.key is not None:
         _fail("task.unit.key", "must be null when task.unit.by is folder", unit.key)
-    if len([f for f in task.template.fields if f != "split_dir"]) < 2:
+    if unit.csv is not None and unit.by != "csv":
+        _fail("task.unit.csv", "is read only when task.unit.by is csv", unit.csv)
+    if task.unit_in_path and len([f for f in task.template.fields if f != "split_dir"]) < 2:
         _fail(
             "task.images.path",
             f"must name a folder level and the file for a {unit.level}-level task "

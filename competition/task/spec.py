@@ -31,7 +31,7 @@ LABEL_FORMATS = ("long", "wide")
 TEST_LISTS = ("sample", "folder", "csv")
 GROUP_SOURCES = ("none", "column", "dicom")
 UNIT_LEVELS = ("image", "series", "study", "patient")
-UNIT_SOURCES = ("folder", "dicom")
+UNIT_SOURCES = ("folder", "dicom", "csv")
 # DICOM header keywords folds can be grouped by -> the header index column holding them.
 DICOM_GROUP_KEYS = {
     "PatientID": "patient_id",
@@ -162,6 +162,15 @@ class Head:
         onehot[~known] = np.nan
         return onehot.reshape(len(values), -1)
 
+    @property
+    def decoded_columns(self) -> list[str]:
+        """What decode's columns are: the label columns, or the outputs
+        (`column=class`) of a multiclass head of several columns, which keeps
+        its probabilities."""
+        if self.kind == "multiclass" and not self.onehot and len(self.columns) > 1:
+            return self.outputs
+        return list(self.columns)
+
     def decode(self, outputs: np.ndarray, thresholds: Sequence[float] | None = None) -> np.ndarray:
         """Model outputs (N, outputs) -> submission values (N, columns):
         probabilities as they are (sigmoids; a one-hot softmax, one column per
@@ -213,11 +222,15 @@ class UnitSpec:
     or a series, study or patient (one sample per unit: a stack of its
     slices). The label CSV's ID column holds the unit's ID; an image finds
     its unit by a folder level of task.images.path named as that column
-    (`folder`) or by a DICOM header field (`dicom`: `key`)."""
+    (`folder`), by a DICOM header field (`dicom`: `key`), or through a CSV
+    (`csv`: the file below data.root, its `key` column matched against the
+    image's field of that name, in the path template or, for the DICOM
+    keys, the header, and its label-ID column naming the unit)."""
 
     level: Literal[UNIT_LEVELS] = "image"
     by: Literal[UNIT_SOURCES] = "folder"
-    key: str | None = None  # dicom: StudyInstanceUID, SeriesInstanceUID or PatientID
+    key: str | None = None  # dicom: StudyInstanceUID, SeriesInstanceUID or PatientID; csv: a column
+    csv: str | None = None  # by csv: e.g. train_series_meta.csv (series_id -> patient_id)
 
 
 @dataclass(frozen=True)
@@ -262,6 +275,9 @@ class SubmissionSpec:
     value_column: str = "Label"
     postprocess: list[Literal[POSTPROCESS_STEPS]] = field(default_factory=lambda: ["clip"])
     clip: float = 1e-4
+    # long layout, one column per class of the row's label (Lumbar 2024's
+    # row_id,normal_mild,moderate,severe): the heads' class probabilities, in class order
+    value_columns: list[str] | None = None
     reduce: ReduceSpec = field(default_factory=ReduceSpec)
 
 
@@ -329,6 +345,12 @@ class TaskSpec:
     @property
     def template(self) -> ImageTemplate:
         return ImageTemplate(self.images.path, self.id_field)
+
+    @property
+    def unit_in_path(self) -> bool:
+        """The path template names the unit (a folder level): not when a
+        unit is found by a header field or a CSV."""
+        return not self.per_unit or self.unit.by == "folder"
 
     @property
     def image_format(self) -> str:
