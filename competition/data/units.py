@@ -170,7 +170,7 @@ def _warn_left_out(units: UnitSlices) -> None:
         hit = {unit: ids for unit, ids in found.items() if unit in units.slices}
         if hit:
             names = ", ".join(list(hit)[:3]) + (", ..." if len(hit) > 3 else "")
-            log.warning("%d unit(s) left out %d %s (make data-report lists them): %s",
+            log.warning("Left out of %d unit(s): %d %s (make data-report lists them): %s",
                         len(hit), sum(map(len, hit.values())), what, names)  # fmt: skip
 
 

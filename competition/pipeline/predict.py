@@ -1,7 +1,9 @@
 """`make predict`: the test set through the trained folds, stage 1 (every
 fold's CNN x every TTA view in one batched pass) or stage 2 (per fold, the
 test images' features through that fold's CNN, then that fold's sequence
-model over each test series), as predict.stage resolves; the folds'
+model over each test series; a series- or study-level task: every slice
+of each test unit through that fold's frozen slice encoder, then its
+pooled model), as predict.stage resolves; the folds'
 outputs combined as predict.ensemble says; then test_preds.csv and the
 checked submission (competition.pipeline.assemble). Folds are combined
 after the sequence model: embeddings of separately trained CNNs do not
@@ -32,7 +34,8 @@ from competition.pipeline.assemble import (
     training_mean_record,
 )
 from competition.pipeline.generators import inference_generator
-from competition.pipeline.train_seq import fold_features, headers_of
+from competition.pipeline.train_seq import fold_features, headers_of, unit_features
+from competition.sequence import units as unit_stage
 from competition.sequence.series import predict_with_sequence
 from competition.training.model import load_checkpoint
 
@@ -92,6 +95,20 @@ def predict_sequence(
     return combine_folds(np.stack(per_fold, axis=1), config.predict.ensemble), unreadable
 
 
+def predict_pooled_units(
+    config: Config, folds: list[int], unit_ids: list[str], source
+) -> tuple[np.ndarray, dict[str, str]]:
+    """Stage 2 of a series- or study-level task: (N, outputs) combined over
+    the folds, and the units with no readable slice."""
+    per_fold, unreadable = [], {}
+    for fold in folds:
+        found = unit_features(config, fold, "test", unit_ids, source)
+        unreadable.update(found.unreadable)
+        model = load_checkpoint(config.runs.sequence(fold) / "best.keras", config.model.safe_mode)
+        per_fold.append(unit_stage.predict_pooled(model, found, config.sequence))
+    return combine_folds(np.stack(per_fold, axis=1), config.predict.ensemble), unreadable
+
+
 def predict_test(
     config: Config, folds: list[int], image_ids: list[str], fields: pd.DataFrame | None
 ) -> tuple[pd.DataFrame, dict]:
@@ -100,7 +117,9 @@ def predict_test(
     stage = stage_for(config, folds)
     source = open_source(config.inputs, "test", fields)
     started = time.perf_counter()
-    predict = predict_sequence if stage == 2 else predict_cnn
+    predict = predict_cnn
+    if stage == 2:
+        predict = predict_pooled_units if config.task.per_unit else predict_sequence
     combined, unreadable = predict(config, folds, image_ids, source)
     seconds = time.perf_counter() - started
     table = predictions_table(config, folds, image_ids, combined, unreadable)

@@ -5,7 +5,9 @@ task: each call reads the folder's DICOM headers, checks them as a volume
 (competition.data.volumes: odd slices left out, levels of a series without
 HU), orders the slices along the body axis, stacks T of them exactly as
 training did (windows, 2.5D, the unit's picks), and returns one row of the
-task's labels through every fold and TTA view, post-processed and decoded as `make predict` would.
+task's labels through every fold and TTA view (or, where predict.stage
+resolves to 2, every slice through each fold's frozen slice encoder and
+pooled model), post-processed and decoded as `make predict` would.
 A series with no readable slice gets the folds' mean training target, and
 a line saying so. It keeps the seconds each call took: `report` projects
 them against the kernel's time limit.
@@ -30,7 +32,9 @@ from competition.inference import submission as sub
 from competition.inference.ensemble import combine_folds
 from competition.pipeline import runs
 from competition.pipeline.assemble import fold_cuts, folds_training_mean
-from competition.pipeline.predict import load_ensemble
+from competition.pipeline.predict import load_ensemble, stage_for
+from competition.sequence import units as unit_stage
+from competition.training.model import load_checkpoint
 
 UNIT = "series"  # the one unit of a call
 
@@ -41,7 +45,9 @@ class SeriesPredictor:
     def __init__(self, config: Config, folds: list[int] | None = None):
         self.config = config
         self.folds = runs.select_folds(config, folds)
-        self.model = load_ensemble(config, self.folds)
+        self.stage = stage_for(config, self.folds)
+        self.model = load_ensemble(config, self.folds) if self.stage == 1 else None
+        self.pooled = [] if self.stage == 1 else [self._stage2(fold) for fold in self.folds]
         self.mean = folds_training_mean(config, self.folds)
         self.cuts = fold_cuts(config, self.folds)
         self.seconds: list[float] = []
@@ -68,16 +74,34 @@ class SeriesPredictor:
             inner = NeighborSource(inner, table, inputs.neighbors, inputs.neighbor_windows)
         return UnitSource(inner, slices_by_unit(rows), inputs.slices)
 
+    def _stage2(self, fold: int) -> tuple:
+        """Fold `fold`'s frozen slice encoder and pooled model."""
+        safe = self.config.model.safe_mode
+        series_model = load_checkpoint(self.config.runs.fold(fold) / "best.keras", safe)
+        pooled = load_checkpoint(self.config.runs.sequence(fold) / "best.keras", safe)
+        return unit_stage.slice_encoder_of(series_model), pooled
+
     def outputs(self, folder: Path) -> np.ndarray:
         """(outputs,) for one series: the folds and views combined."""
         try:
-            stack = self.source(folder).load(UNIT)
+            found = self._per_fold(self.source(folder))  # (1, folds, outputs)
         except ImageReadError as exc:
             self.unreadable[folder.name] = exc.cause
             print(f"Series {folder.name}: {exc.cause}; given the folds' mean training target")
             return np.asarray(self.mean, dtype=np.float64)
-        found = self.model.predict(stack[None], verbose=0)  # (1, folds, views, outputs)
-        return combine_folds(found.mean(axis=2), self.config.predict.ensemble)[0]
+        return combine_folds(found, self.config.predict.ensemble)[0]
+
+    def _per_fold(self, source: UnitSource) -> np.ndarray:
+        if self.stage == 1:
+            stack = source.load(UNIT)
+            return self.model.predict(stack[None], verbose=0).mean(axis=2)  # views averaged
+        per_fold = []
+        for encoder, pooled in self.pooled:
+            features = unit_stage.embed_units(encoder, source, [UNIT])
+            if features.unreadable:
+                raise ImageReadError(f"series {UNIT}", features.unreadable[UNIT])
+            per_fold.append(unit_stage.predict_pooled(pooled, features, self.config.sequence))
+        return np.stack(per_fold, axis=1)
 
     def __call__(self, series_path: str) -> pd.DataFrame:
         started = time.perf_counter()

@@ -1,5 +1,7 @@
 """Stage 2 of one fold (`make train-seq FOLD=k`): the sequence model over
-each series' slice features from the fold's CNN, in
+each series' slice features from the fold's CNN (a series- or study-level
+task: the pooled model over every slice of each unit, from the fold's
+series model's frozen slice encoder, competition.sequence.units), in
 `runs/<exp>/fold<k>/sequence/`, through the same fold lifecycle as stage 1
 (reuse, one writer, resume after a kill, metrics).
 
@@ -15,7 +17,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -28,6 +29,7 @@ from competition.pipeline.generators import embedding_generator
 from competition.pipeline.inputs import FoldData, Inputs, fold_data
 from competition.pipeline.train import oof_table, train_folds
 from competition.sequence import features as feats
+from competition.sequence import units as unit_stage
 from competition.sequence.network import compiled_sequence_model
 from competition.sequence.series import batches_for, predict_with_sequence, series_table
 from competition.training import lifecycle, records
@@ -128,7 +130,8 @@ def train_sequence_fold(config: Config, inputs: Inputs, fold: int, force: bool =
     what = f"fold {fold}'s sequence stage of experiment {config.experiment!r}"
     with lifecycle.writing(out, what, force) as started:
         config.save(out / "config.yaml")
-        metrics = _fit_and_evaluate(config, inputs, data, out)
+        fit = _fit_and_evaluate_units if config.task.per_unit else _fit_and_evaluate
+        metrics = fit(config, inputs, data, out)
         return lifecycle.finish(out, metrics, started, config.task)
 
 
@@ -164,13 +167,19 @@ def _fit_and_evaluate(config: Config, inputs: Inputs, data: FoldData, out: Path)
 
 def evaluate_sequence(config: Config, data: FoldData, valid: feats.Features, headers, out) -> dict:
     """Out-of-fold predictions of the best sequence checkpoint, scored beside stage 1's."""
-    task = config.task
     model = load_checkpoint(out / "best.keras", config.model.safe_mode)
     predictions = predict_with_sequence(model, config.sequence, config.seed, valid, headers)
+    failed = [i for i in valid.ids if i in valid.unreadable]
+    return _scored(config, data, predictions, {i: valid.unreadable[i] for i in failed}, out)
+
+
+def _scored(config: Config, data: FoldData, predictions, failed: dict, out: Path) -> dict:
+    """oof.csv and the scores of stage 2's validation predictions (an
+    unreadable sample given stage 1's training mean, as stage 1 does)."""
+    task = config.task
     stage1 = records.read_metrics(config.runs.fold(data.fold))
     mean = records.training_mean(stage1, task.outputs)
-    failed = [i for i in valid.ids if i in valid.unreadable]
-    predictions[np.isin(valid.ids, failed)] = mean  # as stage 1 does
+    predictions[data.valid["image_id"].isin(list(failed)).to_numpy()] = mean
     write_csv_atomic(out / "oof.csv", oof_table(config, data.valid, data.y_valid, predictions))
     groups = score_groups(task, data.valid)
     scores = score(task, data.y_valid, predictions, constant=mean, groups=groups)
@@ -179,8 +188,51 @@ def evaluate_sequence(config: Config, data: FoldData, valid: feats.Features, hea
         "stage": 2,
         **scores,
         "stage1_score": stage1.get("score"),
-        "unreadable_in_validation": {i: valid.unreadable[i] for i in failed},
+        "unreadable_in_validation": failed,
     }
+
+
+def unit_features(config: Config, fold: int, split: str, unit_ids: list[str], source,
+                  model: keras.Model | None = None) -> unit_stage.UnitFeatures:  # fmt: skip
+    """Every slice of `unit_ids` through fold `fold`'s frozen slice encoder,
+    from the features file when it holds them for the same checkpoint."""
+    folder = config.runs.fold(fold)
+    checkpoint = folder / "best.keras"
+    path = unit_stage.features_path(folder, split)
+    made = unit_stage.made_from(checkpoint, unit_ids)
+    found = unit_stage.load(path, made)
+    if found is None:
+        model = model or load_checkpoint(checkpoint, config.model.safe_mode)
+        found = unit_stage.embed_units(unit_stage.slice_encoder_of(model), source, unit_ids)
+        unit_stage.save(path, found, made)
+    return found
+
+
+def _fit_and_evaluate_units(config: Config, inputs: Inputs, data: FoldData, out: Path) -> dict:
+    """The pooled model over every slice of the fold's training units."""
+    fold, seq = data.fold, config.sequence
+    valid_ids = list(data.valid["image_id"])
+    every = [*data.train["image_id"], *valid_ids]
+    found = unit_features(config, fold, "train", every, inputs.source)
+    train_ids = [u for u in data.train["image_id"] if u not in found.unreadable]
+    check_no_leak(train_ids, valid_ids, fold)
+    write_csv_atomic(out / "train_ids.csv", pd.DataFrame({"image_id": train_ids}))
+    y_train = config.task.targets(data.train.set_index("image_id").loc[train_ids])
+    x_train = found.select(train_ids).arrays(seq.max_slices)
+    train = unit_stage.UnitBatches(*x_train, y_train, seq.batch_size, config.seed + fold, True)
+    valid = unit_stage.UnitBatches(*found.select(valid_ids).arrays(seq.max_slices),
+                                   data.y_valid, seq.batch_size)  # fmt: skip
+    keras.utils.set_random_seed(config.seed + fold)
+    width = x_train[0].shape[-1]
+    model = unit_stage.compiled_pooled_model(config.task, seq, width, len(train),
+                                             data.training_mean)  # fmt: skip
+    lifecycle.fit_resumable(model, train, valid, out, f"fold {fold}'s pooled stage",
+                            task=config.task, epochs=seq.epochs,
+                            patience=seq.early_stopping_patience)  # fmt: skip
+    best = load_checkpoint(out / "best.keras", config.model.safe_mode)
+    predictions = unit_stage.predict_pooled(best, found.select(valid_ids), seq)
+    failed = {u: found.unreadable[u] for u in valid_ids if u in found.unreadable}
+    return _scored(config, data, predictions, failed, out)
 
 
 def train_sequence_folds(config: Config, folds: list[int], force: bool = False) -> list[dict]:

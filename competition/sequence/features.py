@@ -94,30 +94,35 @@ def made_from(checkpoint: Path, tta, augmented: list[str], image_ids) -> dict:
     }
 
 
-def load(path: Path, made_from: dict) -> Features | None:
+def read_made_from(path: Path, made_from: dict) -> dict | None:
+    """The arrays of a features file made from `made_from` (None when there
+    is none, or it was made from something else); `unreadable` decoded."""
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as saved:
         if json.loads(str(saved["made_from"])) != made_from:
             return None
-        return Features(
-            saved["ids"],
-            saved["embeddings"],
-            saved["logits"],
-            json.loads(str(saved["unreadable"])),
-        )
+        found = {name: saved[name] for name in saved.files if name != "made_from"}
+    return {**found, "unreadable": json.loads(str(found["unreadable"]))}
+
+
+def write_made_from(path: Path, made_from: dict, unreadable: dict, **arrays) -> None:
+    """A features file, atomically, with what it was made from."""
+    with atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, **arrays, unreadable=json.dumps(unreadable),
+                 made_from=json.dumps(made_from))  # fmt: skip
+
+
+def load(path: Path, made_from: dict) -> Features | None:
+    found = read_made_from(path, made_from)
+    if found is None:
+        return None
+    return Features(found["ids"], found["embeddings"], found["logits"], found["unreadable"])
 
 
 def save(path: Path, features: Features, made_from: dict) -> None:
-    with atomic_path(path, suffix=".npz") as tmp:
-        np.savez(
-            tmp,
-            ids=features.ids,
-            embeddings=features.embeddings,
-            logits=features.logits,
-            unreadable=json.dumps(features.unreadable),
-            made_from=json.dumps(made_from),
-        )
+    write_made_from(path, made_from, features.unreadable, ids=features.ids,
+                    embeddings=features.embeddings, logits=features.logits)  # fmt: skip
 
 
 def features_path(fold_folder: Path, split: str) -> Path:

@@ -1,5 +1,6 @@
 """The `sequence:` section: stage 2, the model over each series' slice
-features, and how it is trained (the same schedule keys as `train:`)."""
+features (a series- or study-level task: over each unit's), and how it is
+trained (the same schedule keys as `train:`)."""
 
 from __future__ import annotations
 
@@ -25,3 +26,6 @@ class SequenceConfig:
     reverse: float = knob(0.5, ge=0, le=1)
     drop_alternate: float = knob(0.2, ge=0, le=1)
     reverse_tta: bool = True
+    # a series- or study-level task: every slice of a unit, padded and masked up
+    # to this many (a longer unit: this many, evenly spaced)
+    max_slices: int = knob(256, ge=2)

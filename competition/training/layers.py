@@ -156,3 +156,55 @@ class SlicePosition(keras.layers.Layer):
 
     def call(self, x):
         return x + keras.ops.cast(self.position, x.dtype)[None]
+
+
+@keras.saving.register_keras_serializable(package="competition")
+class PositionFeatures(keras.layers.Layer):
+    """(B, L, 1) relative positions along the body axis (0 = first slice,
+    1 = last, -1 = padding) -> (B, L, 2 * frequencies) sines and cosines:
+    where a slice lies, for any number of slices."""
+
+    def __init__(self, frequencies: int = 8, **kwargs):
+        super().__init__(**kwargs)
+        self.frequencies = int(frequencies)
+
+    def call(self, positions):
+        scales = keras.ops.arange(1, self.frequencies + 1, dtype="float32") * np.pi
+        angles = keras.ops.cast(positions, "float32") * scales
+        return keras.ops.concatenate([keras.ops.sin(angles), keras.ops.cos(angles)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 2 * self.frequencies)
+
+    def get_config(self):
+        return {**super().get_config(), "frequencies": self.frequencies}
+
+
+@keras.saving.register_keras_serializable(package="competition")
+class MaskedPooling(keras.layers.Layer):
+    """[(B, L, F) steps, (B, L, 1) positions] -> (B, 2F): attention pooling
+    and the maximum over the real steps only (a position of -1 is padding)."""
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(units)
+        self.attention = AttentionPooling(self.units, name="attention")
+
+    def build(self, input_shape):
+        self.attention.build(input_shape[0])
+
+    def call(self, inputs):
+        x, positions = inputs
+        real = keras.ops.cast(positions >= 0, x.dtype)  # (B, L, 1)
+        scores = self.attention.score(self.attention.hidden(x))
+        scores = scores + (real - 1.0) * 1e9  # padding gets no weight
+        weights = keras.ops.softmax(scores, axis=1)
+        mean = keras.ops.sum(weights * x, axis=1)
+        top = keras.ops.max(x + (real - 1.0) * 1e9, axis=1)
+        return keras.ops.concatenate([mean, top], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], 2 * input_shape[0][-1])
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
