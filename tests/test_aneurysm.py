@@ -169,7 +169,15 @@ def test_a_series_task_predicts_and_validates_through_the_cli(tiny, tmp_path):
     checked = cli("validate", str(tmp_path / "submission.csv"), *args, timeout=120)
     assert checked.returncode == 0 and checked.stdout.startswith("ok: "), checked.stderr
     report = json.loads((runs / "rsna_aneurysm_2025_synthetic" / "data_report.json").read_text())
-    assert "orientation" in json.dumps(report)  # the localizers, listed with their reason
+    train = pd.read_csv(root / "train.csv", dtype=str)
+    units = report["units"]["train"]  # per unit: its slices, modality and what it lost
+    assert units["units"] == len(train) and units["slices"]["fewest"] >= 10
+    assert sum(units["modalities"].values()) == len(train) and "CT" in units["modalities"]
+    lost = units["lost_slices"]
+    reasons = [reason for found in lost.values() for reason in found]
+    assert reasons and all("differs from the rest of its series" in r for r in reasons)
+    assert set(lost) <= set(train.SeriesInstanceUID)
+    assert "Units:" in predicted.stdout and " series, " in predicted.stdout
 
 
 def test_predict_per_series_answers_as_make_predict_does(tiny, tmp_path):

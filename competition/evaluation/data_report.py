@@ -15,6 +15,11 @@ from disk into `runs/<experiment>/data_report.json` (and prints a summary):
 
 An image can be listed by several stages (the cache could not decode it, so
 training skipped it); `images_excluded` counts each image once.
+
+A series- or study-level task's report also has `units`, per split: how
+many units, their slices (fewest, median, most), their modalities, and
+each unit that lost slices, with how many and why (the index's reasons:
+unreadable, another orientation or size than its series).
 """
 
 from __future__ import annotations
@@ -82,6 +87,51 @@ def _prediction_stage(run: Path) -> list[dict]:
     return [{"image_id": i, "split": "test", "reason": r} for i, r in sorted(unreadable.items())]
 
 
+def _units(layout: Layout) -> dict:
+    """Per split: the units, their slice counts and modalities, and the
+    units that lost slices (see the module)."""
+    from competition.data.units import unit_of
+
+    if not layout.task.per_unit or not layout.index_csv.is_file():
+        return {}
+    index = read_index(layout)
+    index = index.assign(unit=unit_of(layout.task, index, layout.root))
+    index = index[index["unit"] != ""]
+    found = {}
+    for split, rows in index.groupby("split", sort=True):
+        kept = rows[rows["readable"]].groupby("unit").size()
+        lost = rows[~rows["readable"]]
+        found[split] = {
+            "units": int(rows["unit"].nunique()),
+            "slices": {"fewest": int(kept.min()), "median": float(kept.median()),
+                       "most": int(kept.max())} if len(kept) else {},  # fmt: skip
+            "modalities": rows.drop_duplicates("unit")["modality"].replace("", "?")
+            .value_counts().to_dict(),
+            "lost_slices": {
+                unit: dict(Counter(_one_line(r) for r in group["reason"]))
+                for unit, group in lost.groupby("unit", sort=True)
+            },
+        }
+    return found
+
+
+def _unit_lines(units: dict, noun: str) -> list[str]:
+    lines = []
+    for split, found in units.items():
+        slices = found["slices"]
+        spread = (f", {slices['fewest']}-{slices['most']} readable slices each (median "
+                  f"{slices['median']:g})" if slices else "")  # fmt: skip
+        kinds = ", ".join(f"{n} {m}" for m, n in found["modalities"].items())
+        lines.append(f"  {split}: {found['units']} {noun}{spread}; {kinds}")
+        lost = found["lost_slices"]
+        for unit in list(lost)[:_SHOWN]:
+            why = "; ".join(f"{n} x {reason}" for reason, n in lost[unit].items())
+            lines.append(f"    {unit} lost {why}")
+        if len(lost) > _SHOWN:
+            lines.append(f"    and {len(lost) - _SHOWN} more {noun} lost slices")
+    return lines
+
+
 def _stage(images: list[dict]) -> dict:
     return {
         "count": len(images),
@@ -109,6 +159,8 @@ def build_report(cache: CacheSpec, runs: RunLayout) -> dict:
         "data_root": str(layout.root),
         "images_excluded": len(unique),
         "stages": {name: _stage(images) for name, images in stages.items()},
+        "units": _units(layout),
+        "unit_noun": layout.task.sample_noun,
     }
 
 
@@ -119,9 +171,13 @@ def _one_line(reason: str, width: int = 100) -> str:
 
 def summary(report: dict) -> str:
     """A few lines: per stage the count, and per reason a few IDs."""
+    units = _unit_lines(report.get("units") or {}, report.get("unit_noun", "units"))
+    if units:
+        units.insert(0, "Units:")
     if not report["images_excluded"]:
-        return f"Data report: no image left out ({', '.join(report['stages'])})."
-    lines = [f"Data report ({report['images_excluded']} images left out):"]
+        done = f"Data report: no image left out ({', '.join(report['stages'])})."
+        return "\n".join([done, *units])
+    lines = [*units, f"Data report ({report['images_excluded']} images left out):"]
     for name, stage in report["stages"].items():
         lines.append(f"  {name}: {stage['count']}")
         for reason, count in stage["reasons"].items():
