@@ -384,3 +384,68 @@ def test_a_unit_spec_that_does_not_fit_names_the_key(change, message):
     with pytest.raises(ConfigError) as info:
         load_config(CONFIG, change)
     assert message in str(info.value)
+
+
+def hand_made_cervical(real_series, root: Path) -> dict[str, list[str]]:
+    """A folder in the Cervical download's layout that the generator did not
+    write: the 32 real head-CT slices (512 px, 12-bit, a gantry tilt, no
+    InstanceNumber) as six studies of five, each study's PatientID and UIDs
+    its own, files numbered against their order for half of them; train.csv,
+    test.csv and sample_submission.csv as Kaggle ships them. Returns each
+    study's source files in body-axis order."""
+    from competition.data.dicom import lenient_uids
+
+    files = sorted((real_series / "stage_2_test").glob("*.dcm"))[:30]
+    with lenient_uids():
+        by_z = sorted(files, key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2]))
+        studies = {}
+        for s in range(6):
+            study = f"1.2.826.0.1.3680043.{9000 + s}"
+            split = "test_images" if s >= 4 else "train_images"
+            chosen = by_z[s::6]  # five slices spread over the head
+            for k, path in enumerate(chosen):
+                ds = pydicom.dcmread(path)
+                ds.PatientID, ds.StudyInstanceUID = f"P{s}", study
+                number = len(chosen) - k if s % 2 else k + 1  # odd studies: top first
+                (root / split / study).mkdir(parents=True, exist_ok=True)
+                ds.save_as(root / split / study / f"{number}.dcm")
+            studies[study] = [p.name for p in chosen]
+    train = pd.DataFrame([[s, *(np.arange(8) == i % 2).astype(int)] for i, s in
+                          enumerate(list(studies)[:4])], columns=["StudyInstanceUID", *LABELS])  # fmt: skip
+    train.to_csv(root / "train.csv", index=False)
+    tests = list(studies)[4:]
+    long = [(s, label, f"{s}_{label}") for s in tests for label in LABELS]
+    pd.DataFrame(long, columns=["StudyInstanceUID", "prediction_type", "row_id"]).to_csv(
+        root / "test.csv", index=False
+    )
+    pd.DataFrame({"row_id": [r for *_, r in long], "fractured": 0.5}).to_csv(
+        root / "sample_submission.csv", index=False
+    )
+    return studies
+
+
+def test_a_hand_made_folder_of_real_slices_in_the_cervical_layout(real_series, tmp_path):
+    """The preset on files the kit did not write: indexed, stacked in
+    position order along the tilted slice normal, trained, predicted and
+    validated through the CLI."""
+    from competition.data.index import build_index
+    from competition.data.units import unit_slices
+
+    root = tmp_path / "competition"
+    studies = hand_made_cervical(real_series, root)
+    settings = (f"data.root={root}", f"runs_dir={tmp_path / 'runs'}", "synth.generate=false",
+                "preprocess.image_size=32", "series.slices=4", "folds.k=2", "train.epochs=1",
+                "train.batch_size=2", "train.workers=1", f"predict.submissions_dir={tmp_path}")  # fmt: skip
+    config = load_config(CONFIG, list(settings))
+    units = unit_slices(config.task, build_index(config.layout, 1), "train", root)
+    for study in list(studies)[:4]:  # along the tilted axis, whatever the file names say
+        assert len(units.slices[study]) == 5
+        z = [float(pydicom.dcmread(root / "train_images" / study / f"{i.rsplit('_', 1)[1]}.dcm")
+                   .ImagePositionPatient[2]) for i in units.slices[study]]  # fmt: skip
+        assert z == sorted(z)
+    args = ["--config", str(CONFIG), *overrides(*settings)]
+    for command in (["train", "--fold", "0"], ["predict", "--folds", "0"]):
+        done = cli(*command, *args, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    checked = cli("validate", str(tmp_path / "submission.csv"), *args, timeout=120)
+    assert checked.returncode == 0 and checked.stdout.startswith("ok: 16 rows"), checked.stdout
