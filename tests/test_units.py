@@ -410,8 +410,8 @@ def hand_made_cervical(real_series, root: Path) -> dict[str, list[str]]:
                 (root / split / study).mkdir(parents=True, exist_ok=True)
                 ds.save_as(root / split / study / f"{number}.dcm")
             studies[study] = [p.name for p in chosen]
-    train = pd.DataFrame([[s, *(np.arange(8) == i % 2).astype(int)] for i, s in
-                          enumerate(list(studies)[:4])], columns=["StudyInstanceUID", *LABELS])  # fmt: skip
+    rows = [[s, *(np.arange(8) == i % 2).astype(int)] for i, s in enumerate(list(studies)[:4])]
+    train = pd.DataFrame(rows, columns=["StudyInstanceUID", *LABELS])
     train.to_csv(root / "train.csv", index=False)
     tests = list(studies)[4:]
     long = [(s, label, f"{s}_{label}") for s in tests for label in LABELS]
@@ -435,7 +435,8 @@ def test_a_hand_made_folder_of_real_slices_in_the_cervical_layout(real_series, t
     studies = hand_made_cervical(real_series, root)
     settings = (f"data.root={root}", f"runs_dir={tmp_path / 'runs'}", "synth.generate=false",
                 "preprocess.image_size=32", "series.slices=4", "folds.k=2", "train.epochs=1",
-                "train.batch_size=2", "train.workers=1", f"predict.submissions_dir={tmp_path}")  # fmt: skip
+                "train.batch_size=2", "train.workers=1",
+                f"predict.submissions_dir={tmp_path}")  # fmt: skip
     config = load_config(CONFIG, list(settings))
     units = unit_slices(config.task, build_index(config.layout, 1), "train", root)
     for study in list(studies)[:4]:  # along the tilted axis, whatever the file names say
