@@ -59,22 +59,23 @@ def decode_rates(config: Config, files: list[str], workers: int) -> dict:
 def reader_rate(config: Config, count: int = 300) -> dict:
     """Files -> model input with the config's reader, one process, the
     fastest of a few passes over the first `count` readable training files."""
-    from competition.data.index import read_index
-    from competition.data.preprocess import load_input
+    from competition.data.index import path_entries, read_index
+    from competition.data.preprocess import load_entry
     from competition.pipeline.prepare import ensure_index
 
     layout = ensure_index(config)
     index = read_index(layout)
     rows = index[(index["split"] == "train") & index["readable"]].head(count)
-    paths = [layout.root / path for path in rows["path"]]
-    warm_files([str(p) for p in paths])
+    entries = path_entries(rows)  # a frame of a multi-frame file, an MR slice's levels
+    warm_files(sorted({str(layout.root / e.path) for e in entries}))
     spec = config.pixels
-    seconds = fastest({"read": lambda: timed(lambda: _each(lambda p: load_input(p, spec), paths))})
+    read = lambda e: load_entry(layout.root, e, spec)  # noqa: E731
+    seconds = fastest({"read": lambda: timed(lambda: _each(read, entries))})
     return {
         "format": spec.image_format,
         "mode": spec.mode,
-        "images": len(paths),
+        "images": len(entries),
         "file_size": f"{int(rows['rows'].median())} x {int(rows['cols'].median())} (median)",
         "input_shape": list(spec.input_shape),
-        "images_per_s_1proc": round(len(paths) / seconds["read"], 1),
+        "images_per_s_1proc": round(len(entries) / seconds["read"], 1),
     }
