@@ -368,8 +368,10 @@ def test_the_kernel_serves_predict_per_series_to_the_evaluation_api_offline(
         (["task.unit.by=dicom"], "'task.unit.key' must be one of PatientID"),
         (["task.unit.key=PatientID"], "'task.unit.key' must be null when task.unit.by is folder"),
         (["task.unit.by=csv"], "'task.unit.csv' and task.unit.key must both be set"),
-        (["task.unit.by=csv", "task.unit.csv=m.csv", "task.unit.key=Nope"],
-         "'task.unit.key' must be a field of task.images.path or one of PatientID"),
+        (
+            ["task.unit.by=csv", "task.unit.csv=m.csv", "task.unit.key=Nope"],
+            "'task.unit.key' must be a field of task.images.path or one of PatientID",
+        ),
         (["task.unit.csv=m.csv"], "'task.unit.csv' is read only when task.unit.by is csv"),
         (
             ["task.images.path={split_dir}/{StudyInstanceUID}.dcm"],
@@ -450,3 +452,35 @@ def test_a_hand_made_folder_of_real_slices_in_the_cervical_layout(real_series, t
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     checked = cli("validate", str(tmp_path / "submission.csv"), *args, timeout=120)
     assert checked.returncode == 0 and checked.stdout.startswith("ok: 16 rows"), checked.stdout
+
+
+def test_long_labels_whose_ids_join_the_unit_and_the_label(tiny, tmp_path):
+    """A label CSV of rows <study>_<label>,value (the long form): read into
+    one row per study, equal to the wide train.csv, and trained on."""
+    from competition.data.labels import read_labels
+
+    root, _, _ = tiny
+    copy = tmp_path / "competition"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("cache", "index*", "folds*"))
+    wide = pd.read_csv(copy / "train.csv", dtype=str).set_index("StudyInstanceUID")
+    long = wide.reset_index().melt(id_vars="StudyInstanceUID", var_name="label",
+                                   value_name="fractured")  # fmt: skip
+    long["row_id"] = long.StudyInstanceUID + "_" + long.label
+    long[["row_id", "fractured"]].sample(frac=1, random_state=0).to_csv(
+        copy / "train_long.csv", index=False
+    )
+    settings = [f"data.root={copy}", *TINY, "task.labels.format=long",
+                "task.labels.csv=train_long.csv", "task.labels.id_column=row_id",
+                "task.labels.value_column=fractured",
+                "task.images.path={split_dir}/{image_id}/{slice}.dcm",
+                "task.images.test_list=sample", f"runs_dir={tmp_path / 'runs'}"]  # fmt: skip
+    config = load_config(CONFIG, settings)
+    labels = read_labels(config.task, config.layout.train_csv)
+    assert sorted(labels.index) == sorted(wide.index)
+    np.testing.assert_array_equal(labels.loc[wide.index, LABELS].astype(float),
+                                  wide[LABELS].astype(float))  # fmt: skip
+    trained = cli("train", "--fold", "0", "--config", str(CONFIG), *overrides(*settings),
+                  timeout=600)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    folds = pd.read_csv(copy / "folds.csv", dtype=str)
+    assert sorted(folds.image_id) == sorted(wide.index)  # one row per study

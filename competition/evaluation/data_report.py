@@ -101,18 +101,28 @@ def _units(layout: Layout) -> dict:
     for split, rows in index.groupby("split", sort=True):
         kept = rows[rows["readable"]].groupby("unit").size()
         lost = rows[~rows["readable"]]
+        modalities = rows.drop_duplicates("unit")["modality"].replace("", "?")
         found[split] = {
             "units": int(rows["unit"].nunique()),
-            "slices": {"fewest": int(kept.min()), "median": float(kept.median()),
-                       "most": int(kept.max())} if len(kept) else {},  # fmt: skip
-            "modalities": rows.drop_duplicates("unit")["modality"].replace("", "?")
-            .value_counts().to_dict(),
+            "slices": _spread(kept),
+            "modalities": modalities.value_counts().to_dict(),
             "lost_slices": {
                 unit: dict(Counter(_one_line(r) for r in group["reason"]))
                 for unit, group in lost.groupby("unit", sort=True)
             },
         }
     return found
+
+
+def _spread(counts: pd.Series) -> dict:
+    """Fewest, median and most of the counts ({} for none)."""
+    if counts.empty:
+        return {}
+    return {
+        "fewest": int(counts.min()),
+        "median": float(counts.median()),
+        "most": int(counts.max()),
+    }
 
 
 def _unit_lines(units: dict, noun: str) -> list[str]:

@@ -160,7 +160,8 @@ def _check_images(task: TaskSpec) -> None:
     problem = template.problem(require_id=task.unit_in_path)
     if problem:
         _fail("task.images.path", problem, images.path)
-    if task.labels.format == "long" and set(template.fields) - {"split_dir", task.id_field}:
+    extra = set(template.fields) - {"split_dir", task.id_field}
+    if task.labels.format == "long" and extra and not task.per_unit:  # a unit's slices: on disk
         _fail(
             "task.images.path",
             "can only name {split_dir} and {image_id} when the labels are "
@@ -392,13 +393,6 @@ def _check_unit(task: TaskSpec) -> None:
             f"must name a folder level and the file for a {unit.level}-level task "
             "(e.g. '{split_dir}/{StudyInstanceUID}/{slice}.dcm')",
             task.images.path,
-        )
-    if task.labels.format != "wide":
-        _fail(
-            "task.labels.format",
-            f"must be wide for a {unit.level}-level task (one row per "
-            "unit; a long submission is task.submission.layout)",
-            task.labels.format,
         )
     if task.submission.reduce.key is not None or task.metric.group_by is not None:
         _fail(
