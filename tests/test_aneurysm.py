@@ -55,6 +55,11 @@ def test_the_stand_in_is_written_in_the_downloads_layout(tiny):
         kinds["localizer"] += len({tuple(h.get("ImageOrientationPatient", ())) for h in found}) > 2
     sample = pd.read_csv(root / "sample_submission.csv", dtype=str)
     assert sample.columns.tolist() == ["SeriesInstanceUID", *LABELS]
+    localizers = pd.read_csv(root / "train_localizers.csv", dtype=str)
+    assert localizers.columns.tolist() == [
+        "SeriesInstanceUID", "SOPInstanceUID", "coordinates", "location"]  # fmt: skip
+    positives = train[train["Aneurysm Present"] == "1"].SeriesInstanceUID
+    assert set(localizers.SeriesInstanceUID) == set(positives)
     tests = sorted(p.name for p in (root / "test_series").iterdir())
     assert sorted(sample.SeriesInstanceUID) == tests
 
@@ -247,6 +252,70 @@ def test_the_two_stage_variant_pools_every_slice_of_each_unit(tiny, tmp_path):
     folder = sorted((root / "test_series").iterdir())[0]
     final = postprocess(config.task, expected.loc[[folder.name], LABELS].to_numpy())
     np.testing.assert_allclose(predict(str(folder)).to_numpy(), final, atol=1e-5)
+
+
+def test_slice_labels_mark_the_picked_slices_near_each_localizer(tiny):
+    """series.slice_labels from train_localizers.csv: per unit and picked
+    slice, the location within `within` slices of its localizer (and
+    Aneurysm Present), zeros for a unit without an aneurysm, unknown for a
+    positive unit the CSV does not place."""
+    from competition.data.index import read_index
+    from competition.data.slice_labels import read_slice_labels, slice_targets
+    from competition.data.sources import open_source
+    from competition.synthetic.aneurysm import LABELS
+
+    root, _, _ = tiny
+    config = load_config(CONFIG, [f"data.root={root}", *TINY, "data.source=files",
+                                  "series.slice_labels.csv=train_localizers.csv"])  # fmt: skip
+    settings = config.series.slice_labels
+    table = read_slice_labels(config.task, settings, root)
+    localizers = pd.read_csv(root / "train_localizers.csv", dtype=str)
+    assert len(table) == len(localizers) and set(table.label) <= set(LABELS)
+    assert any(".f" in s for s in table.slice)  # a multi-frame file's frame, from 'f'
+    train = pd.read_csv(root / "train.csv", dtype=str)
+    ids = train.SeriesInstanceUID.tolist()
+    labels = train[LABELS].astype(float).to_numpy()
+    source = open_source(config.inputs, "train")
+    targets = slice_targets(config.task, settings, table, source, ids, labels)
+    targets = targets.reshape(len(ids), config.series.slices, len(LABELS))
+    index = read_index(config.layout)
+    for u, unit in enumerate(ids):
+        if labels[u].max() == 0:
+            assert (targets[u] == 0).all()
+            continue
+        rows = table[table.unit == unit]
+        order = {n: k for k, n in enumerate(source.units.slices[unit])}
+        picks = np.array([order[n] for n in source.picks[source.position.get_loc(unit)]])
+        for name, label in zip(rows.slice, rows.label, strict=True):
+            near = np.abs(picks - order[name]) <= settings.within
+            c = LABELS.index(label)
+            assert (targets[u, near, c] == 1).all() and (targets[u, near, -1] == 1).all()
+        assert set(np.flatnonzero(targets[u].max(axis=0))) == set(np.flatnonzero(labels[u]))
+    assert index.readable.any()
+    dropped = table[table.unit != table.unit.iloc[0]]  # a positive unit the CSV no longer places
+    again = slice_targets(config.task, settings, dropped, source, ids, labels)
+    first = ids.index(table.unit.iloc[0])
+    assert np.isnan(again.reshape(targets.shape)[first]).all()
+
+
+def test_the_slice_head_trains_beside_the_units_and_stays_out_of_the_checkpoint(tiny, tmp_path):
+    """The auxiliary loss adds to the unit loss in training (the same seed
+    and data: a higher first-epoch loss); the saved network is the unit's
+    alone (14 outputs) and predicts as before."""
+    from competition.training.model import load_checkpoint
+
+    root, runs, args = tiny
+    on = overrides("series.slice_labels.csv=train_localizers.csv", "series.slice_labels.weight=2",
+                   f"runs_dir={tmp_path}", "experiment=aux")  # fmt: skip
+    done = cli("train", "--fold", "0", *args, *on, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    with_aux = pd.read_csv(tmp_path / "aux" / "fold0" / "history.csv")
+    without = pd.read_csv(runs / "rsna_aneurysm_2025_synthetic" / "fold0" / "history.csv")
+    assert with_aux.loss.iloc[0] > without.loss.iloc[0]
+    model = load_checkpoint(tmp_path / "aux" / "fold0" / "best.keras")
+    assert model.output_shape == (None, 14) and "slice_logits" not in [
+        layer.name for layer in model.layers
+    ]
 
 
 # The preset's own size: at 260 series the 48 validation series hold one or

@@ -72,12 +72,16 @@ class TrainingModel(keras.Model):
     """image -> [image layers] -> [MixUp, CutMix] -> network, in training;
     the network alone otherwise (see the module)."""
 
-    def __init__(self, network: keras.Model, augmenter_: keras.Sequential | None, mixers_):
+    def __init__(
+        self, network: keras.Model, augmenter_: keras.Sequential | None, mixers_, slice_head=None
+    ):
         super().__init__(name=f"train_{network.name}")
         self.network, self.augmenter, self.mixers = network, augmenter_, list(mixers_)
-        # This step's transformations, for compute_loss: tensors of the step's
-        # trace, not state (set past Keras' attribute tracking).
+        self.slice_head = slice_head  # competition.training.slice_head.SliceHead, or None
+        # This step's transformations and slice logits, for compute_loss:
+        # tensors of the step's trace, not state (set past Keras' attribute tracking).
         object.__setattr__(self, "_untracked_mixes", [])
+        object.__setattr__(self, "_untracked_slice_logits", None)
         self.build(network.input_shape)
 
     def build(self, input_shape):
@@ -98,13 +102,32 @@ class TrainingModel(keras.Model):
                 x = layer.transform_images(x, transformation, training=True)
                 mixes.append((layer, transformation))
         object.__setattr__(self, "_untracked_mixes", mixes)
+        object.__setattr__(self, "_untracked_slice_logits", None)
+        if training and self.slice_head is not None:
+            outputs, logits = self.slice_head(x, training=training)
+            object.__setattr__(self, "_untracked_slice_logits", logits)
+            return outputs
         return self.network(x, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The task's loss against the labels mixed as the images were."""
+        """The task's loss against the labels mixed as the images were (and
+        the per-slice head's, where the batch carries slice targets)."""
+        slices = None
+        if self.slice_head is not None:
+            y, slices = self.slice_head.split(y)
         for layer, transformation in self._untracked_mixes if training else []:
             y = layer.transform_labels(y, transformation, training=True)
-        return super().compute_loss(x, y, y_pred, sample_weight, training)
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training)
+        logits = self._untracked_slice_logits
+        if slices is not None and logits is not None:
+            loss = loss + self.slice_head.loss(slices, logits)
+        return loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        """The metrics of the unit's outputs (slice targets left out)."""
+        if self.slice_head is not None:
+            y, _ = self.slice_head.split(y)
+        return super().compute_metrics(x, y, y_pred, sample_weight)
 
     def fit(self, *args, **kwargs):
         with surfacing_load_errors(*_generators(args, kwargs)):
@@ -128,13 +151,18 @@ def _generators(args: tuple, kwargs: dict) -> list[DataGenerator]:
 
 
 def training_model(
-    network: keras.Model, augment: list[dict] | None, seed: int, image_layers: bool = True
+    network: keras.Model,
+    augment: list[dict] | None,
+    seed: int,
+    image_layers: bool = True,
+    slice_head=None,
 ) -> TrainingModel:
     """The network with the in-graph image layers in front and the label
     mixing in its step (`image_layers=False`: the image layers run on the
-    host instead, mixing stays)."""
+    host instead, mixing stays); `slice_head`: an auxiliary per-slice head
+    trained beside it (competition.training.slice_head)."""
     aug = augmenter(augment or [], seed) if image_layers else None
-    return TrainingModel(network, aug, mixers(augment or [], seed))
+    return TrainingModel(network, aug, mixers(augment or [], seed), slice_head)
 
 
 def image_layers_on(setting: str, worker_processes: bool = False) -> str:

@@ -71,13 +71,27 @@ def training_generator(config: Config, data: FoldData, host=None) -> DataGenerat
         config,
         data.train["image_id"],
         data.source,
-        data.y_train,
+        with_slice_targets(config, data),
         shuffle=True,
         flips=host_flips(config),
         host=host,
         steps_per_epoch=config.train.steps_per_epoch,
         repeats=sample_repeats(config, data.train),
     )
+
+
+def with_slice_targets(config: Config, data: FoldData) -> np.ndarray:
+    """The fold's training targets, and after them each unit's slice targets
+    where series.slice_labels names a CSV (competition.data.slice_labels)."""
+    settings = config.series.slice_labels
+    if not config.task.per_unit or settings.csv is None:
+        return data.y_train
+    from competition.data.slice_labels import read_slice_labels, slice_targets
+
+    table = read_slice_labels(config.task, settings, config.layout.root)
+    ids = list(data.train["image_id"])
+    found = slice_targets(config.task, settings, table, data.source, ids, data.y_train)
+    return np.concatenate([data.y_train, found], axis=1)
 
 
 def validation_generator(config: Config, data: FoldData) -> DataGenerator:

@@ -48,10 +48,15 @@ def compiled_model(config: Config, train: DataGenerator, fold: int = 0) -> Train
     train.mixed_precision asks for (a global Keras policy). Checkpoints
     (`save`) hold the network alone."""
     devices.set_precision(devices.precision(config.train.mixed_precision))
-    mean = np.nan_to_num(np.nanmean(train.labels, axis=0))  # a missing label (NaN) left out
+    outputs = len(config.task.outputs)  # the labels may carry slice targets after them
+    mean = np.nan_to_num(np.nanmean(train.labels[:, :outputs], axis=0))  # NaN: missing, left out
     network = build_network(config.model, train.source.shape, config.task, mean, config.series)
     model = training_model(
-        network, config.augment, fold_seed(config, fold), train.augment_batch is None
+        network,
+        config.augment,
+        fold_seed(config, fold),
+        train.augment_batch is None,
+        auxiliary_head(config, network),
     )
     model.compile(
         optimizer=make_optimizer(config.train, len(train)),
@@ -60,6 +65,18 @@ def compiled_model(config: Config, train: DataGenerator, fold: int = 0) -> Train
         **compile_args(config.task),
     )
     return model
+
+
+def auxiliary_head(config: Config, network: keras.Model):
+    """The per-slice head of series.slice_labels, or None."""
+    settings = config.series.slice_labels
+    if not config.task.per_unit or settings.csv is None:
+        return None
+    from competition.data.slice_labels import slice_head
+    from competition.training.slice_head import SliceHead
+
+    head, _ = slice_head(config.task)
+    return SliceHead(network, len(head.columns), settings.weight, name="slice_head")
 
 
 def fit_fold(config: Config, data: FoldData, out: Path, guard=None) -> DataGenerator:

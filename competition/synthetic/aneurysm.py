@@ -2,7 +2,10 @@
 layout: `series/<SeriesInstanceUID>/<SOPInstanceUID>.dcm` (axial slices,
 or one multi-frame file for some MR series), `train.csv` one row per
 series (`SeriesInstanceUID, PatientAge, PatientSex, Modality`, the 13
-artery locations, `Aneurysm Present`). The download has no test series:
+artery locations, `Aneurysm Present`), `train_localizers.csv` (a row per
+aneurysm: `SeriesInstanceUID, SOPInstanceUID, coordinates, location`, the
+coordinates `{'x': .., 'y': ..}` in pixels, with `'f'`, the frame, in a
+multi-frame file). The download has no test series:
 Kaggle's evaluation API hands them to the notebook one at a time. The
 stand-in writes some to `test_series/` (same layout) with a
 `sample_submission.csv` listing them (`SeriesInstanceUID` + the 14
@@ -221,12 +224,13 @@ def write(series: Series, synth: SynthConfig, layout: Layout) -> list[list]:
     sop_class = CTImageStorage if series.modality == "CTA" else MRImageStorage
     positions = [[-100.0, -100.0, round(z0 + i * SLICE_MM, 4)] for i in range(n)]
     if series.multi_frame:
-        _write_multi_frame(template, series, slices, positions, folder, sop_class)
+        sops = [_write_multi_frame(template, series, slices, positions, folder, sop_class)] * n
     else:
+        sops = [""] * n
         for i in rng.permutation(n):  # file names say nothing of the order
             ds = copy.deepcopy(template)
             ds.file_meta = file_meta(sop_class, f"{series.series_id}.{i}")
-            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+            ds.SOPInstanceUID = sops[i] = ds.file_meta.MediaStorageSOPInstanceUID
             ds.InstanceNumber = int(i) + 1
             ds.ImagePositionPatient = positions[i]
             ds.PixelData = slices[i]
@@ -239,10 +243,25 @@ def write(series: Series, synth: SynthConfig, layout: Layout) -> list[list]:
     labels = [int(k in series.aneurysms) for k in range(len(LOCATIONS))]
     age, sex = int(rng.integers(25, 85)), str(rng.choice(["Female", "Male"]))
     row = [series.series_id, series.split, age, sex, series.modality, *labels]
-    return [[*row, int(bool(series.aneurysms))]]
+    return [[*row, int(bool(series.aneurysms)), _localizers(series, sops, size)]]
 
 
-def _write_multi_frame(template, series, slices, positions, folder, sop_class) -> None:
+def _localizers(series: Series, sops: list[str], size: int) -> list[list]:
+    """train_localizers.csv's rows of the series: each aneurysm's slice (its
+    height along the head) and point."""
+    dx, dy, dz = series.shift
+    found = []
+    for k in series.aneurysms:
+        name, (x, y, z) = list(LOCATIONS.items())[k]
+        i = int(np.clip(round((z + dz) * (series.slices - 1)), 0, series.slices - 1))
+        point = {"x": round(float(x + dx + VESSEL) * size, 1), "y": round(float(y + dy) * size, 1)}
+        if series.multi_frame:
+            point["f"] = i
+        found.append([series.series_id, sops[i], str(point), name])
+    return found
+
+
+def _write_multi_frame(template, series, slices, positions, folder, sop_class) -> str:
     """The series as one file of frames, each with its position."""
     ds = copy.deepcopy(template)
     ds.file_meta = file_meta(sop_class, f"{series.series_id}.multiframe")
@@ -262,18 +281,24 @@ def _write_multi_frame(template, series, slices, positions, folder, sop_class) -
     ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
     ds.SharedFunctionalGroupsSequence = Sequence([shared])
     ds.save_as(folder / f"{ds.SOPInstanceUID}.dcm", enforce_file_format=True)
+    return ds.SOPInstanceUID
 
 
-COLUMNS = ["SeriesInstanceUID", "split", "PatientAge", "PatientSex", "Modality", *LABELS]
+COLUMNS = ["SeriesInstanceUID", "split", "PatientAge", "PatientSex", "Modality", *LABELS,
+           "localizers"]  # fmt: skip
+LOCALIZERS = "train_localizers.csv"
 
 
 def write_tables(rows: list[list], layout: Layout) -> pd.DataFrame:
     """train.csv and the test series' sample submission; returns the test
     labels in train.csv's format (which the real competition keeps hidden)."""
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    train = frame[frame.split == "train"].drop(columns="split")
-    test = frame[frame.split == "test"].drop(columns="split")
+    train = frame[frame.split == "train"].drop(columns=["split", "localizers"])
+    test = frame[frame.split == "test"].drop(columns=["split", "localizers"])
     write_csv_atomic(layout.train_csv, train)
+    points = [p for found in frame.loc[frame.split == "train", "localizers"] for p in found]
+    columns = ["SeriesInstanceUID", "SOPInstanceUID", "coordinates", "location"]
+    write_csv_atomic(layout.root / LOCALIZERS, pd.DataFrame(points, columns=columns))
     sample = test[["SeriesInstanceUID"]].assign(**dict.fromkeys(LABELS, 0.5))
     write_csv_atomic(layout.sample_submission, sample)
     return test

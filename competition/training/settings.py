@@ -3,7 +3,7 @@ fold is fitted (`train:`). Every key is documented in configs/base.yaml."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from competition.knobs import knob
@@ -47,6 +47,20 @@ SERIES_POOLING = ("gru", "lstm", "attention")
 
 
 @dataclass(frozen=True)
+class SliceLabelsConfig:
+    """series.slice_labels: labels of single slices where a competition has
+    them (Aneurysm's train_localizers.csv: a row per aneurysm, its slice and
+    location), for an auxiliary per-slice head trained beside the unit's
+    (competition.data.slice_labels); off while `csv` is null."""
+
+    csv: str | None = None  # under data.root: unit ID column, slice_column, label_column
+    slice_column: str = "SOPInstanceUID"  # the slice: its file's name within the unit
+    label_column: str = "location"  # a label column of the unit's sigmoid head
+    within: int = knob(1, ge=0)  # slices each side of a labelled one that show it too
+    weight: float = knob(0.5, ge=0)  # the auxiliary loss, beside the unit loss's 1
+
+
+@dataclass(frozen=True)
 class SeriesConfig:
     """series: the model of a series- or study-level task (task.unit): the
     backbone on each of `slices` slices with shared weights, then a
@@ -56,3 +70,4 @@ class SeriesConfig:
     pooling: Literal[SERIES_POOLING] = "attention"  # measured: docs/series.md
     units: int = knob(64, ge=2)  # recurrent units per direction (attention: its width)
     dropout: float = knob(0.2, ge=0, le=0.9)  # on the per-slice features
+    slice_labels: SliceLabelsConfig = field(default_factory=SliceLabelsConfig)
