@@ -194,6 +194,26 @@ def test_even_picks_cover_the_unit_first_to_last():
     assert even_picks(1, 3).tolist() == [0, 0, 0]
 
 
+def test_native_spacing_takes_consecutive_slices_from_the_middle(tiny):
+    """series.spacing native: T neighbouring slices at the unit's own
+    spacing (a long unit cropped about its middle, a short one edge-padded)."""
+    from competition.data.sources import open_source
+    from competition.data.units import native_picks
+
+    assert native_picks(10, 4).tolist() == [3, 4, 5, 6]
+    assert native_picks(3, 6).tolist() == [0, 0, 0, 1, 2, 2]
+    root, _, _ = tiny
+    settings = [f"data.root={root}", *TINY, "data.source=files"]
+    native = open_source(load_config(CONFIG, [*settings, "series.spacing=native"]).inputs, "train")
+    even = open_source(load_config(CONFIG, settings).inputs, "train")
+    unit = native.ids[0]
+    slices = native.units.slices[unit]
+    start = (len(slices) - 6) // 2
+    assert native.picks[0].tolist() == slices[start : start + 6].tolist()
+    assert even.picks[0].tolist() == slices[even_picks(len(slices), 6)].tolist()
+    np.testing.assert_array_equal(native.load(unit)[0], even.inner.load(str(slices[start])))
+
+
 def test_a_units_stack_is_the_same_from_the_cache_and_the_files(tiny):
     from competition.data.cache.build import build
     from competition.data.sources import open_source

@@ -100,4 +100,5 @@ class Config:
         """Everything that turns an image ID into model input."""
         from competition.data.sources import InputSpec
 
-        return InputSpec.of(self.cache, self.data, self.preprocess, self.series.slices)
+        series = self.series
+        return InputSpec.of(self.cache, self.data, self.preprocess, series.slices, series.spacing)

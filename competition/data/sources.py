@@ -29,10 +29,16 @@ class InputSpec:
     neighbor_windows: list | None = None  # preprocess.neighbor_windows
     workers: int = 0  # processes to read headers with where there is no index
     slices: int = 1  # series.slices: a unit's stack (series- and study-level tasks)
+    spacing: str = "resample"  # series.spacing: how T slices are picked from a unit
 
     @classmethod
     def of(
-        cls, cache: CacheSpec, data: DataConfig, preprocess: PreprocessConfig, slices: int = 1
+        cls,
+        cache: CacheSpec,
+        data: DataConfig,
+        preprocess: PreprocessConfig,
+        slices: int = 1,
+        spacing: str = "resample",
     ) -> InputSpec:
         return cls(
             cache,
@@ -41,6 +47,7 @@ class InputSpec:
             preprocess.neighbor_windows,
             data.workers,
             slices,
+            spacing,
         )
 
     @property
@@ -113,7 +120,8 @@ def open_source(inputs: InputSpec, split: str, fields=None):
     from competition.data.units import UnitSource, unit_slices
 
     index = split_index(inputs.layout, split, inputs.workers)
-    return UnitSource(slices, unit_slices(task, index, split, inputs.layout.root), inputs.slices)
+    units = unit_slices(task, index, split, inputs.layout.root)
+    return UnitSource(slices, units, inputs.slices, inputs.spacing)
 
 
 def slice_source(inputs: InputSpec, split: str, fields=None):

@@ -10,7 +10,9 @@ sample, a stack of T of its slices along the body axis.
   folds, the test set and the data report read: readable when one of its
   slices is.
 - `even_picks`: T positions evenly spaced over a unit's n slices (a series
-  shorter than T repeats slices, a longer one is subsampled).
+  shorter than T repeats slices, a longer one is subsampled);
+  `native_picks`: T consecutive ones from its middle (a shorter one
+  edge-padded); `picks_for` chooses by series.spacing.
 - `UnitSource`: a unit ID -> (T, H, W, C) uint8 from a slice source (the
   files or the cache, 2.5D stacks included), a whole batch in one gather
   from the cache.
@@ -174,17 +176,32 @@ def _warn_left_out(units: UnitSlices) -> None:
                         len(hit), sum(map(len, hit.values())), what, names)  # fmt: skip
 
 
+def native_picks(n: int, t: int) -> np.ndarray:
+    """T consecutive positions from the middle of n slices, the slices' own
+    spacing kept (a unit shorter than T: its first and last slices repeated
+    at the ends)."""
+    start = (n - t) // 2
+    return np.clip(np.arange(start, start + t), 0, n - 1).astype(np.int64)
+
+
+def picks_for(spacing: str, n: int, t: int) -> np.ndarray:
+    """series.spacing's T positions of n slices (resample: even_picks; native: native_picks)."""
+    return native_picks(n, t) if spacing == "native" else even_picks(n, t)
+
+
 class UnitSource:
     """Units as (T, H, W, C) stacks of their slices, read from `inner` (a
     slice source: files, cache, or their 2.5D stacks)."""
 
-    def __init__(self, inner, units: UnitSlices, t: int):
+    def __init__(self, inner, units: UnitSlices, t: int, spacing: str = "resample"):
         self.inner, self.units, self.t = inner, units, t
         self.layout, self.split = inner.layout, inner.split
         self.shape = (t, *inner.shape)
         self.ids = np.asarray(sorted(units.slices), dtype=str)
         self.position = pd.Index(self.ids)
-        self.picks = [units.slices[unit][even_picks(len(units.slices[unit]), t)] for unit in self.ids]
+        self.picks = [
+            units.slices[unit][picks_for(spacing, len(units.slices[unit]), t)] for unit in self.ids
+        ]
         inner_locate = getattr(inner, "locate", None)
         self._inner_rows = (
             None

@@ -72,7 +72,7 @@ class SeriesPredictor:
         if inputs.neighbors and len(rows):
             table = positions_by_series(rows, "test")
             inner = NeighborSource(inner, table, inputs.neighbors, inputs.neighbor_windows)
-        return UnitSource(inner, slices_by_unit(rows), inputs.slices)
+        return UnitSource(inner, slices_by_unit(rows), inputs.slices, inputs.spacing)
 
     def _stage2(self, fold: int) -> tuple:
         """Fold `fold`'s frozen slice encoder and pooled model."""

@@ -44,6 +44,7 @@ class TrainConfig:
 
 
 SERIES_POOLING = ("gru", "lstm", "attention")
+SERIES_SPACING = ("resample", "native")
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,9 @@ class SeriesConfig:
     bidirectional GRU or LSTM, or attention pooling, over them."""
 
     slices: int = knob(16, ge=1)  # T: slices per unit, evenly spaced along the body axis
+    # resample: T evenly spaced over the unit (a short one's slices repeated in
+    # place); native: T consecutive slices from its middle (a short one edge-padded)
+    spacing: Literal[SERIES_SPACING] = "resample"
     pooling: Literal[SERIES_POOLING] = "attention"  # measured: docs/series.md
     units: int = knob(64, ge=2)  # recurrent units per direction (attention: its width)
     dropout: float = knob(0.2, ge=0, le=0.9)  # on the per-slice features
