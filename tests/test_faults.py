@@ -134,6 +134,48 @@ def test_training_killed_at_random_points_resumes_with_every_epoch_once(
     assert not temporary  # no temporary file left (the fold's lock file stays, unlocked)
 
 
+def weights_of(path: Path) -> list:
+    import numpy as np
+
+    return [np.asarray(w) for w in load_checkpoint(path).get_weights()]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("recipe", [("train.ema=0.9", "train.accumulate=2"), ()])
+def test_a_killed_run_with_averaged_weights_resumes_as_the_uninterrupted_one(
+    small_competition, tmp_path, recipe
+):
+    """train.ema and train.accumulate: killed (-9) in its third epoch and
+    resumed, a run logs the same history and saves the same averaged
+    weights as one never killed; validation saw the averaged weights."""
+    import numpy as np
+
+    settings = ("train.epochs=4", "train.workers=0", *recipe)
+    runs = {}
+    for name in ("whole", "killed"):
+        args = small_args("train", small_competition.data.root, f"runs_dir={tmp_path / name}",
+                          *settings)  # fmt: skip
+        out = tmp_path / name / "small" / "fold0"
+        if name == "killed":
+            proc = start_kit(*args)
+            wait_for_epoch(proc, out / "history.csv")
+            wait_for_epoch(proc, out / "history.csv")
+            assert kill_after(proc, 0.5) is not None, "the run ended before its kill"
+        code, stdout, stderr = finish(start_kit(*args), timeout=300)
+        assert code == 0, stderr[-3000:]
+        assert "Effective batch: " in stdout
+        runs[name] = (out, stdout)
+    (whole, _), (killed, stdout) = runs["whole"], runs["killed"]
+    assert "Resuming fold 0 at epoch 3" in stdout
+    first = pd.read_csv(whole / "history.csv")
+    second = pd.read_csv(killed / "history.csv")
+    assert first.epoch.tolist() == second.epoch.tolist() == [0, 1, 2, 3]
+    pd.testing.assert_frame_equal(first, second, rtol=1e-4, atol=1e-5)
+    for a, b in zip(weights_of(whole / "best.keras"), weights_of(killed / "best.keras"),
+                    strict=True):  # fmt: skip
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
 # --- kill -9 during prediction and submission writing -----------------------------
 
 

@@ -79,12 +79,21 @@ def auxiliary_head(config: Config, network: keras.Model):
     return SliceHead(network, len(head.columns), settings.weight, name="slice_head")
 
 
+def effective_batch(config: Config, replicas: int) -> str:
+    """What one optimizer update sees: batch x accumulated batches (per device)."""
+    batch, accumulate = config.train.batch_size, config.train.accumulate
+    line = f"Effective batch: {batch} a step x {accumulate} accumulated = {batch * accumulate}"
+    line += " an update" + (f" ({batch // replicas} a step per device)" if replicas > 1 else "")
+    return line + (f"; weights averaged (EMA {config.train.ema:g})" if config.train.ema else "")
+
+
 def fit_fold(config: Config, data: FoldData, out: Path, guard=None) -> DataGenerator:
     """Train (or resume) the fold; returns the training generator. `guard`,
     when given, is called before each epoch's writes (see train_fold)."""
     train = training_generator(config, data, host_augmentation(config, data.fold))
     valid = validation_generator(config, data)
     spread = devices.spread(config.train.strategy)
+    print(effective_batch(config, spread.replicas))
     with spread.scope():
         model = compiled_model(config, train, data.fold)
         fed_train, fed_valid = spread.feed(train, valid, config.train.workers)
@@ -100,6 +109,7 @@ def fit_fold(config: Config, data: FoldData, out: Path, guard=None) -> DataGener
                 patience=config.train.early_stopping_patience,
                 guard=guard,
                 generator=train,
+                ema=config.train.ema > 0,
             )
     return train
 

@@ -49,17 +49,38 @@ class BeforeWrites(keras.callbacks.Callback):
         self.check()
 
 
+def _seed_states(model: keras.Model) -> list:
+    """The random generators' states (dropout, in-graph augmentation):
+    Keras' save_weights leaves them out, and a resumed fit would otherwise
+    draw the first epochs' masks again."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+def _seeds_path(weights: Path) -> Path:
+    return weights.with_name(weights.name.replace(".weights.h5", ".seeds.npy"))
+
+
 class EpochBackup(keras.callbacks.Callback):
+    """The model's and optimizer's state at each epoch's end (weights, then
+    the random generators' states beside them, written first: the weights
+    file marks the epoch whole); the previous epoch's removed."""
+
     def __init__(self, folder: Path):
         super().__init__()
         self.folder = Path(folder)
 
     def on_epoch_end(self, epoch, logs=None):
         path = self.folder / f"epoch-{epoch + 1:04d}.weights.h5"
+        states = [keras.ops.convert_to_numpy(v) for v in _seed_states(self.model)]
+        with atomic_path(_seeds_path(path), suffix=".npy") as tmp:
+            np.save(tmp, np.asarray(states, dtype=np.int64).reshape(len(states), -1))
         with atomic_path(path, suffix=".weights.h5") as tmp:
             self.model.save_weights(tmp)
-        for older in self.folder.glob("epoch-*.weights.h5"):
-            if older != path:
+        for older in [
+            *self.folder.glob("epoch-*.weights.h5"),
+            *self.folder.glob("epoch-*.seeds.npy"),
+        ]:
+            if older not in (path, _seeds_path(path)):
                 older.unlink(missing_ok=True)
 
 
@@ -72,7 +93,25 @@ def restore(model: keras.Model, folder: Path) -> int:
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
     model.load_weights(path)
+    seeds, states = _seeds_path(path), _seed_states(model)
+    if seeds.is_file():  # a backup from before the states were kept: fresh generators
+        saved = np.load(seeds)
+        if len(saved) == len(states):
+            for variable, value in zip(states, saved, strict=True):
+                variable.assign(value.astype(keras.backend.standardize_dtype(variable.dtype)))
     return epoch
+
+
+class AveragedWeights(keras.callbacks.SwapEMAWeights):
+    """train.ema: validation, the best checkpoint and the epoch backup see
+    the averaged weights (Keras swaps them in at each epoch's end and out at
+    the next one's start). A fit resumed from a backup starts with them in
+    place (`resumed`): its first epoch swaps the trained weights back first,
+    so the state is the uninterrupted run's."""
+
+    def __init__(self, resumed: bool = False):
+        super().__init__(swap_on_epoch=True)
+        self._ema_weights_in_model = resumed
 
 
 class BestCheckpoint(keras.callbacks.Callback):

@@ -57,12 +57,16 @@ def writing(out: Path, what: str, force: bool) -> Iterator[float]:
         yield time.perf_counter()
 
 
-def fold_callbacks(task: TaskSpec, out: Path, patience: int) -> list[keras.callbacks.Callback]:
-    """History, best checkpoint, TensorBoard (on TensorFlow), epoch backup, early stopping.
-    The backup goes last: a kill before it re-runs the epoch, and
-    trim_history drops the rows already logged for it."""
+def fold_callbacks(
+    task: TaskSpec, out: Path, patience: int, ema: bool = False, resumed: bool = False
+) -> list[keras.callbacks.Callback]:
+    """The averaged weights swapped in (`ema`; first, so that what follows
+    sees them), history, best checkpoint, TensorBoard (on TensorFlow), epoch
+    backup, early stopping. The backup goes last: a kill before it re-runs
+    the epoch, and trim_history drops the rows already logged for it."""
     lower = task.monitor_lower_is_better
     found = [
+        *([cb.AveragedWeights(resumed)] if ema else []),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         cb.BestCheckpoint(out / "best.keras", task.monitor, lower),
     ]
@@ -91,11 +95,13 @@ def fit_resumable(
     patience: int,
     guard: Callable[[], None] | None = None,
     generator=None,
+    ema: bool = False,
 ) -> None:
     """`model.fit` from the newest backup in `out` (epoch 0 without one).
     `generator`: the training DataGenerator when `train` wraps it (tf.data
     under a strategy), told where the fit starts. `guard` (a cluster
-    attempt's ownership check) runs before each epoch's writes."""
+    attempt's ownership check) runs before each epoch's writes. `ema`: the
+    optimizer averages the weights (see fold_callbacks)."""
     start = cb.restore(model, out / "backup")
     cb.trim_history(out / "history.csv", start)
     if start:
@@ -113,7 +119,7 @@ def fit_resumable(
             verbose=keras_verbose(),
             callbacks=[
                 *([cb.BeforeWrites(guard)] if guard else []),
-                *fold_callbacks(task, out, patience),
+                *fold_callbacks(task, out, patience, ema, resumed=start > 0),
             ],
         )
 

@@ -1,6 +1,13 @@
 """The optimizer every stage trains with: AdamW, a linear warmup to the
 learning rate, then cosine decay to `min_lr_ratio` of it, stepped per
-update (Keras' CosineDecay with warmup)."""
+update (Keras' CosineDecay with warmup); where the section has them
+(train:), gradient accumulation over `accumulate` batches per update
+(Keras' gradient_accumulation_steps; Keras evaluates the schedule at the
+batch count, so the curve is laid out in batches and an update takes its
+value at the update's last batch: the same curve, stepped per update) and
+an exponential moving average of the weights
+(`ema`, Keras' use_ema; updated at every batch, so over an accumulated
+update it decays by ema ** accumulate)."""
 
 from __future__ import annotations
 
@@ -29,4 +36,11 @@ def make_optimizer(schedule: Schedule, steps_per_epoch: int) -> keras.optimizers
         warmup_target=schedule.learning_rate if warmup else None,
         warmup_steps=warmup,
     )
-    return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=schedule.weight_decay)
+    accumulate, ema = getattr(schedule, "accumulate", 1), getattr(schedule, "ema", 0.0)
+    return keras.optimizers.AdamW(
+        learning_rate=learning_rate,
+        weight_decay=schedule.weight_decay,
+        gradient_accumulation_steps=accumulate if accumulate > 1 else None,
+        use_ema=ema > 0,
+        ema_momentum=ema if ema > 0 else 0.99,
+    )

@@ -31,6 +31,10 @@ class TrainConfig:
     warmup_epochs: float = knob(0.5, ge=0)
     min_lr_ratio: float = knob(0.05, ge=0, le=1)
     early_stopping_patience: int = knob(3, ge=1)
+    # an exponential moving average of the weights (its momentum, e.g. 0.999; 0:
+    # off): validation, checkpoints and the saved model use the averaged weights
+    ema: float = knob(0.0, ge=0, le=0.99999)
+    accumulate: int = knob(1, ge=1)  # batches whose gradients make one update
     augment_on: Literal["auto", "graph", "host"] = "auto"
     workers: int = knob(2, ge=0)
     use_multiprocessing: bool = False
