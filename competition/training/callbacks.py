@@ -70,12 +70,19 @@ class EpochBackup(keras.callbacks.Callback):
         self.folder = Path(folder)
 
     def on_epoch_end(self, epoch, logs=None):
-        path = self.folder / f"epoch-{epoch + 1:04d}.weights.h5"
+        path, seeds = self.folder / f"epoch-{epoch + 1:04d}.weights.h5", None
         states = [keras.ops.convert_to_numpy(v) for v in _seed_states(self.model)]
-        with atomic_path(_seeds_path(path), suffix=".npy") as tmp:
-            np.save(tmp, np.asarray(states, dtype=np.int64).reshape(len(states), -1))
-        with atomic_path(path, suffix=".weights.h5") as tmp:
-            self.model.save_weights(tmp)
+        if states:
+            seeds = _seeds_path(path)
+            with atomic_path(seeds, suffix=".npy") as tmp:
+                np.save(tmp, np.asarray(states, dtype=np.int64).reshape(len(states), -1))
+        try:
+            with atomic_path(path, suffix=".weights.h5") as tmp:
+                self.model.save_weights(tmp)
+        except BaseException:
+            if seeds is not None:  # no half backup: the epoch is not kept at all
+                seeds.unlink(missing_ok=True)
+            raise
         for older in [
             *self.folder.glob("epoch-*.weights.h5"),
             *self.folder.glob("epoch-*.seeds.npy"),
