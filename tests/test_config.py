@@ -38,7 +38,7 @@ def test_override_is_parsed_as_yaml_and_int_accepted_for_float():
         ("folds.k=1", "must be >= 2. Received: 1"),
         ("synth.generate=3", "expects bool"),
         ("task.stratify=bleed", "'task.stratify' must be a label column"),
-        ("model.backbone=vgg99", "one of 'efficientnet_b0'"),
+        ("model.backbone=vgg99", "Received: 'vgg99'"),
         ("predict.tta=[identity, rot90]", "a list of values among 'identity', 'hflip'"),
         ("predict.ensemble=median", "one of 'mean', 'geometric', 'rank'"),
         ("synth.prevalence.epidural=high", "'synth.prevalence' expects a mapping of str to float"),

@@ -141,13 +141,21 @@ def weights_of(path: Path) -> list:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", [("train.ema=0.9", "train.accumulate=2"), ()])
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        ("train.ema=0.9", "train.accumulate=2", "train.schedule=onecycle",
+         "train.freeze_epochs=3", "train.label_smoothing={multilabel: 0.05}"),
+        (),
+    ],
+)  # fmt: skip
 def test_a_killed_run_with_averaged_weights_resumes_as_the_uninterrupted_one(
     small_competition, tmp_path, recipe
 ):
-    """train.ema and train.accumulate: killed (-9) in its third epoch and
-    resumed, a run logs the same history and saves the same averaged
-    weights as one never killed; validation saw the averaged weights."""
+    """train.ema, train.accumulate, the one-cycle schedule, a backbone frozen
+    for 3 epochs and label smoothing: killed (-9) in its third epoch (still
+    frozen) and resumed, a run logs the same history and saves the same
+    averaged weights as one never killed; validation saw the averaged weights."""
     import numpy as np
 
     settings = ("train.epochs=4", "train.workers=0", *recipe)

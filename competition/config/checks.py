@@ -13,6 +13,7 @@ from competition.data.pixelspec import DICOM_ONLY
 from competition.errors import ConfigError
 from competition.inference.ensemble import PROBABILITY_ONLY
 from competition.task.checks import check_task, check_task_files
+from competition.training.backbones import ALIASES, APPLICATIONS, is_known
 
 
 def check_fold(fold: int, k: int) -> int:
@@ -74,6 +75,28 @@ def _check_neighbors(config: Config) -> None:
             f"0..{channels - 1} here; every slice needs at least one. "
             f"Received: {preprocess.neighbor_windows!r}"
         )
+
+
+def _check_backbone(config: Config) -> None:
+    name = config.model.backbone
+    if not is_known(name):
+        raise ConfigError(
+            "Config key 'model.backbone' expects a keras.applications name "
+            f"({', '.join(APPLICATIONS)}), one of {', '.join(ALIASES)}, tiny_cnn, or "
+            "hub:<folder of a KerasHub preset>. "
+            f"Received: {name!r} (make backbones lists them)"
+        )
+
+
+def _check_label_smoothing(config: Config) -> None:
+    kinds = {head.kind for head in config.task.heads} - {"ordinal"}
+    for kind, epsilon in config.train.label_smoothing.items():
+        if kind not in kinds or not 0 <= epsilon < 1:
+            raise ConfigError(
+                f"Config key 'train.label_smoothing.{kind}' expects a head kind of this task "
+                f"({', '.join(sorted(kinds))}) -> epsilon in [0, 1). Received: "
+                f"{kind}: {epsilon!r}"
+            )
 
 
 def _check_sample_weights(config: Config) -> None:
@@ -196,6 +219,8 @@ def validate(config: Config) -> None:
         {head.name: head.kind for head in config.task.heads},
     )
     _check_unit_augment(config)
+    _check_backbone(config)
+    _check_label_smoothing(config)
     _check_sample_weights(config)
     _check_training(config)
     _check_kaggle(config)

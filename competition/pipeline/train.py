@@ -50,7 +50,14 @@ def compiled_model(config: Config, train: DataGenerator, fold: int = 0) -> Train
     devices.set_precision(devices.precision(config.train.mixed_precision))
     outputs = len(config.task.outputs)  # the labels may carry slice targets after them
     mean = np.nan_to_num(np.nanmean(train.labels[:, :outputs], axis=0))  # NaN: missing, left out
-    network = build_network(config.model, train.source.shape, config.task, mean, config.series)
+    network = build_network(
+        config.model,
+        train.source.shape,
+        config.task,
+        mean,
+        config.series,
+        gate=config.train.freeze_epochs > 0,
+    )
     model = training_model(
         network,
         config.augment,
@@ -62,7 +69,7 @@ def compiled_model(config: Config, train: DataGenerator, fold: int = 0) -> Train
         optimizer=make_optimizer(config.train, len(train)),
         jit_compile=devices.jit_compile(config.train.jit_compile),
         steps_per_execution=config.train.steps_per_execution,
-        **compile_args(config.task),
+        **compile_args(config.task, config.train.label_smoothing),
     )
     return model
 
@@ -110,6 +117,7 @@ def fit_fold(config: Config, data: FoldData, out: Path, guard=None) -> DataGener
                 guard=guard,
                 generator=train,
                 ema=config.train.ema > 0,
+                freeze_epochs=config.train.freeze_epochs,
             )
     return train
 

@@ -109,6 +109,30 @@ def restore(model: keras.Model, folder: Path) -> int:
     return epoch
 
 
+def gate_of(model: keras.Model):
+    """The BackboneGate layer inside `model` (nested models searched), or None."""
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if layer.name == "backbone_gate":
+            return layer
+    return None
+
+
+class FrozenBackbone(keras.callbacks.Callback):
+    """train.freeze_epochs: the backbone's gate closed (no gradient) in the
+    first `epochs` epochs and open after; set at each epoch's start from the
+    epoch number, so a resumed fit is in the right phase."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.epochs = epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        gate = gate_of(self.model)
+        if gate is None:
+            raise RuntimeError("train.freeze_epochs needs a model built with its backbone gate")
+        gate.open.assign(0.0 if epoch < self.epochs else 1.0)
+
+
 class AveragedWeights(keras.callbacks.SwapEMAWeights):
     """train.ema: validation, the best checkpoint and the epoch backup see
     the averaged weights (Keras swaps them in at each epoch's end and out at

@@ -208,3 +208,21 @@ class MaskedPooling(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
+
+
+@keras.saving.register_keras_serializable(package="competition")
+class BackboneGate(keras.layers.Layer):
+    """The identity forward; backward, the gradient times `open` (0 or 1, a
+    non-trainable variable, so it is saved and resumed with the weights).
+    Closed, the backbone gets no gradient while the heads warm up
+    (train.freeze_epochs); the model never needs recompiling to open it, on
+    any backend."""
+
+    def build(self, input_shape):
+        self.open = self.add_weight(
+            name="open", shape=(), initializer="ones", trainable=False, dtype="float32"
+        )
+
+    def call(self, x):
+        gate = keras.ops.cast(self.open, x.dtype)
+        return gate * x + (1 - gate) * keras.ops.stop_gradient(x)

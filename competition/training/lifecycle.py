@@ -58,14 +58,21 @@ def writing(out: Path, what: str, force: bool) -> Iterator[float]:
 
 
 def fold_callbacks(
-    task: TaskSpec, out: Path, patience: int, ema: bool = False, resumed: bool = False
+    task: TaskSpec,
+    out: Path,
+    patience: int,
+    ema: bool = False,
+    resumed: bool = False,
+    freeze_epochs: int = 0,
 ) -> list[keras.callbacks.Callback]:
-    """The averaged weights swapped in (`ema`; first, so that what follows
-    sees them), history, best checkpoint, TensorBoard (on TensorFlow), epoch
-    backup, early stopping. The backup goes last: a kill before it re-runs
-    the epoch, and trim_history drops the rows already logged for it."""
+    """The backbone's gate set for the epoch (`freeze_epochs`), the averaged
+    weights swapped in (`ema`; first, so that what follows sees them),
+    history, best checkpoint, TensorBoard, epoch backup, early stopping. The
+    backup goes last: a kill before it re-runs the epoch, and trim_history
+    drops the rows already logged for it."""
     lower = task.monitor_lower_is_better
     found = [
+        *([cb.FrozenBackbone(freeze_epochs)] if freeze_epochs else []),
         *([cb.AveragedWeights(resumed)] if ema else []),
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         cb.BestCheckpoint(out / "best.keras", task.monitor, lower),
@@ -96,12 +103,14 @@ def fit_resumable(
     guard: Callable[[], None] | None = None,
     generator=None,
     ema: bool = False,
+    freeze_epochs: int = 0,
 ) -> None:
     """`model.fit` from the newest backup in `out` (epoch 0 without one).
     `generator`: the training DataGenerator when `train` wraps it (tf.data
     under a strategy), told where the fit starts. `guard` (a cluster
     attempt's ownership check) runs before each epoch's writes. `ema`: the
-    optimizer averages the weights (see fold_callbacks)."""
+    optimizer averages the weights; `freeze_epochs`: the backbone gets no
+    gradient in the first epochs (see fold_callbacks)."""
     start = cb.restore(model, out / "backup")
     cb.trim_history(out / "history.csv", start)
     if start:
@@ -119,7 +128,7 @@ def fit_resumable(
             verbose=keras_verbose(),
             callbacks=[
                 *([cb.BeforeWrites(guard)] if guard else []),
-                *fold_callbacks(task, out, patience, ema, resumed=start > 0),
+                *fold_callbacks(task, out, patience, ema, start > 0, freeze_epochs),
             ],
         )
 

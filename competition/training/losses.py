@@ -46,8 +46,12 @@ def _rows(values, start: int, stop: int):
     return ops.reshape(ops.cast(values, "float32")[..., start:stop], (-1, stop - start))
 
 
-def head_loss(kind: str, y_true, y_pred, weights, positive_weights=None, softmax_width=None):
-    """Per-sample loss of one head on its slice of the outputs (see the module)."""
+def head_loss(
+    kind: str, y_true, y_pred, weights, positive_weights=None, softmax_width=None, smoothing=0.0
+):
+    """Per-sample loss of one head on its slice of the outputs (see the
+    module); `smoothing` pulls the targets (not the label-dependent weights)
+    towards uniform: y (1 - e) + e / classes."""
     y_true, known = _known(y_true)
     weights = ops.convert_to_tensor(np.asarray(weights, dtype=np.float32))
     if kind in ("multilabel", "binary"):
@@ -55,22 +59,25 @@ def head_loss(kind: str, y_true, y_pred, weights, positive_weights=None, softmax
             positive = ops.convert_to_tensor(np.asarray(positive_weights, dtype=np.float32))
             weights = y_true * positive + (1 - y_true) * weights
         weights = weights * known
-        total = ops.sum(_bce(y_true, y_pred) * weights, axis=-1)
+        target = y_true * (1 - smoothing) + smoothing / 2
+        total = ops.sum(_bce(target, y_pred) * weights, axis=-1)
         return total / ops.maximum(ops.sum(weights, axis=-1), EPS)
     if kind == "multiclass":  # each softmax: cross-entropy x the true class's weight
         width = softmax_width or y_true.shape[-1]
         losses = []
         for start in range(0, y_true.shape[-1], width):
             truth, p = y_true[..., start : start + width], y_pred[..., start : start + width]
-            cross_entropy = -ops.sum(truth * ops.log(ops.clip(p, EPS, 1.0)), axis=-1)
+            target = truth * (1 - smoothing) + smoothing / width
+            cross_entropy = -ops.sum(target * ops.log(ops.clip(p, EPS, 1.0)), axis=-1)
             losses.append(cross_entropy * ops.sum(truth * weights, axis=-1))
         return losses[0] if len(losses) == 1 else ops.mean(ops.stack(losses, axis=-1), axis=-1)
     return ops.sum(weights * known * ops.square(y_true - y_pred), axis=-1)  # ordinal
 
 
-def head_specs(task: TaskSpec) -> list[list]:
-    """[kind, start, stop, weights, positive weights, softmax width] per head:
-    what the loss needs, serializable."""
+def head_specs(task: TaskSpec, smoothing: dict[str, float] | None = None) -> list[list]:
+    """[kind, start, stop, weights, positive weights, softmax width, label
+    smoothing] per head: what the loss needs, serializable."""
+    smoothing = smoothing or {}
     return [
         [
             head.kind,
@@ -79,6 +86,7 @@ def head_specs(task: TaskSpec) -> list[list]:
             head.weights.tolist(),
             head.positive_weights,
             head.class_count or None,
+            float(smoothing.get(head.kind, 0.0)),
         ]
         for head, part in task.head_slices()
     ]
@@ -275,6 +283,8 @@ def metric_twin(task: TaskSpec) -> keras.metrics.Metric | None:
     return None
 
 
-def compile_args(task: TaskSpec) -> dict:
+def compile_args(task: TaskSpec, smoothing: dict[str, float] | None = None) -> dict:
+    """The loss (label smoothing by head kind) and the metric's twin (never smoothed)."""
     twin = metric_twin(task)
-    return {"loss": TaskLoss(head_specs(task)), "metrics": [twin] if twin is not None else []}
+    loss = TaskLoss(head_specs(task, smoothing))
+    return {"loss": loss, "metrics": [twin] if twin is not None else []}

@@ -20,9 +20,10 @@ import numpy as np
 from competition.errors import KitError
 from competition.task import Head, TaskSpec
 from competition.training import layers  # also registers the kit's layers for loading
-from competition.training.backbones import BACKBONES
+from competition.training.backbones import HUB_PREFIX, builder
 from competition.training.settings import ModelConfig
 
+GATE = "backbone_gate"
 ACTIVATIONS = {
     "multilabel": "sigmoid",
     "binary": "sigmoid",
@@ -32,9 +33,17 @@ ACTIVATIONS = {
 
 
 def resolve_weights(model_config: ModelConfig) -> str | None:
-    """None, 'imagenet', or an existing local file (checked here, not deep in Keras)."""
-    if model_config.weights in (None, "imagenet"):
-        return model_config.weights
+    """None, an existing local file (checked here, not deep in Keras), or
+    'imagenet': the file `make weights` put in model.weights_dir when it is
+    there (checked against its checksum), else Keras' own download."""
+    if model_config.weights is None:
+        return None
+    if model_config.weights == "imagenet":
+        if model_config.backbone.startswith(HUB_PREFIX):
+            return "imagenet"  # the preset folder holds its weights
+        from competition.training.weights_store import local_weights
+
+        return local_weights(model_config.weights_dir, model_config.backbone) or "imagenet"
     path = Path(model_config.weights).expanduser()
     if not path.is_file():
         raise KitError(
@@ -47,15 +56,18 @@ def resolve_weights(model_config: ModelConfig) -> str | None:
 def _build_backbone(model_config: ModelConfig, inputs):
     weights = resolve_weights(model_config)
     try:
-        return BACKBONES[model_config.backbone](inputs, weights)
+        return builder(model_config.backbone)(inputs, weights)
+    except KitError:
+        raise
     except Exception as exc:
         if weights != "imagenet":
             raise
         raise KitError(
             f"ImageNet weights for {model_config.backbone} could not be loaded "
-            f"({type(exc).__name__}: {exc}). Offline, download the backbone's no-top weights "
-            "file from the Keras applications release on a machine with internet, copy it "
-            "here and set model.weights to its path (or put it in ~/.keras/models/)."
+            f"({type(exc).__name__}: {exc}), and {model_config.weights_dir}/ has none. "
+            f"On a machine with internet run make weights BACKBONE={model_config.backbone} "
+            f"WEIGHTS_DIR={model_config.weights_dir}, then bring that folder here (on Kaggle: "
+            "attach it as a dataset and set model.weights_dir to its path)."
         ) from None
 
 
@@ -89,8 +101,13 @@ def backbone_features(model_config: ModelConfig, inputs, channels: int):
     )
 
 
-def _pooling(name: str) -> keras.layers.Layer:
-    """The feature map -> one vector: average, max, or generalised mean."""
+def _pooling(name: str, rank: int) -> keras.layers.Layer:
+    """The feature map -> one vector: average, max, or generalised mean; a
+    token sequence (a KerasHub ViT or DINOv2) -> its tokens' average or max."""
+    if rank == 3:
+        if name == "max":
+            return keras.layers.GlobalMaxPooling1D(name="pool")
+        return keras.layers.GlobalAveragePooling1D(name="pool")
     if name == "gem":
         return layers.GeMPooling2D(name="pool")
     if name == "max":
@@ -138,22 +155,26 @@ def build_model(
     input_shape: tuple[int, int, int],
     task: TaskSpec,
     training_mean: np.ndarray | None = None,
+    gate: bool = False,
 ) -> keras.Model:
     """Backbone + global pooling + dropout + the task's heads.
-    `training_mean` (the training targets' mean per output) sets the biases.
+    `training_mean` (the training targets' mean per output) sets the biases;
+    `gate`: a BackboneGate after the backbone (train.freeze_epochs).
     A stack of slices (series- and study-level tasks) takes
     competition.training.series.build_network."""
     inputs = keras.Input(shape=input_shape, name="image")
-    x = slice_features(model_config, inputs)
+    x = slice_features(model_config, inputs, gate)
     x = keras.layers.Dropout(model_config.dropout, name="dropout")(x)
     outputs = task_heads(task, x, training_mean)
     return keras.Model(inputs, outputs, name=f"{model_config.backbone}_{task.name}")
 
 
-def slice_features(model_config: ModelConfig, inputs):
-    """The backbone's pooled features of an image."""
-    pooled = _pooling(model_config.pooling)
-    return pooled(backbone_features(model_config, inputs, inputs.shape[-1]))
+def slice_features(model_config: ModelConfig, inputs, gate: bool = False):
+    """The backbone's pooled features of an image (gated: see BackboneGate)."""
+    features = backbone_features(model_config, inputs, inputs.shape[-1])
+    if gate:
+        features = layers.BackboneGate(name=GATE)(features)
+    return _pooling(model_config.pooling, len(features.shape))(features)
 
 
 def check_input_shape(model: keras.Model, shape: tuple[int, int, int], outputs: int, source: str):

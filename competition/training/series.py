@@ -19,7 +19,7 @@ import numpy as np
 
 from competition.task import TaskSpec
 from competition.training import layers
-from competition.training.model import build_model, slice_features, task_heads
+from competition.training.model import GATE, build_model, slice_features, task_heads
 from competition.training.settings import ModelConfig, SeriesConfig
 
 
@@ -49,10 +49,13 @@ def build_series_model(
     input_shape: tuple[int, int, int, int],
     task: TaskSpec,
     training_mean: np.ndarray | None = None,
+    gate: bool = False,
 ) -> keras.Model:
     inputs = keras.Input(shape=input_shape, name="series")
     encoder = slice_encoder(model_config, tuple(input_shape[1:]))
     x = keras.layers.TimeDistributed(encoder, name="slices")(inputs)
+    if gate:  # train.freeze_epochs: the slice encoder gets no gradient while closed
+        x = layers.BackboneGate(name=GATE)(x)
     # Pooled ReLU features are unbounded: normalised, they do not saturate the
     # recurrent gates (unnormalised, a BiGRU did not even fit 64 studies).
     x = keras.layers.LayerNormalization(name="slice_norm")(x)
@@ -69,11 +72,13 @@ def build_network(
     task: TaskSpec,
     training_mean: np.ndarray | None = None,
     series: SeriesConfig | None = None,
+    gate: bool = False,
 ) -> keras.Model:
     """The task's network for its input: the CNN for an image (or its 2.5D
-    stack), the series model for a stack of T slices (T, H, W, C)."""
+    stack), the series model for a stack of T slices (T, H, W, C); `gate`:
+    a BackboneGate behind the backbone (train.freeze_epochs)."""
     if len(input_shape) == 4:
         return build_series_model(
-            model_config, series or SeriesConfig(), input_shape, task, training_mean
+            model_config, series or SeriesConfig(), input_shape, task, training_mean, gate
         )
-    return build_model(model_config, input_shape, task, training_mean)
+    return build_model(model_config, input_shape, task, training_mean, gate)

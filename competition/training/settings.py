@@ -7,15 +7,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from competition.knobs import knob
-from competition.training.backbones import BACKBONE_NAMES
 
 PRECISIONS = ("none", "auto", "mixed_float16", "mixed_bfloat16")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    backbone: Literal[BACKBONE_NAMES] = "efficientnet_b0"
+    backbone: str = "efficientnet_b0"  # a keras.applications name, an alias, tiny_cnn, hub:<folder>
     weights: str | None = None
+    weights_dir: str = "weights"  # where make weights puts pretrained files (checked by checksum)
     input_adapter: Literal["none", "repeat", "project"] = "none"
     pooling: Literal["avg", "max", "gem"] = "avg"
     dropout: float = knob(0.2, ge=0, le=0.9)
@@ -30,6 +30,10 @@ class TrainConfig:
     weight_decay: float = knob(1e-4, ge=0)
     warmup_epochs: float = knob(0.5, ge=0)
     min_lr_ratio: float = knob(0.05, ge=0, le=1)
+    schedule: Literal["cosine", "onecycle"] = "cosine"
+    freeze_epochs: int = knob(0, ge=0)  # epochs whose backbone gets no gradient (heads warm up)
+    # head kind (multilabel, binary, multiclass) -> epsilon: targets pulled towards uniform
+    label_smoothing: dict[str, float] = knob({})
     early_stopping_patience: int = knob(3, ge=1)
     # an exponential moving average of the weights (its momentum, e.g. 0.999; 0:
     # off): validation, checkpoints and the saved model use the averaged weights
