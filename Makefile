@@ -16,6 +16,9 @@ EXPERIMENT ?=
 ADDRESS ?= auto
 SWEEP ?=
 SHARDS ?= 8
+BACKBONE ?=
+WEIGHTS_DIR ?=
+NAMES ?=
 
 # The venv remembers its flavour (CPU or GPU=1) and its Keras backend
 # (BACKEND=tensorflow, jax or torch): later targets use them without GPU= or
@@ -63,16 +66,17 @@ CLI_ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA_DIR),--set data.root=
 # predict, report, data-report, validate, kaggle: EXPERIMENT=name takes the config its folds were trained with
 EXP_ARGS := $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(CLI_ARGS)
 
-.PHONY: help setup data index folds cache train train-seq predict cluster-train cluster-predict augment-preview report data-report validate kaggle kaggle-push bench bench-gpu bench-stages bench-scale test lint clean
+.PHONY: help setup data index folds cache train train-seq predict cluster-train cluster-predict augment-preview report data-report validate kaggle kaggle-push backbones weights bench bench-gpu bench-stages bench-scale test lint clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [CONFIG=configs/x.yaml] [DATA_DIR=path] [GPU=1] [BACKEND=tensorflow|jax|torch]"
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): $(REQUIREMENTS) requirements-base.txt pyproject.toml
+$(STAMP): $(REQUIREMENTS) requirements-base.txt requirements-nodeps.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is needed; received " + sys.version.split()[0] + " (set PYTHON=python3.x)")'
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r $(REQUIREMENTS)
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
 	@rm -f $(VENV)/.installed-*
 	@echo $(GPU) > $(VENV)/.flavour
@@ -127,6 +131,12 @@ kaggle: $(STAMP) ## bundle the kit + trained folds -> build/kaggle/{dataset,kern
 
 kaggle-push: $(STAMP) ## make kaggle, then upload both with the kaggle client (needs Kaggle credentials)
 	$(CLI) kaggle --push $(EXP_ARGS)
+
+backbones: $(STAMP) ## every backbone: parameters, input range, a CPU training step at 128 px (NAMES=a,b)
+	$(CLI) backbones $(if $(NAMES),--names $(NAMES)) $(CLI_ARGS)
+
+weights: $(STAMP) ## fetch BACKBONE's ImageNet or hub:<handle> weights into WEIGHTS_DIR (default weights/), checksummed
+	$(CLI) weights $(if $(BACKBONE),--backbone $(BACKBONE)) $(if $(WEIGHTS_DIR),--dir $(WEIGHTS_DIR)) $(CLI_ARGS)
 
 bench: $(STAMP) ## measure the input pipeline against its peers -> bench.json and a table
 	$(CLI) bench $(CLI_ARGS)

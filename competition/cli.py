@@ -351,6 +351,19 @@ def cmd_kaggle(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backbones(config: Config, args: argparse.Namespace) -> None:
+    names = args.names.split(",") if args.names else None
+    _devtool("backbones").run(names, timed=not args.no_time, out=args.out)
+
+
+def cmd_weights(config: Config, args: argparse.Namespace) -> None:
+    from competition.training.weights_store import fetch
+
+    folder = args.dir or config.model.weights_dir
+    print(f"Wrote {fetch(args.backbone or config.model.backbone, folder)} (checksum in "
+          f"{folder}/checksums.json)")  # fmt: skip
+
+
 def cmd_report(config: Config, args: argparse.Namespace) -> None:
     _print_cv(config)
 
@@ -429,6 +442,14 @@ COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int | None], st
     "bench-scale": (
         cmd_bench_scale,
         "each data stage at several sizes, projected to the real competition -> bench-scale.json",
+    ),
+    "backbones": (
+        cmd_backbones,
+        "every backbone with its parameters, input range and a CPU training step at 128 px",
+    ),
+    "weights": (
+        cmd_weights,
+        "fetch a backbone's ImageNet (or KerasHub preset) weights into model.weights_dir",
     ),
     "gallery": (cmd_gallery, "a PNG of windowed training images, one per label column"),
     "augment-preview": (
@@ -540,6 +561,11 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["bench-scale"].add_argument(
         "--keep", type=Path, help="write the competitions here and keep them (default: a temp dir)"
     )
+    parsers["backbones"].add_argument("--names", help="a comma list (default: all)")
+    parsers["backbones"].add_argument("--no-time", action="store_true", help="skip the step")
+    parsers["backbones"].add_argument("--out", type=Path, help="also write the rows as JSON")
+    parsers["weights"].add_argument("--backbone", help="default: model.backbone")
+    parsers["weights"].add_argument("--dir", help="default: model.weights_dir")
     parsers["cache"].add_argument("--split", choices=["train", "test", "all"], default="all")
     parsers["cache"].add_argument(
         "--verify", action="store_true", help="re-check every entry of a finished cache"

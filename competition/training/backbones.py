@@ -170,5 +170,12 @@ def builder(name: str):
 BACKBONE_NAMES = ("tiny_cnn", *ALIASES, *APPLICATIONS)
 
 
+def label(name: str) -> str:
+    """A name Keras takes for a model: hub:<folder> -> hub_<folder's name>."""
+    if name.startswith(HUB_PREFIX):
+        return "hub_" + name[len(HUB_PREFIX) :].rstrip("/").split("/")[-1]
+    return name
+
+
 def is_known(name: str) -> bool:
     return name in BACKBONE_NAMES or (name.startswith(HUB_PREFIX) and len(name) > len(HUB_PREFIX))

@@ -20,7 +20,7 @@ import numpy as np
 from competition.errors import KitError
 from competition.task import Head, TaskSpec
 from competition.training import layers  # also registers the kit's layers for loading
-from competition.training.backbones import HUB_PREFIX, builder
+from competition.training.backbones import HUB_PREFIX, builder, label
 from competition.training.settings import ModelConfig
 
 GATE = "backbone_gate"
@@ -166,7 +166,7 @@ def build_model(
     x = slice_features(model_config, inputs, gate)
     x = keras.layers.Dropout(model_config.dropout, name="dropout")(x)
     outputs = task_heads(task, x, training_mean)
-    return keras.Model(inputs, outputs, name=f"{model_config.backbone}_{task.name}")
+    return keras.Model(inputs, outputs, name=f"{label(model_config.backbone)}_{task.name}")
 
 
 def slice_features(model_config: ModelConfig, inputs, gate: bool = False):

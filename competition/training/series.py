@@ -19,6 +19,7 @@ import numpy as np
 
 from competition.task import TaskSpec
 from competition.training import layers
+from competition.training.backbones import label
 from competition.training.model import GATE, build_model, slice_features, task_heads
 from competition.training.settings import ModelConfig, SeriesConfig
 
@@ -62,7 +63,7 @@ def build_series_model(
     x = keras.layers.Dropout(series.dropout, name="dropout")(x)
     outputs = task_heads(task, pooled_over_slices(series, x), training_mean)
     return keras.Model(
-        inputs, outputs, name=f"{model_config.backbone}_{series.pooling}_{task.name}"
+        inputs, outputs, name=f"{label(model_config.backbone)}_{series.pooling}_{task.name}"
     )
 
 
