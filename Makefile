@@ -19,6 +19,7 @@ SHARDS ?= 8
 BACKBONE ?=
 WEIGHTS_DIR ?=
 NAMES ?=
+LB ?=
 
 # The venv remembers its flavour (CPU or GPU=1) and its Keras backend
 # (BACKEND=tensorflow, jax or torch): later targets use them without GPU= or
@@ -66,7 +67,7 @@ CLI_ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA_DIR),--set data.root=
 # predict, report, data-report, validate, kaggle: EXPERIMENT=name takes the config its folds were trained with
 EXP_ARGS := $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(CLI_ARGS)
 
-.PHONY: help setup data index folds cache train train-seq predict cluster-train cluster-predict augment-preview report data-report validate kaggle kaggle-push backbones weights bench bench-gpu bench-stages bench-scale test lint clean
+.PHONY: help setup data index folds cache train train-seq predict cluster-train cluster-predict augment-preview report data-report validate kaggle kaggle-push runs backbones weights bench bench-gpu bench-stages bench-scale test lint clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [CONFIG=configs/x.yaml] [DATA_DIR=path] [GPU=1] [BACKEND=tensorflow|jax|torch]"
@@ -131,6 +132,9 @@ kaggle: $(STAMP) ## bundle the kit + trained folds -> build/kaggle/{dataset,kern
 
 kaggle-push: $(STAMP) ## make kaggle, then upload both with the kaggle client (needs Kaggle credentials)
 	$(CLI) kaggle --push $(EXP_ARGS)
+
+runs: $(STAMP) ## every experiment under runs/ in one table: CV per stage and fold, settings, time, date; LB=<exp>=<score> records a public LB
+	$(CLI) runs $(if $(LB),--lb $(LB)) $(CLI_ARGS)
 
 backbones: $(STAMP) ## every backbone: parameters, input range, a CPU training step at 128 px (NAMES=a,b)
 	$(CLI) backbones $(if $(NAMES),--names $(NAMES)) $(CLI_ARGS)

@@ -364,6 +364,14 @@ def cmd_weights(config: Config, args: argparse.Namespace) -> None:
           f"{folder}/checksums.json)")  # fmt: skip
 
 
+def cmd_runs(config: Config, args: argparse.Namespace) -> None:
+    from competition.evaluation import experiments
+
+    for assignment in args.lb or []:
+        print(f"Wrote {experiments.record_leaderboard(Path(config.runs_dir), assignment)}")
+    print(experiments.runs_table(Path(config.runs_dir)))
+
+
 def cmd_report(config: Config, args: argparse.Namespace) -> None:
     _print_cv(config)
 
@@ -442,6 +450,10 @@ COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int | None], st
     "bench-scale": (
         cmd_bench_scale,
         "each data stage at several sizes, projected to the real competition -> bench-scale.json",
+    ),
+    "runs": (
+        cmd_runs,
+        "every experiment under runs/ in one table (CV per stage and fold, settings, LB)",
     ),
     "backbones": (
         cmd_backbones,
@@ -560,6 +572,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parsers["bench-scale"].add_argument(
         "--keep", type=Path, help="write the competitions here and keep them (default: a temp dir)"
+    )
+    parsers["runs"].add_argument(
+        "--lb", action="append", metavar="EXPERIMENT=SCORE", help="record a public LB score"
     )
     parsers["backbones"].add_argument("--names", help="a comma list (default: all)")
     parsers["backbones"].add_argument("--no-time", action="store_true", help="skip the step")

@@ -77,13 +77,14 @@ def fold_callbacks(
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         cb.BestCheckpoint(out / "best.keras", task.monitor, lower),
     ]
-    if keras.backend.backend() == "tensorflow":  # Keras' callback writes with tf.summary
-        try:
-            import tensorboard  # noqa: F401
+    # Keras' callback writes with tf.summary on every backend: each venv has
+    # TensorFlow (the CPU wheel beside JAX or PyTorch, so it takes no GPU memory).
+    try:
+        import tensorboard  # noqa: F401
 
-            found.append(keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")))
-        except ImportError:
-            pass
+        found.append(keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")))
+    except ImportError:
+        pass
     early = keras.callbacks.EarlyStopping(
         monitor=task.monitor, mode="min" if lower else "max", patience=patience
     )
