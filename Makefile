@@ -20,6 +20,7 @@ BACKBONE ?=
 WEIGHTS_DIR ?=
 NAMES ?=
 LB ?=
+K ?=
 
 # The venv remembers its flavour (CPU or GPU=1) and its Keras backend
 # (BACKEND=tensorflow, jax or torch): later targets use them without GPU= or
@@ -67,7 +68,7 @@ CLI_ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA_DIR),--set data.root=
 # predict, report, data-report, validate, kaggle: EXPERIMENT=name takes the config its folds were trained with
 EXP_ARGS := $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(CLI_ARGS)
 
-.PHONY: help setup data index folds cache train train-seq predict cluster-train cluster-predict augment-preview report data-report validate kaggle kaggle-push runs backbones weights bench bench-gpu bench-stages bench-scale test lint clean
+.PHONY: help setup data index folds cache train train-seq predict cluster-train cluster-predict augment-preview report data-report validate kaggle kaggle-push errors runs backbones weights bench bench-gpu bench-stages bench-scale test lint clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [CONFIG=configs/x.yaml] [DATA_DIR=path] [GPU=1] [BACKEND=tensorflow|jax|torch]"
@@ -132,6 +133,9 @@ kaggle: $(STAMP) ## bundle the kit + trained folds -> build/kaggle/{dataset,kern
 
 kaggle-push: $(STAMP) ## make kaggle, then upload both with the kaggle client (needs Kaggle credentials)
 	$(CLI) kaggle --push $(EXP_ARGS)
+
+errors: $(STAMP) ## fold FOLD's worst validation images per output with Grad-CAM, reliability diagrams (K=4) -> runs/<experiment>/errors/
+	$(CLI) errors --fold $(FOLD) $(if $(K),--k $(K)) $(EXP_ARGS)
 
 runs: $(STAMP) ## every experiment under runs/ in one table: CV per stage and fold, settings, time, date; LB=<exp>=<score> records a public LB
 	$(CLI) runs $(if $(LB),--lb $(LB)) $(CLI_ARGS)

@@ -364,6 +364,19 @@ def cmd_weights(config: Config, args: argparse.Namespace) -> None:
           f"{folder}/checksums.json)")  # fmt: skip
 
 
+def cmd_errors(config: Config, args: argparse.Namespace) -> None:
+    from competition.evaluation.errors import analyse
+
+    report = analyse(config, check_fold(int(args.fold), config.folds.k), args.k)
+    for head, found in report["calibration"].items():
+        print(f"{head}: expected calibration error {found['ece']:.4f} over {found['count']} labels")
+    for key in ("gallery", "reliability"):
+        if key in report:
+            print(f"Wrote {report[key]}")
+    if "gallery" not in report:
+        print("No image gallery: a series- or study-level task's unit is a stack of slices.")
+
+
 def cmd_runs(config: Config, args: argparse.Namespace) -> None:
     from competition.evaluation import experiments
 
@@ -451,6 +464,10 @@ COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int | None], st
         cmd_bench_scale,
         "each data stage at several sizes, projected to the real competition -> bench-scale.json",
     ),
+    "errors": (
+        cmd_errors,
+        "the worst validation images per output with Grad-CAM, and reliability diagrams",
+    ),
     "runs": (
         cmd_runs,
         "every experiment under runs/ in one table (CV per stage and fold, settings, LB)",
@@ -533,7 +550,8 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["cluster-predict"].add_argument(
         "--force", action="store_true", help="use folds trained from other inputs"
     )
-    for name in ("predict", "report", "data-report", "kaggle", "validate", "cluster-predict"):
+    for name in ("predict", "report", "data-report", "kaggle", "validate", "cluster-predict",
+                 "errors"):  # fmt: skip
         parsers[name].add_argument(
             "--experiment",
             metavar="NAME",
@@ -573,6 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["bench-scale"].add_argument(
         "--keep", type=Path, help="write the competitions here and keep them (default: a temp dir)"
     )
+    parsers["errors"].add_argument("--fold", default="0", help="the fold whose images are shown")
+    parsers["errors"].add_argument("--k", type=int, default=4, help="worst images per output")
     parsers["runs"].add_argument(
         "--lb", action="append", metavar="EXPERIMENT=SCORE", help="record a public LB score"
     )
