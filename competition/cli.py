@@ -333,7 +333,7 @@ def cmd_validate(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_kaggle(config: Config, args: argparse.Namespace) -> int:
-    from competition.kaggle import bundle, push
+    from competition.kaggle import budget, bundle, push
 
     if args.push:  # before minutes of bundling
         push.require_credentials()
@@ -343,6 +343,8 @@ def cmd_kaggle(config: Config, args: argparse.Namespace) -> int:
         f"{len(summary['files'])} fold files, wheels {', '.join(summary['wheels'])}; "
         f"{summary['bytes'] / 2**20:.1f} MiB) and {summary['folder']}/kernel ({summary['kernel']})"
     )
+    print(f"Weights: {summary['weights']}")
+    print(budget.summary_line(summary["time_budget"]))
     if args.push:
         return push.push(Path(summary["folder"]), summary["dataset"])
     print("Upload with:")

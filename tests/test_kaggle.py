@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -170,6 +171,8 @@ def test_kernel_runs_offline_in_a_kaggle_like_environment(
     problems, rows = validate_file(small_competition.task, submission, sample)
     assert problems == [] and rows > 0
     assert "rows, checked against the sample" in done.stdout
+    assert re.search(r"Run time [\d.]+ s; make kaggle projected [\d.]+ s \(ratio [\d.]+\)",
+                     done.stdout)  # fmt: skip
 
 
 @pytest.mark.slow
@@ -392,3 +395,32 @@ def test_a_tpu_kernel_runs_on_jax_without_a_gpu(small_competition, tmp_path):
     metadata = kaggle.kernel_metadata(config, kaggle.target(config))
     assert (metadata["enable_tpu"], metadata["enable_gpu"]) == (True, False)
     assert kaggle.kernel_backend(config) == "jax"
+
+
+def test_the_bundle_carries_the_kernels_projected_time(bundle):
+    """install + import + loading + test images x the ensemble's seconds per
+    image, each measured; the sum is the projection."""
+    _, summary = bundle
+    budget = summary["time_budget"]
+    for key in ("install_seconds", "import_seconds", "seconds_per_image"):
+        assert budget[key] > 0, key
+    start = budget["install_seconds"] + budget["import_seconds"] + budget["load_seconds"]
+    assert budget["start_seconds"] == pytest.approx(start, abs=0.02)
+    assert budget["projected_seconds"] == pytest.approx(
+        start + budget["test_images"] * budget["seconds_per_image"], abs=0.2
+    )
+    assert budget["test_images"] == budget["local_test_images"]
+    assert "checkpoints hold" in summary["weights"]
+
+
+def test_a_projection_over_the_limit_warns_with_the_cuts_and_their_times():
+    from competition.kaggle.budget import summary_line
+
+    budget = {"projected_seconds": 40_000.0, "limit_seconds": 32_400.0, "start_seconds": 100.0,
+              "test_images": 100_000, "seconds_per_image_used": 0.399, "folds": 5,
+              "tta_views": 2, "rate_source": "measured here"}  # fmt: skip
+    line = summary_line(budget)
+    assert "11.11 h of the 9-hour limit" in line and "warning: that is over 90%" in line
+    assert "2 fold(s) (predict.folds): 4.46 h" in line  # 100 s + 1e5 x 0.0399 x 2 x 2
+    assert "no TTA (predict.tta: [none]): 5.57 h" in line
+    assert "warning" not in summary_line({**budget, "projected_seconds": 1000.0})

@@ -357,6 +357,8 @@ def build(config: Config) -> dict:
     with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{final.name}-") as scratch:
         staged = Path(scratch) / final.name
         manifest = _fill_dataset(config, t, folds, staged / "dataset")
+        manifest["time_budget"] = time_budget(config, staged / "dataset" / "wheels")
+        _write_json(staged / "dataset" / MANIFEST, manifest)
         _fill_kernel(config, t, staged / "kernel")
         size = _size(p for p in (staged / "dataset").rglob("*") if p.is_file())
         _check_size(config, size, "checkpoints and wheels")
@@ -368,8 +370,30 @@ def build(config: Config) -> dict:
         "bytes": size,
         "wheels": [manifest["kit_wheel"], *manifest["wheels"]],
         "files": manifest["files"],
+        "time_budget": manifest["time_budget"],
+        "weights": weights_note(config),
         "commands": upload_commands(final),
     }
+
+
+def time_budget(config: Config, wheels: Path) -> dict:
+    """The kernel's projected run time (competition.kaggle.budget)."""
+    from competition.kaggle import budget
+
+    folds = runs.select_folds(config)
+    measured = {**budget.measure_start(wheels), **budget.measure_prediction(config, folds)}
+    return budget.project(config, folds, measured)
+
+
+def weights_note(config: Config) -> str:
+    """The kernel predicts from the folds' checkpoints, which hold every weight
+    (the backbone's too): no pretrained file travels, and none is fetched."""
+    if config.model.weights is None:
+        return "the folds were trained from random weights; the checkpoints hold them all"
+    return (
+        f"the checkpoints hold the trained weights (the backbone's {config.model.weights} "
+        "start included): no weights file is bundled, and the kernel fetches none"
+    )
 
 
 def upload_commands(folder: Path) -> list[str]:

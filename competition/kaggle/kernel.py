@@ -8,6 +8,8 @@ the inference server the competition ships."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -137,7 +139,23 @@ def run(bundle: Path, inputs: Path, working: Path) -> int:
         f"stage {summary['stage']}, folds {summary['folds']}, "
         f"{summary['images_per_second']} images/s"
     )
+    print(run_time_line(manifest.get("time_budget")))
     return 0
+
+
+def run_time_line(budget: dict | None) -> str:
+    """The kernel's run time so far (from the script's start) beside make kaggle's projection."""
+    started = os.environ.get("KIT_KERNEL_STARTED")
+    if not started:
+        return "Run time: not measured (KIT_KERNEL_STARTED unset)"
+    took = time.time() - float(started)
+    if not budget:
+        return f"Run time {took:.1f} s"
+    projected = budget["projected_seconds"]
+    return (
+        f"Run time {took:.1f} s; make kaggle projected {projected:.1f} s "
+        f"(ratio {took / max(projected, 1e-9):.2f})"
+    )
 
 
 def find_server_package(inputs: Path, package: str) -> Path:

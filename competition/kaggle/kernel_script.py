@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 DATASET_SLUG = "<dataset-slug>"
@@ -38,6 +39,7 @@ def install_wheels(bundle: Path) -> None:
 
 
 def main() -> int:
+    os.environ["KIT_KERNEL_STARTED"] = str(time.time())  # the run time, beside its projection
     root = Path(os.environ.get("KAGGLE_ROOT", "/kaggle"))
     bundle = find_bundle(root / "input")
     install_wheels(bundle)

@@ -32,3 +32,6 @@ class KaggleConfig:
     # evaluation_api: the server class the competition ships, as module.Class
     inference_server: str = "kaggle_evaluation.rsna_inference_server.RSNAInferenceServer"
     time_limit_hours: float = knob(12.0, gt=0)  # the competition's kernel limit
+    test_images: int = knob(0, ge=0)  # the hidden test set's size on Kaggle (0: the local one)
+    # one fold and TTA view's images per second on the target accelerator (0: measured here)
+    images_per_second: float = knob(0.0, ge=0)
