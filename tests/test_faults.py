@@ -184,6 +184,39 @@ def test_a_killed_run_with_averaged_weights_resumes_as_the_uninterrupted_one(
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_a_tiny_efficientnet_with_the_recipe_resumes_after_kill_and_predicts(
+    small_competition, tmp_path
+):
+    """EfficientNetB0 (random weights, 32 px) with train.ema, train.accumulate=2
+    and the warmup-cosine schedule: killed (-9) after its first epoch, it
+    resumes at the second, finishes, and its folds predict a valid submission."""
+    from competition.inference.submission import validate_file
+
+    settings = ("model.backbone=EfficientNetB0", "preprocess.image_size=32", "train.epochs=3",
+                "train.ema=0.9", "train.accumulate=2", "train.schedule=cosine",
+                "train.warmup_epochs=0.5", "train.workers=0", f"runs_dir={tmp_path / 'runs'}",
+                f"predict.submissions_dir={tmp_path / 'subs'}")  # fmt: skip
+    root = small_competition.data.root
+    history = tmp_path / "runs" / "small" / "fold0" / "history.csv"
+    proc = start_kit(*small_args("train", root, *settings))
+    backup = history.parent / "backup" / "epoch-0001.weights.h5"
+    deadline = time.monotonic() + 300
+    while not backup.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the first epoch's backup written: killed in the second
+    assert kill_after(proc, 0.05) is not None, "the run ended before its kill"
+    code, stdout, stderr = finish(start_kit(*small_args("train", root, *settings)), timeout=600)
+    assert code == 0, stderr[-3000:]
+    assert "Resuming fold 0 at epoch 2" in stdout and "Effective batch: 16 a step x 2" in stdout
+    assert pd.read_csv(history).epoch.tolist() == [0, 1, 2]
+    code, stdout, stderr = finish(start_kit(*small_args("predict", root, *settings)), timeout=600)
+    assert code == 0, stderr[-3000:]
+    sample = small_competition.layout.sample_submission
+    problems, rows = validate_file(small_competition.task, tmp_path / "subs" / "submission.csv",
+                                   sample)  # fmt: skip
+    assert problems == [] and rows > 0
+
+
 # --- kill -9 during prediction and submission writing -----------------------------
 
 
