@@ -367,7 +367,7 @@ def cmd_weights(config: Config, args: argparse.Namespace) -> None:
 
 
 def cmd_errors(config: Config, args: argparse.Namespace) -> None:
-    from competition.evaluation.errors import analyse
+    from competition.pipeline.errors import analyse
 
     report = analyse(config, check_fold(int(args.fold), config.folds.k), args.k)
     for head, found in report["calibration"].items():
@@ -380,7 +380,7 @@ def cmd_errors(config: Config, args: argparse.Namespace) -> None:
 
 
 def cmd_runs(config: Config, args: argparse.Namespace) -> None:
-    from competition.evaluation import experiments
+    from competition.pipeline import experiments
 
     for assignment in args.lb or []:
         print(f"Wrote {experiments.record_leaderboard(Path(config.runs_dir), assignment)}")

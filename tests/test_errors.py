@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from competition.cli import main
-from competition.evaluation.errors import reliability, worst_rows
+from competition.pipeline.errors import reliability, worst_rows
 
 
 def test_the_worst_rows_are_the_largest_log_losses_per_output():

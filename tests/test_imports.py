@@ -28,14 +28,16 @@ def test_no_module_imports_a_higher_layer():
 
 
 # Each imports TensorFlow only on the TensorFlow backend: the devices and
-# MirroredStrategy's tf.data feed, a Ray task's thread pools, and the peers
-# `make bench` measures the kit against (a tf.data pipeline). On JAX and
+# MirroredStrategy's tf.data feed, a Ray task's thread pools, the peers
+# `make bench` measures the kit against (a tf.data pipeline), and Grad-CAM's
+# gradient (each backend its own autodiff). On JAX and
 # PyTorch no command loads it (tests/test_backends.py runs them and looks).
 ON_TENSORFLOW_ONLY = {
     "competition.training.devices",
     "competition.training.tfdata",
     "competition.cluster.tasks",
     "competition.devtools.bench.peers",
+    "competition.evaluation.gradcam",
 }
 
 

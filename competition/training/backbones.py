@@ -154,14 +154,10 @@ def preprocessing_of(name: str) -> Preprocessing | None:
 
 
 def builder(name: str):
-    """The builder of a backbone name: Keras name, alias, tiny_cnn or hub:<folder>."""
+    """The builder of a backbone name: Keras name, alias or tiny_cnn
+    (hub:<folder>: competition.training.hub.hub_backbone)."""
     if name == "tiny_cnn":
         return tiny_cnn
-    if name.startswith(HUB_PREFIX):
-        from competition.training.hub import hub_backbone
-
-        folder = name[len(HUB_PREFIX) :]
-        return lambda inputs, weights: hub_backbone(folder, inputs, weights)
     if name in ALIASES:
         return application(ALIASES[name], alias=name)
     return application(name)

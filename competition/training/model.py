@@ -56,7 +56,12 @@ def resolve_weights(model_config: ModelConfig) -> str | None:
 def _build_backbone(model_config: ModelConfig, inputs):
     weights = resolve_weights(model_config)
     try:
-        return builder(model_config.backbone)(inputs, weights)
+        name = model_config.backbone
+        if name.startswith(HUB_PREFIX):
+            from competition.training.hub import hub_backbone
+
+            return hub_backbone(name[len(HUB_PREFIX) :], inputs, weights)
+        return builder(name)(inputs, weights)
     except KitError:
         raise
     except Exception as exc:
