@@ -41,7 +41,7 @@ def slice_head(task: TaskSpec) -> tuple[Head, slice]:
 
 
 def _frame_of(coordinates: str) -> int | None:
-    """The 'f' of a coordinates cell ({'x': .., 'y': .., 'f': ..}), if any."""
+    """The 'f' of a coordinates cell ({'x': .., 'y': .., 'f': ..}), when it has one."""
     try:
         found = ast.literal_eval(coordinates) if coordinates else {}
     except (ValueError, SyntaxError):

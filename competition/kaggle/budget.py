@@ -6,16 +6,20 @@ uploaded:
 Seconds per image is for the whole ensemble (every fold x TTA view, and the
 second stage when predict.stage resolves to 2), measured here by running
 the kernel's own prediction (from the image files, as the kernel reads
-them) on two sample sizes of the local test set: the difference gives the
-per-image cost, the rest is loading. `kaggle.images_per_second` (the rate of
-one fold and view on the target accelerator, e.g. from a kernel's log or
-make bench-gpu) replaces the per-image cost measured here; the test set's
-size on Kaggle is `kaggle.test_images` (0: the local one). Over
-`kaggle.time_limit_hours` the projection warns with what each cut would
-give. The kernel prints its own run time beside the projection."""
+them) on two sample sizes of the local test set, in a fresh process on the
+kernel's backend (its imports timed too; make kaggle itself never loads
+TensorFlow): the difference gives the per-image cost, the rest is loading.
+`kaggle.images_per_second` (the rate of one fold and view on the target
+accelerator, e.g. from a kernel's log or make bench-gpu) replaces the
+per-image cost measured here; the test set's size on Kaggle is
+`kaggle.test_images` (0: the local one). Over `kaggle.time_limit_hours` the
+projection warns with what each cut would give. The kernel prints its own
+run time beside the projection."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,9 +28,23 @@ from dataclasses import replace
 from pathlib import Path
 
 from competition.config import Config
+from competition.errors import KitError
 
 SMALL, LARGE = 8, 64  # sample sizes of the two timed predictions
 SAFETY = 0.9  # warn above this share of the limit
+
+
+# Run in a fresh process, as the kernel is: its imports, then the two timed
+# predictions (each loads the ensemble, as the kernel does once).
+PROBE = r"""
+import json, sys, time
+started = time.perf_counter()
+from competition.config import load_config
+from competition.kaggle.budget import timed_predictions
+imported = time.perf_counter() - started
+found = timed_predictions(load_config(sys.argv[1]), json.loads(sys.argv[2]))
+print(json.dumps({"import_seconds": imported, **found}))
+"""
 
 
 def _timed_prediction(config: Config, folds: list[int], ids: list[str], fields) -> float:
@@ -38,8 +56,10 @@ def _timed_prediction(config: Config, folds: list[int], ids: list[str], fields) 
     return time.perf_counter() - started
 
 
-def measure_prediction(config: Config, folds: list[int]) -> dict:
-    """Loading seconds and seconds per test image of the ensemble, here."""
+def timed_predictions(config: Config, folds: list[int]) -> dict:
+    """Loading seconds and seconds per test image of the ensemble, from the
+    image files (as the kernel reads them): two sample sizes, the difference
+    is the per-image cost."""
     from competition.pipeline.assemble import test_set
 
     config = replace(config, data=replace(config.data, source="files"))
@@ -56,21 +76,28 @@ def measure_prediction(config: Config, folds: list[int]) -> dict:
     }
 
 
-def measure_start(wheels: Path) -> dict:
-    """Seconds to install the bundle's wheels (offline, as the kernel does)
-    and to import the kit's prediction and Keras in a fresh process."""
+def measure(config: Config, folds: list[int], wheels: Path, backend: str) -> dict:
+    """Every measured part of the projection: installing the bundle's wheels
+    (offline, as the kernel does), then a fresh process on the kernel's
+    backend importing the kit and timing its predictions."""
     files = [str(p) for p in sorted(wheels.glob("*.whl"))]
-    with tempfile.TemporaryDirectory() as target:
+    with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "-q",
-             "--disable-pip-version-check", "--target", target, *files],
+             "--disable-pip-version-check", "--target", f"{scratch}/site", *files],
             check=True, capture_output=True,
         )  # fmt: skip
         install = time.perf_counter() - started
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import keras, competition.pipeline.predict"], check=True)
-    return {"install_seconds": install, "import_seconds": time.perf_counter() - started}
+        config.save(Path(scratch) / "config.yaml")
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        done = subprocess.run(
+            [sys.executable, "-c", PROBE, f"{scratch}/config.yaml", json.dumps(folds)],
+            capture_output=True, text=True, env=env,
+        )  # fmt: skip
+    if done.returncode != 0:
+        raise KitError(f"Timing the kernel's prediction failed:\n{done.stderr.strip()[-2000:]}")
+    return {"install_seconds": install, **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
 def project(config: Config, folds: list[int], measured: dict) -> dict:
@@ -86,9 +113,9 @@ def project(config: Config, folds: list[int], measured: dict) -> dict:
     seconds = start + images * per_image
     limit = config.kaggle.time_limit_hours * 3600
     return {
-        **{k: round(v, 4) for k, v in measured.items()},
+        **{k: round(v, 7) for k, v in measured.items()},
         "test_images": images,
-        "seconds_per_image_used": round(per_image, 6),
+        "seconds_per_image_used": round(per_image, 7),
         "rate_source": source,
         "start_seconds": round(start, 2),
         "projected_seconds": round(seconds, 1),

@@ -381,7 +381,7 @@ def time_budget(config: Config, wheels: Path) -> dict:
     from competition.kaggle import budget
 
     folds = runs.select_folds(config)
-    measured = {**budget.measure_start(wheels), **budget.measure_prediction(config, folds)}
+    measured = budget.measure(config, folds, wheels, kernel_backend(config))
     return budget.project(config, folds, measured)
 
 

@@ -8,7 +8,7 @@ Each builder takes the model's input tensor (windowed images, 0..255) and the
 weights (None, 'imagenet' or a local file) and returns a Keras model to its
 last feature map. The backbone's own input preprocessing is inside, as
 serializable layers, so every backbone takes the same 0..255 input and a
-checkpoint predicts without any preprocessing outside the model. Keras is
+checkpoint predicts with no preprocessing outside the model. Keras is
 imported by the builders, so the names can be read (by the config) without
 loading TensorFlow."""
 

@@ -162,7 +162,7 @@ class SlicePosition(keras.layers.Layer):
 class PositionFeatures(keras.layers.Layer):
     """(B, L, 1) relative positions along the body axis (0 = first slice,
     1 = last, -1 = padding) -> (B, L, 2 * frequencies) sines and cosines:
-    where a slice lies, for any number of slices."""
+    where a slice lies, whatever the number of slices."""
 
     def __init__(self, frequencies: int = 8, **kwargs):
         super().__init__(**kwargs)
@@ -216,7 +216,7 @@ class BackboneGate(keras.layers.Layer):
     non-trainable variable, so it is saved and resumed with the weights).
     Closed, the backbone gets no gradient while the heads warm up
     (train.freeze_epochs); the model never needs recompiling to open it, on
-    any backend."""
+    every backend."""
 
     def build(self, input_shape):
         self.open = self.add_weight(
