@@ -77,6 +77,26 @@ def test_jax_trains_with_every_augmentation_and_never_loads_tensorflow(jax_fold)
     assert metrics["backend"] == "jax" and np.isfinite(metrics["score"])
     history = pd.read_csv(runs / "small" / "fold0" / "history.csv")
     assert np.isfinite(history["loss"]).all() and history["epoch"].tolist() == [0]
+    assert_tensorboard_scalars(runs / "small" / "fold0" / "tensorboard", history)
+
+
+def assert_tensorboard_scalars(folder: Path, history: pd.DataFrame) -> None:
+    """TensorBoard event files hold each epoch's loss, train and validation."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for split, column in (("train", "loss"), ("validation", "val_loss")):
+        events = EventAccumulator(str(folder / split))
+        events.Reload()
+        logged = [e.value for e in events.Scalars("epoch_loss")]
+        np.testing.assert_allclose(logged, history[column], rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_make_errors_draws_grad_cam_on_jax(jax_fold):
+    runs, args, _ = jax_fold
+    report = kit("jax", "errors", "--fold", "0", "--k", "1", *args)
+    assert report["loaded"] == ["jax"]
+    assert (runs / "small" / "errors" / "fold0_worst.png").stat().st_size > 10_000
 
 
 @pytest.mark.slow
@@ -206,7 +226,11 @@ def test_torch_trains_predicts_and_loads_a_tensorflow_fold(
     args = settings(root, tmp_path / "runs", AUGMENT)
     trained_here = kit("torch", "train", *args, python=torch_python)
     predicted = kit("torch", "predict", *args, python=torch_python)
-    assert trained_here["loaded"] == predicted["loaded"] == ["torch"]
+    errors = kit("torch", "errors", "--k", "1", *args, python=torch_python)
+    assert trained_here["loaded"] == predicted["loaded"] == errors["loaded"] == ["torch"]
+    fold = tmp_path / "runs" / "small" / "fold0"
+    assert_tensorboard_scalars(fold / "tensorboard", pd.read_csv(fold / "history.csv"))
+    assert (fold.parent / "errors" / "fold0_worst.png").stat().st_size > 10_000
     sample = small_competition.layout.sample_submission
     submission = tmp_path / "runs" / "submissions" / "submission.csv"
     assert validate_file(small_competition.task, submission, sample)[0] == []

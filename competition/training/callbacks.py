@@ -109,6 +109,43 @@ def restore(model: keras.Model, folder: Path) -> int:
     return epoch
 
 
+class ScalarLog(keras.callbacks.Callback):
+    """TensorBoard scalars without TensorFlow (JAX and PyTorch keep it out of
+    the process): each epoch's logs and learning rate as event files, laid
+    out as Keras' TensorBoard callback lays them (train/ and validation/,
+    `epoch_<name>`), written with the tensorboard package's own writer."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.folder, self.writers = Path(folder), {}
+
+    def _write(self, split: str, tag: str, value: float, step: int) -> None:
+        import time
+
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+        if split not in self.writers:
+            self.writers[split] = EventFileWriter(str(self.folder / split))
+        summary = Summary(value=[Summary.Value(tag=tag, simple_value=float(value))])
+        self.writers[split].add_event(Event(wall_time=time.time(), step=step, summary=summary))
+
+    def on_epoch_end(self, epoch, logs=None):
+        for name, value in (logs or {}).items():
+            split, tag = ("validation", name[4:]) if name.startswith("val_") else ("train", name)
+            self._write(split, f"epoch_{tag}", value, epoch)
+        rate = self.model.optimizer.learning_rate
+        self._write("train", "epoch_learning_rate", keras.ops.convert_to_numpy(rate), epoch)
+        for writer in self.writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self.writers.values():
+            writer.close()
+        self.writers = {}
+
+
 def gate_of(model: keras.Model):
     """The BackboneGate layer inside `model` (nested models searched), or None."""
     for layer in model._flatten_layers(include_self=False, recursive=True):

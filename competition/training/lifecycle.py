@@ -67,7 +67,7 @@ def fold_callbacks(
 ) -> list[keras.callbacks.Callback]:
     """The backbone's gate set for the epoch (`freeze_epochs`), the averaged
     weights swapped in (`ema`; first, so that what follows sees them),
-    history, best checkpoint, TensorBoard, epoch backup, early stopping. The
+    history, best checkpoint, TensorBoard (every backend), epoch backup, early stopping. The
     backup goes last: a kill before it re-runs the epoch, and trim_history
     drops the rows already logged for it."""
     lower = task.monitor_lower_is_better
@@ -77,18 +77,24 @@ def fold_callbacks(
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         cb.BestCheckpoint(out / "best.keras", task.monitor, lower),
     ]
-    # Keras' callback writes with tf.summary on every backend: each venv has
-    # TensorFlow (the CPU wheel beside JAX or PyTorch, so it takes no GPU memory).
-    try:
-        import tensorboard  # noqa: F401
-
-        found.append(keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")))
-    except ImportError:
-        pass
+    found.extend(tensorboard_logs(out / "tensorboard"))
     early = keras.callbacks.EarlyStopping(
         monitor=task.monitor, mode="min" if lower else "max", patience=patience
     )
     return [*found, cb.EpochBackup(out / "backup"), early]
+
+
+def tensorboard_logs(folder: Path) -> list[keras.callbacks.Callback]:
+    """Keras' TensorBoard callback on TensorFlow (it writes with tf.summary);
+    on JAX and PyTorch, whose processes keep TensorFlow out, the epoch
+    scalars through the tensorboard package alone; none without it."""
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        return []
+    if keras.backend.backend() == "tensorflow":
+        return [keras.callbacks.TensorBoard(log_dir=str(folder))]
+    return [cb.ScalarLog(folder)]
 
 
 def fit_resumable(
