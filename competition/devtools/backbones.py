@@ -7,11 +7,14 @@ compilation is not counted)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from competition.errors import KitError
 from competition.fileio import write_text_atomic
 from competition.training.backbones import APPLICATIONS, MIN_SIZE, builder, preprocessing_of
 
@@ -62,10 +65,30 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# One backbone measured in a process of its own: memory (the large ones hold
+# gigabytes) is given back between them, and one that fails is reported.
+PROBE = r"""
+import json, sys
+from competition.devtools.backbones import measure
+print(json.dumps(measure(sys.argv[1], timed=sys.argv[2] == "1")))
+"""
+
+
+def measured_apart(name: str, timed: bool) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, name, "1" if timed else "0"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
+        raise KitError(f"make backbones: {name} failed ({tail[0]})")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def run(names: list[str] | None, timed: bool, out: Path | None) -> list[dict]:
     rows = []
     for name in names or APPLICATIONS:
-        rows.append(measure(name, timed=timed))
+        rows.append(measured_apart(name, timed))
         print(table(rows[-1:]).splitlines()[-1], flush=True)
     if out is not None:
         write_text_atomic(out, json.dumps(rows, indent=2))
