@@ -424,3 +424,4 @@ def test_a_projection_over_the_limit_warns_with_the_cuts_and_their_times():
     assert "2 fold(s) (predict.folds): 4.46 h" in line  # 100 s + 1e5 x 0.0399 x 2 x 2
     assert "no TTA (predict.tta: [none]): 5.57 h" in line
     assert "warning" not in summary_line({**budget, "projected_seconds": 1000.0})
+    assert summary_line(None) == "Kernel time not projected (kaggle.time_batches: 0)"

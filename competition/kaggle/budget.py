@@ -31,11 +31,6 @@ from pathlib import Path
 from competition.config import Config
 from competition.errors import KitError
 
-# The timed predictions: one batch, then this many. Enough for the steady
-# state: the loader's workers fill their queue while the first batch is
-# traced, a head start that a short run would count as speed (4 batches
-# measured half the kernel's per-image time on the default synthetic).
-LARGE_BATCHES = 16
 SAFETY = 0.9  # warn above this share of the limit
 
 
@@ -76,7 +71,7 @@ def timed_predictions(config: Config, folds: list[int]) -> dict:
     _, ids, fields = test_set(config)  # the sample and the test images, listed once
     listing = time.perf_counter() - started
     batch = config.predict.batch_size  # whole batches: a part batch costs as much as a full one
-    large = min(LARGE_BATCHES * batch, len(ids))
+    large = min(config.kaggle.time_batches * batch, len(ids))
     small = min(batch, max(1, large // 4))
     t_small = _timed_prediction(config, folds, ids[:small], fields)
     t_large = _timed_prediction(config, folds, ids[:large], fields)
@@ -157,7 +152,9 @@ def cuts(budget: dict) -> list[str]:
     return found
 
 
-def summary_line(budget: dict) -> str:
+def summary_line(budget: dict | None) -> str:
+    if budget is None:
+        return "Kernel time not projected (kaggle.time_batches: 0)"
     hours, limit = budget["projected_seconds"] / 3600, budget["limit_seconds"] / 3600
     line = (
         f"Kernel time projected: {hours:.2f} h of the {limit:g}-hour limit "

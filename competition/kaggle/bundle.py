@@ -376,10 +376,13 @@ def build(config: Config) -> dict:
     }
 
 
-def time_budget(config: Config, wheels: Path) -> dict:
-    """The kernel's projected run time (competition.kaggle.budget)."""
+def time_budget(config: Config, wheels: Path) -> dict | None:
+    """The kernel's projected run time (competition.kaggle.budget); None
+    with kaggle.time_batches 0."""
     from competition.kaggle import budget
 
+    if config.kaggle.time_batches == 0:
+        return None
     folds = runs.select_folds(config)
     measured = budget.measure(config, folds, wheels, kernel_backend(config))
     return budget.project(config, folds, measured)

@@ -35,3 +35,8 @@ class KaggleConfig:
     test_images: int = knob(0, ge=0)  # the hidden test set's size on Kaggle (0: the local one)
     # one fold and TTA view's images per second on the target accelerator (0: measured here)
     images_per_second: float = knob(0.0, ge=0)
+    # batches of the local test set timed for the projection (0: no projection).
+    # Enough for the steady state: the loader's workers fill their queue while
+    # the first batch is traced, a head start that a short run counts as speed
+    # (4 batches measured half the kernel's per-image time on the default synthetic)
+    time_batches: int = knob(16, ge=0)
