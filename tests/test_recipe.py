@@ -146,3 +146,22 @@ def test_label_smoothing_pulls_the_targets_towards_uniform_per_kind():
     got = float(head_loss("multiclass", onehot, q, [1.0, 2.0, 1.0], smoothing=0.3)[0])
     smoothed = onehot[0] * 0.7 + 0.1
     assert np.isclose(got, -2.0 * np.sum(smoothed * np.log(q[0])), rtol=1e-5)
+
+
+def test_the_series_model_gates_its_slice_encoder_too():
+    """train.freeze_epochs on a series task: the gate sits behind the shared
+    slice encoder, and FrozenBackbone finds it there."""
+    from competition.config import load_config
+    from competition.training.callbacks import gate_of
+    from competition.training.series import build_network
+
+    config = load_config("configs/synthetic/rsna_cervical_2022.yaml",
+                         ["model.backbone=tiny_cnn", "series.slices=4"])  # fmt: skip
+    network = build_network(config.model, (4, 32, 32, 3), config.task, series=config.series,
+                            gate=True)  # fmt: skip
+    gate = gate_of(network)
+    assert gate is not None and network.layers.index(gate) == 2  # right after the slices
+    assert (
+        gate_of(build_network(config.model, (4, 32, 32, 3), config.task, series=config.series))
+        is None
+    )
