@@ -140,17 +140,13 @@ def weights_of(path: Path) -> list:
     return [np.asarray(w) for w in load_checkpoint(path).get_weights()]
 
 
+RECIPE = ("train.ema=0.9", "train.accumulate=2", "train.schedule=onecycle",
+          "train.freeze_epochs=3", "train.label_smoothing={multilabel: 0.05}")  # fmt: skip
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "recipe",
-    [
-        ("train.ema=0.9", "train.accumulate=2", "train.schedule=onecycle",
-         "train.freeze_epochs=3", "train.label_smoothing={multilabel: 0.05}"),
-        (),
-    ],
-)  # fmt: skip
 def test_a_killed_run_with_averaged_weights_resumes_as_the_uninterrupted_one(
-    small_competition, tmp_path, recipe
+    small_competition, tmp_path
 ):
     """train.ema, train.accumulate, the one-cycle schedule, a backbone frozen
     for 3 epochs and label smoothing: killed (-9) in its third epoch (still
@@ -158,7 +154,7 @@ def test_a_killed_run_with_averaged_weights_resumes_as_the_uninterrupted_one(
     averaged weights as one never killed; validation saw the averaged weights."""
     import numpy as np
 
-    settings = ("train.epochs=4", "train.workers=0", *recipe)
+    settings = ("train.epochs=4", "train.workers=0", *RECIPE)
     runs = {}
     for name in ("whole", "killed"):
         args = small_args("train", small_competition.data.root, f"runs_dir={tmp_path / name}",
@@ -191,9 +187,10 @@ def test_a_tiny_efficientnet_with_the_recipe_resumes_after_kill_and_predicts(
     """EfficientNetB0 (random weights, 32 px) with train.ema, train.accumulate=2
     and the warmup-cosine schedule: killed (-9) after its first epoch, it
     resumes at the second, finishes, and its folds predict a valid submission."""
+    from competition.cli import main
     from competition.inference.submission import validate_file
 
-    settings = ("model.backbone=EfficientNetB0", "preprocess.image_size=32", "train.epochs=3",
+    settings = ("model.backbone=EfficientNetB0", "preprocess.image_size=32", "train.epochs=2",
                 "train.ema=0.9", "train.accumulate=2", "train.schedule=cosine",
                 "train.warmup_epochs=0.5", "train.workers=0", f"runs_dir={tmp_path / 'runs'}",
                 f"predict.submissions_dir={tmp_path / 'subs'}")  # fmt: skip
@@ -208,9 +205,8 @@ def test_a_tiny_efficientnet_with_the_recipe_resumes_after_kill_and_predicts(
     code, stdout, stderr = finish(start_kit(*small_args("train", root, *settings)), timeout=600)
     assert code == 0, stderr[-3000:]
     assert "Resuming fold 0 at epoch 2" in stdout and "Effective batch: 16 a step x 2" in stdout
-    assert pd.read_csv(history).epoch.tolist() == [0, 1, 2]
-    code, stdout, stderr = finish(start_kit(*small_args("predict", root, *settings)), timeout=600)
-    assert code == 0, stderr[-3000:]
+    assert pd.read_csv(history).epoch.tolist() == [0, 1]
+    assert main(small_args("predict", root, *settings)) == 0  # in this process: no new start-up
     sample = small_competition.layout.sample_submission
     problems, rows = validate_file(small_competition.task, tmp_path / "subs" / "submission.csv",
                                    sample)  # fmt: skip

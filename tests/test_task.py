@@ -340,7 +340,7 @@ def test_light_commands_do_not_import_tensorflow(small_competition, trained, tmp
         ["report", *base],
         ["validate", str(sample), *base],
         ["data-report", *base],
-        ["kaggle", *base, "--set", "kaggle.username=kit-tester",
+        ["kaggle", *base, "--set", "kaggle.username=kit-tester", "--set", "kaggle.time_batches=0",
          "--set", f"kaggle.build_dir={tmp_path / 'kaggle'}",
          "--set", f"kaggle.python='{sys.version_info.major}.{sys.version_info.minor}'"],
     ]  # fmt: skip

@@ -107,7 +107,7 @@ def test_bad_fold_and_missing_folds_are_clear_errors(small_competition, tmp_path
 
 
 def test_unknown_backbone_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="one of 'efficientnet_b0'.*'tiny_cnn'"):
+    with pytest.raises(ConfigError, match="EfficientNetB0.*Xception.*efficientnet_b0.*tiny_cnn"):
         load_config(None, ["model.backbone=vgg99"])
 
 

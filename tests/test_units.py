@@ -322,7 +322,8 @@ def test_the_kernel_predicts_every_test_study_offline(tiny, tmp_path):
 
     root, runs, _ = tiny
     settings = [f"data.root={root}", f"runs_dir={runs}", *TINY, f"kaggle.username={USER}",
-                f"kaggle.build_dir={tmp_path / 'build'}", f"kaggle.python='{PYTHON}'"]  # fmt: skip
+                f"kaggle.build_dir={tmp_path / 'build'}", f"kaggle.python='{PYTHON}'",
+                "kaggle.time_batches=0"]  # fmt: skip
     config = load_config(CONFIG, settings)
     summary = kaggle.build(config)
     kaggle_root = tmp_path / "kaggle"
@@ -357,7 +358,8 @@ def test_the_kernel_serves_predict_per_series_to_the_evaluation_api_offline(
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     settings = [f"data.root={root}", f"runs_dir={runs}", *TINY, f"kaggle.username={USER}",
                 f"kaggle.build_dir={tmp_path / 'build'}", f"kaggle.python='{PYTHON}'",
-                "kaggle.form=evaluation_api", "predict.folds=[0]"]  # fmt: skip
+                "kaggle.time_batches=0", "kaggle.form=evaluation_api",
+                "predict.folds=[0]"]  # fmt: skip
     config = load_config(CONFIG, settings)
     summary = kaggle.build(config)
     kaggle_root = tmp_path / "kaggle"
