@@ -139,8 +139,8 @@ COLUMNS = ("experiment", "stage", "metric", "cv", "folds", "public_lb", "differs
 def markdown(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
-        cells = [row[c] for c in COLUMNS]
-        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        cells = [f"{row[c]:.1f}" if c == "train_minutes" else _cell(row[c]) for c in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
