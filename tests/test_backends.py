@@ -92,14 +92,6 @@ def assert_tensorboard_scalars(folder: Path, history: pd.DataFrame) -> None:
 
 
 @pytest.mark.slow
-def test_make_errors_draws_grad_cam_on_jax(jax_fold):
-    runs, args, _ = jax_fold
-    report = kit("jax", "errors", "--fold", "0", "--k", "1", *args)
-    assert report["loaded"] == ["jax"]
-    assert (runs / "small" / "errors" / "fold0_worst.png").stat().st_size > 10_000
-
-
-@pytest.mark.slow
 def test_jax_runs_the_sequence_stage_predicts_and_validates(jax_fold):
     runs, args, _ = jax_fold
     sequence = kit("jax", "train-seq", *args, "--set", "sequence.epochs=1")
