@@ -325,6 +325,7 @@ def _fill_dataset(config: Config, t: Target, folds: dict[str, Path], folder: Pat
         "python": config.kaggle.python,
         "backend": kernel_backend(config),
         "files": sorted(folds),
+        "time_budget": time_budget(config, wheels),
     }
     _write_json(folder / MANIFEST, manifest)
     _write_json(folder / "dataset-metadata.json", dataset_metadata(config, t))
@@ -357,8 +358,6 @@ def build(config: Config) -> dict:
     with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{final.name}-") as scratch:
         staged = Path(scratch) / final.name
         manifest = _fill_dataset(config, t, folds, staged / "dataset")
-        manifest["time_budget"] = time_budget(config, staged / "dataset" / "wheels")
-        _write_json(staged / "dataset" / MANIFEST, manifest)
         _fill_kernel(config, t, staged / "kernel")
         size = _size(p for p in (staged / "dataset").rglob("*") if p.is_file())
         _check_size(config, size, "checkpoints and wheels")

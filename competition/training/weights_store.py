@@ -58,8 +58,7 @@ def verify(weights_dir: Path, relative: str, backbone: str) -> Path:
             f"{path}: listed in {weights_dir / CHECKSUMS} but missing. Fetch it again on a "
             f"machine with internet: {_fetch_command(backbone, weights_dir)}"
         )
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    got = _digest_of(files, path)
+    got = _digest_of(path)
     if expected != got:
         raise KitError(
             f"{path}: corrupt or changed (sha256 {got[:16]}..., expected "
@@ -69,10 +68,11 @@ def verify(weights_dir: Path, relative: str, backbone: str) -> Path:
     return path
 
 
-def _digest_of(files: list[Path], root: Path) -> str:
+def _digest_of(root: Path) -> str:
     """One file's sha256, or a folder's: the sha256 of its files' names and digests."""
-    if len(files) == 1 and files[0] == root:
+    if not root.is_dir():
         return sha256(root)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
     listing = "\n".join(f"{p.relative_to(root)} {sha256(p)}" for p in files)
     return hashlib.sha256(listing.encode()).hexdigest()
 
@@ -93,10 +93,8 @@ def local_weights(weights_dir: str | Path, backbone: str) -> str | None:
 
 def record(weights_dir: Path, relative: str) -> str:
     """Add a file (or preset folder) under weights_dir to checksums.json."""
-    path = weights_dir / relative
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     checksums = read_checksums(weights_dir)
-    checksums[relative] = _digest_of(files, path)
+    checksums[relative] = _digest_of(weights_dir / relative)
     write_text_atomic(weights_dir / CHECKSUMS, json.dumps(checksums, indent=2, sort_keys=True))
     return checksums[relative]
 
