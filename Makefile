@@ -21,6 +21,8 @@ WEIGHTS_DIR ?=
 NAMES ?=
 LB ?=
 K ?=
+EXPERIMENTS ?=
+NAME ?=
 
 # The venv remembers its flavour (CPU or GPU=1) and its Keras backend
 # (BACKEND=tensorflow, jax or torch): later targets use them without GPU= or
@@ -68,7 +70,7 @@ CLI_ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA_DIR),--set data.root=
 # predict, report, data-report, validate, kaggle: EXPERIMENT=name takes the config its folds were trained with
 EXP_ARGS := $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(CLI_ARGS)
 
-.PHONY: help setup data index folds cache train train-seq predict cluster-train cluster-predict augment-preview report data-report validate kaggle kaggle-push errors runs backbones weights bench bench-gpu bench-stages bench-scale test lint clean
+.PHONY: help setup data index folds cache train train-seq predict cluster-train cluster-predict augment-preview report data-report validate kaggle kaggle-push errors runs blend stack backbones weights bench bench-gpu bench-stages bench-scale test lint clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [CONFIG=configs/x.yaml] [DATA_DIR=path] [GPU=1] [BACKEND=tensorflow|jax|torch]"
@@ -139,6 +141,12 @@ errors: $(STAMP) ## fold FOLD's worst validation images per output with Grad-CAM
 
 runs: $(STAMP) ## every experiment under runs/ in one table: CV per stage and fold, settings, time, date; LB=<exp>=<score> records a public LB
 	$(CLI) runs $(if $(LB),--lb $(LB)) $(CLI_ARGS)
+
+blend: $(STAMP) ## blend EXPERIMENTS=a,b on their out-of-fold predictions: weights for the metric, honest CV, checked submission (NAME=folder)
+	$(CLI) blend --experiments "$(EXPERIMENTS)" $(if $(NAME),--name $(NAME)) $(CLI_ARGS)
+
+stack: $(STAMP) ## the stack: stage: gradient boosting over the metadata, patient-relative features and stack.experiments' OOF predictions
+	$(CLI) stack $(EXP_ARGS)
 
 backbones: $(STAMP) ## every backbone: parameters, input range, a CPU training step at 128 px (NAMES=a,b)
 	$(CLI) backbones $(if $(NAMES),--names $(NAMES)) $(CLI_ARGS)

@@ -387,6 +387,34 @@ def cmd_runs(config: Config, args: argparse.Namespace) -> None:
     print(experiments.runs_table(Path(config.runs_dir)))
 
 
+def _experiment_names(text: str | None) -> list[str]:
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    if not names:
+        raise KitError("Name the experiments to combine: EXPERIMENTS=a,b (--experiments a,b)")
+    return names
+
+
+def cmd_blend(config: Config, args: argparse.Namespace) -> None:
+    from competition.pipeline.blend import blend_experiments, markdown
+    from competition.pipeline.runs import experiment_config
+
+    names = _experiment_names(args.experiments)
+    config = experiment_config(names[0], args.config, args.overrides)
+    report = blend_experiments(config, names, args.name)
+    print(markdown(report), end="")
+    print(f"Wrote {report['submission']} ({report['rows']} rows, checked)")
+
+
+def cmd_stack(config: Config, args: argparse.Namespace) -> None:
+    from competition.pipeline.prepare import ensure_data
+    from competition.pipeline.stack import markdown, stack_stage
+
+    ensure_data(config)
+    report = stack_stage(config, force=args.force)
+    print(markdown(report), end="")
+    print(f"Wrote {report['submission']} ({report['rows']} rows, checked)")
+
+
 def cmd_report(config: Config, args: argparse.Namespace) -> None:
     _print_cv(config)
 
@@ -443,6 +471,15 @@ COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int | None], st
         "predict the test set in shards, one Ray actor per GPU -> the same submission as predict",
     ),
     "validate": (cmd_validate, "check a submission file against the sample submission"),
+    "blend": (
+        cmd_blend,
+        "blend experiments on their out-of-fold predictions (honest CV) -> runs/<name>/",
+    ),
+    "stack": (
+        cmd_stack,
+        "gradient boosting over metadata, patient-relative features and experiments' "
+        "out-of-fold predictions -> runs/<experiment>/<stack.name>/",
+    ),
     "report": (cmd_report, "cross-validation report over the out-of-fold predictions"),
     "data-report": (
         cmd_data_report,
@@ -598,6 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
     parsers["runs"].add_argument(
         "--lb", action="append", metavar="EXPERIMENT=SCORE", help="record a public LB score"
     )
+    parsers["stack"].add_argument("--force", action="store_true", help="train every booster again")
+    parsers["blend"].add_argument("--experiments", help="a comma list of trained experiments")
+    parsers["blend"].add_argument("--name", help="the blend's folder (default blend-<a>-<b>...)")
     parsers["backbones"].add_argument("--names", help="a comma list (default: all)")
     parsers["backbones"].add_argument("--no-time", action="store_true", help="skip the step")
     parsers["backbones"].add_argument("--out", type=Path, help="also write the rows as JSON")

@@ -108,7 +108,7 @@ def _check_sample_weights(config: Config) -> None:
                 f"Config key 'train.sample_weights' names {column!r}, which is not a 0/1 label "
                 f"column of the task. Expected one of: {', '.join(yes_no) or '(none)'}"
             )
-        if weight < 1:
+        if weight != "balanced" and weight < 1:
             raise ConfigError(
                 f"Config key 'train.sample_weights.{column}' expects a weight >= 1 (draws per "
                 f"pass of an image positive for it). Received: {weight}"

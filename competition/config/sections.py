@@ -25,6 +25,7 @@ from competition.kaggle.settings import KaggleConfig
 from competition.knobs import knob
 from competition.layout import Layout, RunLayout
 from competition.sequence.settings import SequenceConfig
+from competition.stacking.settings import StackConfig
 from competition.synthetic.settings import SynthConfig
 from competition.task import TaskSpec
 from competition.training.settings import ModelConfig, SeriesConfig, TrainConfig
@@ -50,6 +51,7 @@ class Config:
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
     series: SeriesConfig = field(default_factory=SeriesConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    stack: StackConfig = field(default_factory=StackConfig)
     kaggle: KaggleConfig = field(default_factory=KaggleConfig)
 
     # --- the file -------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from competition.data import raster
+from competition.data import hdf5, raster
 from competition.data.dicom import read_header
 from competition.errors import ImageReadError, KitError
 from competition.fileio import write_csv_atomic, write_text_atomic
@@ -117,16 +117,27 @@ def list_images(layout: Layout, splits=SPLITS) -> list[tuple[Path, str, str, str
     template = layout.task.template
     jobs = []
     for split in splits:
-        folder = layout.image_dir(split)
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.glob(template.glob())):
-            fields = template.parse(path.relative_to(folder).as_posix())
-            if fields is not None and path.is_file():
-                relative = (Path(layout.split_dir(split)) / path.relative_to(folder)).as_posix()
+        for below in _split_members(layout.image_dir(split), template):
+            fields = template.parse(below)
+            if fields is not None:
+                relative = (Path(layout.split_dir(split)) / below).as_posix()
                 image_id = layout.task.image_id_of(fields)
                 jobs.append((layout.root, split, image_id, relative, layout.task.per_unit))
     return jobs
+
+
+def _split_members(folder: Path, template) -> list[str]:
+    """The split's image paths below its folder, sorted: the files the
+    template's glob matches, or the keys of an HDF5 file of images."""
+    if hdf5.is_hdf5(folder):
+        return hdf5.keys(folder) if folder.is_file() else []
+    if not folder.is_dir():
+        return []
+    return [
+        path.relative_to(folder).as_posix()
+        for path in sorted(folder.glob(template.glob()))
+        if path.is_file()
+    ]
 
 
 def path_entries(rows: pd.DataFrame) -> list[Entry]:

@@ -1,4 +1,5 @@
-"""PNG and JPEG images: headers without decoding, and pixels as uint8.
+"""PNG and JPEG images: headers without decoding, and pixels as uint8; from
+their files or as bytes inside an HDF5 file (competition.data.hdf5).
 
 The same contract as the DICOM reader: a file that cannot be turned into an
 image raises ImageReadError naming the file and the cause, and is left out;
@@ -22,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from competition.data import hdf5
 from competition.errors import ImageReadError
 
 JPEG_SUFFIXES = {".jpg", ".jpeg"}
@@ -39,6 +41,9 @@ _REDUCED = {
 
 
 def _read_bytes(path: Path) -> bytes:
+    member = hdf5.member_of(path)
+    if member is not None:
+        return hdf5.read_bytes(*member)
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
@@ -67,10 +72,22 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+def _suffix(path: Path, data: bytes) -> str:
+    """The file's type by its ending, or by its first bytes inside an HDF5
+    file (whose keys have no ending)."""
+    if hdf5.member_of(path) is None:
+        return path.suffix.lower()
+    if data[:2] == b"\xff\xd8":
+        return ".jpg"
+    return ".png" if data[:8] == _PNG_SIGNATURE else ""
+
+
 def _problem(data: bytes, suffix: str) -> str | None:
     """Why the bytes cannot be a whole image of their type, or None."""
     if not data:
         return "empty file"
+    if not suffix:
+        return "neither JPEG nor PNG bytes"
     if suffix in JPEG_SUFFIXES:
         if data[:2] != b"\xff\xd8":
             return "not a JPEG file (no start-of-image marker)"
@@ -90,7 +107,7 @@ def header(path: str | Path) -> dict:
     """rows, cols and `pixel_problem` (None, or why the pixels cannot be read)."""
     path = Path(path)
     data = _read_bytes(path)
-    suffix = path.suffix.lower()
+    suffix = _suffix(path, data)
     problem = _problem(data, suffix)
     rows = cols = 0
     if problem is None and suffix in JPEG_SUFFIXES:
@@ -125,7 +142,7 @@ def read(path: str | Path, colour: bool, at_least: tuple[int, int] | None = None
     8- and 16-bit PNGs, with or without alpha; `at_least`: see the module."""
     path = Path(path)
     data = _read_bytes(path)
-    suffix = path.suffix.lower()
+    suffix = _suffix(path, data)
     problem = _problem(data, suffix)
     if problem:
         raise ImageReadError(path, problem)

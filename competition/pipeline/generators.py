@@ -54,13 +54,17 @@ def host_flips(config: Config) -> tuple[float, float]:
 
 def sample_repeats(config: Config, rows: pd.DataFrame) -> np.ndarray | None:
     """Draws per pass of each row: the largest weight of its positive labels
-    (train.sample_weights), 1 for the rest; None without weights."""
+    (train.sample_weights; `balanced`: negatives / positives of these rows),
+    1 for the rest; None without weights."""
     weights = config.train.sample_weights
     if not weights:
         return None
     repeats = np.ones(len(rows))
     for column, weight in weights.items():
-        repeats = np.maximum(repeats, np.where(rows[column].to_numpy() > 0, weight, 1.0))
+        positive = rows[column].to_numpy() > 0
+        if weight == "balanced":
+            weight = max(1.0, (~positive).sum() / max(positive.sum(), 1))
+        repeats = np.maximum(repeats, np.where(positive, weight, 1.0))
     return repeats
 
 

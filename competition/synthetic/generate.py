@@ -74,8 +74,9 @@ def generate(synth: SynthConfig, layout: Layout, workers: int = 0, force: bool =
     plans = module.plan(synth)
     staging = Layout(root.with_name(f".{root.name}.partial"), layout.task)
     shutil.rmtree(staging.root, ignore_errors=True)
-    for split in SPLITS:
-        staging.image_dir(split).mkdir(parents=True)
+    for split in SPLITS:  # an HDF5 file of images is written whole by write_tables
+        folder = staging.image_dir(split)
+        (folder.parent if layout.task.in_hdf5 else folder).mkdir(parents=True, exist_ok=True)
     rows = _render_all(module, plans, synth, staging, worker_count(workers))
     test_labels = module.write_tables(rows, staging)
     write_csv_atomic(staging.root / TEST_LABELS, test_labels)

@@ -51,7 +51,7 @@ class Patient:
     patient_id: str
     sex: str
     age: float
-    images: list[tuple[str, int, str]]  # image_name, target, site
+    images: list[tuple]  # image_name, target, site (ISIC 2024: isic_id, kind of malignancy)
 
     @property
     def size(self) -> int:
@@ -62,12 +62,18 @@ def check(task: TaskSpec) -> None:
     require_task(task, "skin", "SIIM-ISIC Melanoma", "image_name", [LABEL])
 
 
-def plan(synth: SynthConfig) -> list[Patient]:
+def seeded_ids(synth: SynthConfig, default_rate: float):
+    """What the ISIC stand-ins plan with: the generator, lesion and patient
+    IDs in ISIC's form, the test patients and the positive rate."""
     rng = np.random.default_rng([synth.seed, 0])
     images = UniqueIds(rng, lambda r: f"ISIC_{int(r.integers(0, 10**7)):07d}")
     patients = UniqueIds(rng, lambda r: f"IP_{int(r.integers(0, 10**7)):07d}")
     test = test_patients(rng, synth.patients, synth.test_fraction)
-    rate = synth.prevalence.get(LABEL, 0.1)
+    return rng, images, patients, test, synth.prevalence.get(LABEL, default_rate)
+
+
+def plan(synth: SynthConfig) -> list[Patient]:
+    rng, images, patients, test, rate = seeded_ids(synth, 0.1)
     low, high = synth.images_per_patient
     plans = []
     for number in range(synth.patients):

@@ -14,6 +14,7 @@ from competition.errors import ConfigError
 from competition.evaluation.metrics import METRICS
 from competition.task.spec import (
     DICOM_GROUP_KEYS,
+    HDF5_SUFFIXES,
     IMAGE_FORMATS,
     LONG_GROUPS,
     NAME,
@@ -148,10 +149,27 @@ def _check_labels(task: TaskSpec) -> None:
             _fail(key, "can only combine 0/1 columns (multilabel or binary heads)", derived.name)
 
 
+def _check_hdf5_images(task: TaskSpec) -> None:
+    """Images in HDF5 files: keyed by the image ID alone, both splits in one."""
+    images = task.images
+    wanted = f"{{split_dir}}/{{{task.id_field}}}"
+    if images.path != wanted:
+        _fail(
+            "task.images.path",
+            f"must be {wanted!r} when the images are in HDF5 files (train_dir "
+            f"{images.train_dir!r}): the files are keyed by the image ID",
+            images.path,
+        )
+    if Path(images.test_dir).suffix.lower() not in HDF5_SUFFIXES:
+        _fail("task.images.test_dir", "must be an HDF5 file too, like train_dir", images.test_dir)
+
+
 def _check_images(task: TaskSpec) -> None:
     images = task.images
     template = task.template
-    if Path(images.path).suffix.lower() not in IMAGE_FORMATS:
+    if task.in_hdf5:
+        _check_hdf5_images(task)
+    elif Path(images.path).suffix.lower() not in IMAGE_FORMATS:
         _fail(
             "task.images.path",
             f"must end in a supported image type ({', '.join(IMAGE_FORMATS)})",

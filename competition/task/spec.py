@@ -49,6 +49,7 @@ IMAGE_FORMATS = {
     ".jpg": "jpeg",
     ".jpeg": "jpeg",
 }  # ending -> reader
+HDF5_SUFFIXES = (".hdf5", ".h5")  # a split "folder" that is one file of encoded images
 # The named groups a long label CSV's ID pattern must have.
 LONG_GROUPS = ("image_id", "label")
 # Head and task names become Keras layer and model names.
@@ -354,7 +355,15 @@ class TaskSpec:
 
     @property
     def image_format(self) -> str:
+        """dicom, png, jpeg (the template's ending), or hdf5 (split folders
+        that are HDF5 files of encoded images, each read by its first bytes)."""
+        if self.in_hdf5:
+            return "hdf5"
         return IMAGE_FORMATS[Path(self.images.path).suffix.lower()]
+
+    @property
+    def in_hdf5(self) -> bool:
+        return Path(self.images.train_dir).suffix.lower() in HDF5_SUFFIXES
 
     @property
     def metric_head(self) -> Head:

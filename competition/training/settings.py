@@ -48,7 +48,9 @@ class TrainConfig:
     strategy: Literal["auto", "none", "mirrored"] = "auto"
     steps_per_execution: int = knob(1, ge=1)
     steps_per_epoch: int = knob(0, ge=0)
-    sample_weights: dict[str, float] = knob({})
+    # label column -> draws per pass of a positive, or `balanced`: as many positive
+    # draws as negatives in the fold's training rows (1:1 batches on average)
+    sample_weights: dict[str, float | Literal["balanced"]] = knob({})
 
 
 SERIES_POOLING = ("gru", "lstm", "attention")
