@@ -45,6 +45,7 @@ LAYERS = (
         "competition.inference",
         "competition.evaluation",
         "competition.synthetic",
+        "competition.stacking",
         "competition.kaggle.settings",
     ),
     # the configuration: every stage's section side by side, files, checks

@@ -74,10 +74,9 @@ def blend_experiments(config: Config, names: list[str], name: str | None = None)
     first = stores[0]
     truth, folds, groups = first.truth(), first.oof["fold"].to_numpy(), _groups(first)
     stack = np.stack([s.predictions() for s in stores])
-    blender = Blender(config.task)
+    blender, honest, post_kept = _with_or_without_post(config, truth, stack, folds, groups)
     fitted = blender.fit(truth, stack, groups)
     optimistic = blender.apply(stack, fitted)
-    honest = honest_cv(blender, truth, stack, folds, groups)
     alone = {
         s.experiment: {
             "raw": blender.metric(truth, s.predictions(), groups),
@@ -91,6 +90,7 @@ def blend_experiments(config: Config, names: list[str], name: str | None = None)
         "metric": config.task.metric.name,
         "lower_is_better": config.task.lower_is_better,
         "rank_average": blender.rank,
+        "post_processing_kept": post_kept,
         **fitted.to_dict(names),
         "cv_honest": honest["score"],
         "cv_optimistic": blender.score_fitted(truth, optimistic, fitted, groups),
@@ -101,6 +101,17 @@ def blend_experiments(config: Config, names: list[str], name: str | None = None)
     _write_blend_store(out, first, honest["predictions"], names, name)
     write_text_atomic(out / BLEND, json.dumps(report, indent=2))
     return report
+
+
+def _with_or_without_post(config: Config, truth, stack, folds, groups):
+    """The blender whose honest CV is better: with the metric's post-processing
+    fitted, or without it (on a calibrated blend a fitted temperature is noise)."""
+    trials = [Blender(config.task, post=post) for post in (True, False)]
+    found = [honest_cv(b, truth, stack, folds, groups) for b in trials]
+    scores = [f["score"] for f in found]
+    sign = 1 if config.task.lower_is_better else -1
+    best = 0 if sign * scores[0] <= sign * scores[1] else 1
+    return trials[best], found[best], best == 0
 
 
 def _write_blend_store(out, first: store.Stored, predictions, names, name) -> None:
@@ -168,7 +179,12 @@ def markdown(report: dict) -> str:
         f"| **{number(report['cv_honest'])}** |"
     )
     post = {k: v for k, v in report.items() if k in ("kind", "temperature", "clip", "threshold")}
-    lines += ["", f"Post-processing: {post}"]
+    kept = (
+        "kept"
+        if report["post_processing_kept"]
+        else "left out: the honest CV was better without it"
+    )
+    lines += ["", f"Post-processing: {post} ({kept})"]
     if report.get("test_score"):
         lines.append(f"Test score: {number(report['test_score']['score'])}")
     return "\n".join(lines) + "\n"

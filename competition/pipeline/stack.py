@@ -29,6 +29,7 @@ from competition.stacking import gbm
 from competition.workers import worker_count
 
 SETTINGS = "settings.json"
+TOP_GAIN_SHOWN = 5  # features named in the printed summary
 
 
 def _check_task(config: Config) -> None:
@@ -229,7 +230,7 @@ def markdown(report: dict) -> str:
         "",
         f"Features: {len(features['all'])} ({len(features['numeric'])} numeric and "
         f"{len(features['categorical'])} categorical columns, the rest patient-relative and "
-        "predictions); most gain: " + ", ".join(list(report["top_gain"])[:6]),
+        "predictions); most gain: " + ", ".join(list(report["top_gain"])[:TOP_GAIN_SHOWN]),
     ]
     if report["missing_values"]:
         lines.append(f"Missing values (kept missing): {report['missing_values']}")

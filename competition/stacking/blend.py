@@ -57,8 +57,8 @@ def ranks(values: np.ndarray) -> np.ndarray:
 class Blender:
     """Blends (experiments, rows, outputs) predictions for one task's metric."""
 
-    def __init__(self, task: TaskSpec, rank: bool | None = None):
-        self.task = task
+    def __init__(self, task: TaskSpec, rank: bool | None = None, post: bool = True):
+        self.task, self.with_post = task, post
         self.rank = task.metric.name in RANK_BASED if rank is None else rank
         self.lower = task.lower_is_better
 
@@ -140,6 +140,8 @@ class Blender:
     def fit_post(self, truth, predictions, groups=None) -> dict:
         """The post-processing that suits the metric, fitted on these rows."""
         name = self.task.metric.name
+        if not self.with_post:
+            return {"kind": "none"}
         if name in LOG_LOSSES:
             temperature = minimize_scalar(
                 lambda t: self._loss(truth, self._tempered(predictions, t, 0.0), groups),
