@@ -170,8 +170,8 @@ bench-stages: $(STAMP) ## 2D, 2.5D, and each + the sequence stage on fold FOLD -
 bench-scale: $(STAMP) ## each data stage at 5k/20k/80k slices, projected to the real competition -> bench-scale.json
 	$(CLI) bench-scale $(ARGS)
 
-test: lint ## lint, then the whole test suite
-	$(PY) -m pytest -q
+test: lint ## lint, then the whole test suite (the 25 slowest tests' times at the end)
+	$(PY) -m pytest -q --durations=25
 
 clean: ## remove .venv, build outputs and caches (data/ and runs/ are kept)
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
