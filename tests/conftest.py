@@ -45,6 +45,14 @@ def trained(small_competition, tmp_path_factory):
     return runs
 
 
+@pytest.fixture(scope="module")
+def kaggle_python(tmp_path_factory):
+    """A virtual environment like Kaggle's image (test_kaggle.kaggle_image_python)."""
+    from test_kaggle import kaggle_image_python
+
+    return kaggle_image_python(tmp_path_factory.mktemp("kaggle-image") / "venv")
+
+
 @pytest.fixture(autouse=True)
 def no_process_left_behind():
     """Whatever a test started with start_kit is killed, group and all, when it ends."""

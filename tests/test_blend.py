@@ -120,7 +120,7 @@ def test_experiments_with_other_folds_or_data_are_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_make_blend_of_two_trained_experiments(small_competition, trained, tmp_path):
+def test_make_blend_of_two_trained_experiments(small_competition, trained, kaggle_python, tmp_path):
     """Two experiments of the small synthetic competition, the same two folds
     each and the test set predicted, blended through the CLI: the report, the honest blended
     store, the checked submission, and a blend of folds that differ refused."""
@@ -167,7 +167,25 @@ def test_make_blend_of_two_trained_experiments(small_competition, trained, tmp_p
     assert blended.record["blend_of"] == ["small", "small_b"] and len(blended.oof) == len(
         store.open_store(first.runs, first.task.outputs, None).oof
     )
+    _the_kernel_submits_the_blend_offline(first, report, kaggle_python, tmp_path)
     shutil.rmtree(runs / "small_b" / "fold1")
     refused = cli("blend", "--experiments", "small,small_b", *where)
     assert refused.returncode == 2
     assert "trained folds [0, 1] vs [0]" in refused.stderr
+
+
+def _the_kernel_submits_the_blend_offline(config, report, python, tmp_path):
+    """kaggle.submit blend: both experiments' folds and blend.json in the
+    bundle; the kernel, offline, predicts with each and writes the blend:
+    the same submission as make blend's."""
+    from test_kaggle import bundle_and_run_offline
+
+    built, done, written = bundle_and_run_offline(
+        config, python, tmp_path, submit="blend", blend="blend-small-small_b"
+    )
+    assert {"runs/small_b/fold0/best.keras", "second_level/blend.json"} <= set(built["files"])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "blend over ['small', 'small_b']" in done.stdout
+    kernel, local = pd.read_csv(written), pd.read_csv(report["submission"])
+    assert kernel["ID"].tolist() == local["ID"].tolist()
+    np.testing.assert_allclose(kernel["Label"], local["Label"], atol=1e-5)

@@ -104,11 +104,6 @@ LEFT_OUT = {  # what Kaggle's image lacks: the kit and the wheels it bundles; de
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def kaggle_python(tmp_path_factory) -> Path:
-    return kaggle_image_python(tmp_path_factory.mktemp("kaggle-image") / "venv")
-
-
 def kaggle_image_python(dest: Path) -> Path:
     """A fresh virtual environment that sees this one's packages except
     LEFT_OUT (symlinked, so nothing is downloaded): Kaggle's image, locally."""
@@ -227,6 +222,24 @@ def run_kernel(python: Path, script: Path, root: Path, cwd: Path) -> subprocess.
     )  # fmt: skip
 
 
+def bundle_and_run_offline(config, python: Path, tmp_path: Path, **kaggle_settings):
+    """make kaggle with these kaggle.* settings, then its kernel offline in a
+    Kaggle-like root (the bundle and the competition mounted under input/):
+    (build summary, the kernel's completed process, working/submission.csv)."""
+    from dataclasses import replace
+
+    settings = replace(config.kaggle, username=USER, python=PYTHON, time_batches=0,
+                       build_dir=str(tmp_path / "build"), **kaggle_settings)  # fmt: skip
+    built = kaggle.build(replace(config, kaggle=settings))
+    root = tmp_path / "kaggle"
+    dataset = root / "input" / built["dataset"].split("/")[1]
+    shutil.copytree(Path(built["folder"]) / "dataset", dataset)
+    mount_competition(config.layout.root, root / "input" / config.kaggle.competition, config)
+    (root / "working").mkdir()
+    done = run_kernel(python, Path(built["folder"]) / "kernel" / "submit.py", root, tmp_path)
+    return built, done, root / "working" / "submission.csv"
+
+
 def mount_competition(source: Path, destination: Path, config) -> None:
     """The competition's files as Kaggle mounts them: the CSVs and the test
     images in their real folders (train images left out: the kernel needs none)."""
@@ -236,7 +249,10 @@ def mount_competition(source: Path, destination: Path, config) -> None:
         if name and (source / name).is_file():
             shutil.copy2(source / name, destination / name)
     (destination / task.images.test_dir).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(source / task.images.test_dir, destination / task.images.test_dir)
+    if task.in_hdf5:  # the test images are one file
+        shutil.copy2(source / task.images.test_dir, destination / task.images.test_dir)
+    else:
+        shutil.copytree(source / task.images.test_dir, destination / task.images.test_dir)
 
 
 @pytest.mark.slow

@@ -56,7 +56,7 @@ TINY = ["synth.patients=30", "synth.images_per_patient=[8, 16]", "synth.image_si
 
 
 @pytest.mark.slow
-def test_make_stack_on_a_tiny_isic_2024_stand_in(tmp_path):
+def test_make_stack_on_a_tiny_isic_2024_stand_in(kaggle_python, tmp_path):
     from competition.pipeline.predict import predict_and_submit
     from competition.pipeline.prepare import ensure_data, ensure_synthetic
     from competition.pipeline.train import train_folds
@@ -113,3 +113,21 @@ def test_make_stack_on_a_tiny_isic_2024_stand_in(tmp_path):
         changed.returncode == 2
         and "boosters made from other inputs (stack differ)" in changed.stderr
     )
+    _the_kernel_submits_the_stack_offline(config, summary, report, kaggle_python, tmp_path)
+
+
+def _the_kernel_submits_the_stack_offline(config, summary, report, python, tmp_path):
+    """kaggle.submit stack: the bundle holds the image model's folds and the
+    boosters; the kernel, offline in a Kaggle-like environment, finds the
+    HDF5 test file, predicts with the folds, then the stack: the same
+    submission as make stack's."""
+    from test_kaggle import bundle_and_run_offline
+
+    built, done, written = bundle_and_run_offline(config, python, tmp_path, submit="stack")
+    assert any(f.startswith("second_level/target.fold2.seed1") for f in built["files"])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "stack over ['isic_2024_synthetic']" in done.stdout
+    kernel, local = pd.read_csv(written), pd.read_csv(report["submission"])
+    assert kernel["isic_id"].tolist() == local["isic_id"].tolist()
+    np.testing.assert_allclose(kernel["target"], local["target"], atol=1e-5)
+    assert summary["unreadable"]  # the lost test key: the training mean, in both

@@ -55,6 +55,8 @@ KAGGLE_IMAGE_HAS = frozenset(
         "pyyaml",
         "matplotlib",
         "pyarrow",
+        "h5py",
+        "lightgbm",
     }
 )
 # Kaggle's rules for the names (the client and the site refuse others).
@@ -152,6 +154,29 @@ FOLD_FILES = (
     "sequence/metrics.json",
     "sequence/config.yaml",
 )
+
+
+def experiment_configs(config: Config) -> dict[str, Config]:
+    """Each experiment the kernel predicts with, by name, with the config its
+    folds were trained with (kaggle.submit stack or blend: several)."""
+    from competition.kaggle import levels
+
+    names = levels.experiments(config)
+    if names == [config.experiment]:
+        return {config.experiment: config}
+    return {
+        name: runs.experiment_config(name, None, [f"runs_dir={config.runs_dir}"]) for name in names
+    }
+
+
+def bundled_files(config: Config, configs: dict[str, Config]) -> dict[str, Path]:
+    """Bundle path -> file: every experiment's folds and the second level's files."""
+    from competition.kaggle import levels
+
+    files = {}
+    for experiment in configs.values():
+        files.update(fold_files(experiment))
+    return {**files, **levels.second_level_files(config)}
 
 
 def fold_files(config: Config) -> dict[str, Path]:
@@ -278,13 +303,17 @@ def kernel_script(t: Target) -> str:
 PLACEHOLDER = "<dataset-slug>"
 
 
-def kernel_backend(config: Config) -> str:
+def kernel_backend(config: Config, configs: dict[str, Config] | None = None) -> str:
     """The Keras backend the kernel runs on: kaggle.backend, or the one the
-    folds were trained on (folds trained before the kit recorded it: TensorFlow)."""
+    (first bundled experiment's) folds were trained on (folds trained before
+    the kit recorded it, or a stack over no experiment: TensorFlow)."""
     if config.kaggle.backend != "training":
         return config.kaggle.backend
-    folds = runs.select_folds(config)
-    return read_metrics(config.runs.fold(folds[0])).get("backend", "tensorflow")
+    first = next(iter((configs or {config.experiment: config}).values()), None)
+    if first is None:
+        return "tensorflow"
+    folds = runs.select_folds(first)
+    return read_metrics(first.runs.fold(folds[0])).get("backend", "tensorflow")
 
 
 def _size(paths) -> int:
@@ -305,7 +334,8 @@ def _write_json(path: Path, value: dict) -> None:
     write_text_atomic(path, json.dumps(value, indent=2) + "\n")
 
 
-def _fill_dataset(config: Config, t: Target, folds: dict[str, Path], folder: Path) -> dict:
+def _fill_dataset(config: Config, t: Target, configs: dict[str, Config],
+                  folds: dict[str, Path], folder: Path) -> dict:  # fmt: skip
     wheels = folder / "wheels"
     wheels.mkdir(parents=True)
     kit = build_wheel(wheels)
@@ -315,6 +345,9 @@ def _fill_dataset(config: Config, t: Target, folds: dict[str, Path], folder: Pat
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, folder / name)
     config.save(folder / "config.yaml")
+    if config.kaggle.submit != "experiment":
+        for name, experiment in configs.items():
+            experiment.save(folder / "configs" / f"{name}.yaml")
     manifest = {
         "dataset": t.dataset_id,
         "experiment": config.experiment,
@@ -323,9 +356,11 @@ def _fill_dataset(config: Config, t: Target, folds: dict[str, Path], folder: Pat
         "wheels": [f"wheels/{w.name}" for w in extra],
         "requirements": pins,
         "python": config.kaggle.python,
-        "backend": kernel_backend(config),
+        "backend": kernel_backend(config, configs),
         "files": sorted(folds),
-        "time_budget": time_budget(config, wheels),
+        "submit": config.kaggle.submit,
+        "experiments": list(configs),
+        "time_budget": time_budget(config, configs, wheels),
     }
     _write_json(folder / MANIFEST, manifest)
     _write_json(folder / "dataset-metadata.json", dataset_metadata(config, t))
@@ -351,13 +386,14 @@ def _replace_dir(new: Path, final: Path) -> None:
 def build(config: Config) -> dict:
     """build/kaggle/{dataset,kernel}; returns a summary with the upload commands."""
     t = target(config)
-    folds = fold_files(config)
+    configs = experiment_configs(config)
+    folds = bundled_files(config, configs)
     _check_size(config, _size(folds.values()), "the fold checkpoints")
     final = Path(config.kaggle.build_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{final.name}-") as scratch:
         staged = Path(scratch) / final.name
-        manifest = _fill_dataset(config, t, folds, staged / "dataset")
+        manifest = _fill_dataset(config, t, configs, folds, staged / "dataset")
         _fill_kernel(config, t, staged / "kernel")
         size = _size(p for p in (staged / "dataset").rglob("*") if p.is_file())
         _check_size(config, size, "checkpoints and wheels")
@@ -375,16 +411,23 @@ def build(config: Config) -> dict:
     }
 
 
-def time_budget(config: Config, wheels: Path) -> dict | None:
-    """The kernel's projected run time (competition.kaggle.budget); None
-    with kaggle.time_batches 0."""
+def time_budget(config: Config, configs: dict[str, Config], wheels: Path) -> dict | None:
+    """The kernel's projected run time (competition.kaggle.budget): each
+    bundled experiment's, summed when there are several (the second level's
+    own time is seconds); None with kaggle.time_batches 0."""
     from competition.kaggle import budget
 
-    if config.kaggle.time_batches == 0:
+    if config.kaggle.time_batches == 0 or not configs:
         return None
-    folds = runs.select_folds(config)
-    measured = budget.measure(config, folds, wheels, kernel_backend(config))
-    return budget.project(config, folds, measured)
+    found = []
+    for experiment in configs.values():
+        folds = runs.select_folds(experiment)
+        measured = budget.measure(experiment, folds, wheels, kernel_backend(experiment))
+        found.append(budget.project(experiment, folds, measured))
+    if len(found) == 1:
+        return found[0]
+    return {**found[0], "projected_seconds": round(sum(b["projected_seconds"] for b in found), 1),
+            "experiments": dict(zip(configs, found, strict=True))}  # fmt: skip
 
 
 def weights_note(config: Config) -> str:

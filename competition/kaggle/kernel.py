@@ -76,10 +76,11 @@ def link_folds(bundle: Path, runs: Path, experiment: str) -> None:
             link.symlink_to(file.resolve())
 
 
-def kernel_config(bundle: Path, inputs: Path, working: Path) -> Config:
-    """The bundled config, pointed at Kaggle's folders (data.root stays as it
-    was: its label CSV is not there, so no data fingerprint is compared)."""
-    config = load_config(bundle / "config.yaml")
+def kernel_config(bundle: Path, inputs: Path, working: Path, path: Path | None = None) -> Config:
+    """The bundled config (`path`: one experiment's of several), pointed at
+    Kaggle's folders (data.root stays as it was: its label CSV is not there,
+    so no data fingerprint is compared)."""
+    config = load_config(path or bundle / "config.yaml")
     task = config.task
     if config.kaggle.form == "evaluation_api":  # the server brings the series and the submission
         return replace(
@@ -91,8 +92,11 @@ def kernel_config(bundle: Path, inputs: Path, working: Path) -> Config:
     sample = find_competition_file(
         inputs, bundle, Path(task.submission.sample).name, "*sample_submission*.csv"
     )
-    suffix = Path(task.images.path).suffix
-    test_dir = find_test_dir(inputs, bundle, task.images.test_dir, suffix)
+    if task.in_hdf5:  # the test images are one HDF5 file
+        test_dir = find_competition_file(inputs, bundle, Path(task.images.test_dir).name, "*.hdf5")
+    else:
+        suffix = Path(task.images.path).suffix
+        test_dir = find_test_dir(inputs, bundle, task.images.test_dir, suffix)
     images = replace(task.images, test_dir=str(test_dir))
     if task.images.test_list == "csv":
         test_csv = find_competition_file(
@@ -126,6 +130,8 @@ def run(bundle: Path, inputs: Path, working: Path) -> int:
     if config.kaggle.form == "evaluation_api":
         return serve(config, inputs)
     print(f"test images {config.task.images.test_dir}; sample {config.task.submission.sample}")
+    if manifest.get("submit", "experiment") != "experiment":
+        return run_second_level(bundle, manifest, config, inputs, working)
     summary = predict_and_submit(config)
     for image_id, reason in summary["unreadable"].items():
         print(f"unreadable test image {image_id}: {reason} (given the training mean)")
@@ -138,6 +144,32 @@ def run(bundle: Path, inputs: Path, working: Path) -> int:
         f"Wrote {working / LATEST}: {rows} rows, checked against the sample; "
         f"stage {summary['stage']}, folds {summary['folds']}, "
         f"{summary['images_per_second']} images/s"
+    )
+    print(run_time_line(manifest.get("time_budget")))
+    return 0
+
+
+def run_second_level(bundle: Path, manifest: dict, config: Config, inputs: Path,
+                     working: Path) -> int:  # fmt: skip
+    """Each bundled experiment's test predictions, then the stack or the blend
+    over them into working/submission.csv, checked."""
+    from competition.inference.submission import LATEST, validate_file
+    from competition.kaggle import levels
+
+    tests = levels.predict_experiments(
+        bundle, manifest["experiments"],
+        lambda path: kernel_config(bundle, inputs, working, path), link_folds, working,
+    )  # fmt: skip
+    path = levels.submit_second_level(config, bundle, tests)
+    problems, rows = validate_file(config.task, working / LATEST, config.task.submission.sample)
+    for problem in problems:
+        print(f"{working / LATEST}: {problem}")
+    if problems:
+        return 1
+    over = manifest["experiments"] or "the metadata alone"
+    print(
+        f"Wrote {path} and {working / LATEST}: {rows} rows, checked against the sample; "
+        f"{manifest['submit']} over {over}"
     )
     print(run_time_line(manifest.get("time_budget")))
     return 0

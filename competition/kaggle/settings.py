@@ -13,6 +13,9 @@ KERNEL_BACKENDS = ("training", "tensorflow", "jax", "torch")
 # csv: the kernel writes submission.csv; evaluation_api: it serves predict(series_path)
 # to the inference server the competition ships (RSNA 2025 Aneurysm's form).
 KERNEL_FORMS = ("csv", "evaluation_api")
+# What the kernel submits: the experiment's fold ensemble, its stack (the stack:
+# section's boosters over stack.experiments' predictions), or a blend (kaggle.blend).
+KERNEL_SUBMITS = ("experiment", "stack", "blend")
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class KaggleConfig:
     max_dataset_gb: float = knob(100.0, gt=0)
     build_dir: str = "build/kaggle"
     form: Literal[KERNEL_FORMS] = "csv"
+    submit: Literal[KERNEL_SUBMITS] = "experiment"
+    blend: str | None = None  # kaggle.submit blend: the blend's folder under runs_dir
     # evaluation_api: the server class the competition ships, as module.Class
     inference_server: str = "kaggle_evaluation.rsna_inference_server.RSNAInferenceServer"
     time_limit_hours: float = knob(12.0, gt=0)  # the competition's kernel limit

@@ -142,15 +142,11 @@ def _blend_test(config: Config, stores, blender: Blender, fitted, out, name: str
         blended, index=pd.Index(image_ids, name="image_id"), columns=config.task.outputs
     )
     write_csv_atomic(out / store.TEST, table.reset_index(), float_format="%.7g")
+    cuts = fitted.post.get("cuts")
     final, path, rows = assemble.checked_submission(
-        config,
-        sample,
-        table,
-        fields,
-        f"{name}.csv",
-        fitted.post.get("cuts")
-        and {config.task.metric_head.name: fitted.post["cuts"]}.get(config.task.metric_head.name),
-    )
+        config, sample, table, fields, f"{name}.csv",
+        None if cuts is None else {config.task.metric_head.name: cuts},
+    )  # fmt: skip
     return {
         "submission": str(path),
         "rows": rows,

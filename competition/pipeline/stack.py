@@ -29,6 +29,7 @@ from competition.stacking import gbm
 from competition.workers import worker_count
 
 SETTINGS = "settings.json"
+FEATURES = "features.json"
 TOP_GAIN_SHOWN = 5  # features named in the printed summary
 
 
@@ -50,22 +51,30 @@ def _read_table(path, id_field: str, key: str | None) -> pd.DataFrame:
     )
 
 
-def _tables(config: Config, train_ids: list[str], test_ids: list[str]):
-    """The label CSV's and the test CSV's rows (indexed by ID) for the features."""
+def _patient_key(config: Config) -> str | None:
+    return config.task.grouping.key if config.task.grouping.by == "column" else None
+
+
+def test_table(config: Config, test_ids: list[str]) -> pd.DataFrame:
+    """The test CSV's rows of `test_ids` (no columns when there is no test CSV)."""
     task, layout = config.task, config.layout
-    key = task.grouping.key if task.grouping.by == "column" else None
-    wide = task.labels.format == "wide"
-    train = _read_table(layout.train_csv, task.id_field, key) if wide else None
     test_csv = layout.test_csv if task.images.test_csv else None
-    test = _read_table(test_csv, task.id_field, key) if test_csv and test_csv.is_file() else None
-    if train is None:
-        train = pd.DataFrame(index=pd.Index(train_ids))
-    if test is None:
-        test = pd.DataFrame(index=pd.Index(test_ids))
+    if not (test_csv and test_csv.is_file()):
+        return pd.DataFrame(index=pd.Index(test_ids))
+    test = _read_table(test_csv, task.id_field, _patient_key(config))
     missing = pd.Index(test_ids).difference(test.index)
     if len(missing):
         raise KitError(f"{test_csv} has no row for {len(missing)} test IDs (first: {missing[0]!r})")
-    return train.reindex(train_ids), test.reindex(test_ids), key
+    return test.reindex(test_ids)
+
+
+def _train_table(config: Config, train_ids: list[str]) -> pd.DataFrame:
+    """The label CSV's rows (a long label CSV holds no per-image columns)."""
+    task = config.task
+    if task.labels.format != "wide":
+        return pd.DataFrame(index=pd.Index(train_ids))
+    table = _read_table(config.layout.train_csv, task.id_field, _patient_key(config))
+    return table.reindex(train_ids)
 
 
 def _reserved(config: Config) -> set[str]:
@@ -129,38 +138,74 @@ def stack_stage(config: Config, force: bool = False) -> dict:
                 f"{stored.record['folds']}; a stack needs every fold (0-{config.folds.k - 1}): "
                 f"make train FOLD=all EXPERIMENT=... with its config"
             )
-    train_table, test_table, key = _tables(config, train_ids, test_ids)
+    train_rows, test_rows = _train_table(config, train_ids), test_table(config, test_ids)
+    key = _patient_key(config)
     columns = feats.tabular_columns(
-        train_table, test_table, _reserved(config), stack.columns, stack.exclude
+        train_rows, test_rows, _reserved(config), stack.columns, stack.exclude
     )
     predictions = None
     if stores:
         predictions = (
-            feats.prediction_columns(stores, train_ids, "train"),
-            feats.prediction_columns(stores, test_ids, "test"),
+            feats.oof_columns(stores, train_ids),
+            feats.prediction_columns([(s.experiment, s.test) for s in stores], test_ids),
         )
     if not columns and not stores:
         raise ConfigError(
             "The stack has no features: no tabular column shared by the label CSV and the test "
             "CSV (stack.columns) and no experiment (stack.experiments)."
         )
-    built = feats.build(train_table, test_table, columns, key, predictions, stack.relative)
+    built = feats.build(train_rows, test_rows, columns, key, predictions, stack.relative)
     out = _prepare_folder(config, _inputs_record(config, stores, columns), force)
+    _write_features_record(out, config, built, columns, stores)
     targets = task.targets(rows)
-    oof, test_pred, gain = gbm.fit_predict(
-        built.train,
-        targets,
-        rows["fold"].to_numpy(),
-        built.test,
-        task.outputs,
-        stack,
-        config.seed,
-        worker_count(config.data.workers),
-        out,
-    )
+    oof, gain = gbm.fit_out_of_fold(
+        built.train, targets, rows["fold"].to_numpy(), task.outputs, stack, config.seed,
+        worker_count(config.data.workers), out,
+    )  # fmt: skip
+    test_pred = predict_test(config, out, test_ids, {s.experiment: s.test for s in stores})
     return _report(
         config, out, rows, targets, oof, test_pred, test_ids, stores, built, gain, (sample, fields)
     )
+
+
+def _write_features_record(out, config: Config, built, columns: list[str], stores) -> None:
+    """features.json: what the test rows' features are made of (the kernel
+    builds them from it, with no label CSV and no out-of-fold rows)."""
+    record = {
+        "columns": columns,
+        "numeric": [c for c in columns if feats.plain(c) in built.numeric],
+        "categorical": [c for c in columns if feats.plain(c) in built.categorical],
+        "relative": config.stack.relative,
+        "experiments": [s.experiment for s in stores],
+        "outputs": config.task.outputs,
+        "folds": list(range(config.folds.k)),
+        "seeds": config.stack.seeds,
+        "feature_names": list(built.train.columns),
+    }
+    write_text_atomic(out / FEATURES, json.dumps(record, indent=2))
+
+
+def predict_test(config: Config, folder, test_ids: list[str], tests: dict) -> np.ndarray:
+    """The saved boosters' mean prediction for the test rows: their test CSV
+    columns and `tests` (experiment -> its test predictions, indexed by ID),
+    built as features.json says. make stack and the Kaggle kernel both call it."""
+    record = json.loads((folder / FEATURES).read_text())
+    rows = test_table(config, test_ids)
+    encoded = feats.encode(rows, record["numeric"], record["categorical"])
+    predictions = None
+    if record["experiments"]:
+        predictions = feats.prediction_columns(
+            [(name, tests[name]) for name in record["experiments"]], test_ids
+        )
+    built = feats.with_predictions_and_relative(
+        encoded, rows, _patient_key(config), predictions, record["numeric"], record["relative"]
+    )
+    if list(built.columns) != record["feature_names"]:
+        raise KitError(
+            f"The test features differ from those the boosters in {folder} were trained on: "
+            f"{sorted(set(built.columns) ^ set(record['feature_names']))[:5]}"
+        )
+    return gbm.predict_saved(folder, built, record["outputs"], record["folds"], record["seeds"])
 
 
 def _scores(config: Config, rows, targets, predictions) -> dict:

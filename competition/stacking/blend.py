@@ -33,6 +33,7 @@ LOG_LOSSES = frozenset(
 )
 CLIPS = (0.0, 1e-4, 1e-3, 3e-3, 1e-2, 2e-2)
 EPS = 1e-7
+POST_KEYS = ("kind", "temperature", "clip", "threshold", "cuts")
 
 
 @dataclass
@@ -44,6 +45,12 @@ class Fitted:
 
     def to_dict(self, names: list[str]) -> dict:
         return {"weights": dict(zip(names, map(float, self.weights), strict=True)), **self.post}
+
+    @classmethod
+    def from_record(cls, record: dict) -> Fitted:
+        """The fitted blend make blend recorded (blend.json)."""
+        post = {k: v for k, v in record.items() if k in POST_KEYS}
+        return cls(np.array([record["weights"][n] for n in record["experiments"]]), post)
 
 
 def ranks(values: np.ndarray) -> np.ndarray:

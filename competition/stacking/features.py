@@ -85,6 +85,46 @@ def relative(table: pd.DataFrame, patients: pd.Series, numeric: list[str]) -> pd
     return pd.DataFrame(out, index=table.index)
 
 
+def kinds(train: pd.DataFrame, test: pd.DataFrame, columns: list[str]) -> tuple[list, list]:
+    """(numeric, categorical) columns, judged over the training and test rows."""
+    return split_kinds(pd.concat([train[columns], test[columns]]), columns)
+
+
+def encode(
+    table: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    categories: dict[str, list[str]] | None = None,
+) -> pd.DataFrame:
+    """The columns as LightGBM takes them: numbers (unparsable: missing) and
+    pandas categories (`categories`: the values each may take, else those present)."""
+    out = table[numeric].apply(pd.to_numeric, errors="coerce")
+    for column in categorical:
+        values = table[column].astype("string")
+        known = categories.get(column) if categories else None
+        out[column] = pd.Categorical(values, categories=known)
+    return out[[*numeric, *categorical]]
+
+
+def with_predictions_and_relative(
+    encoded: pd.DataFrame,
+    source: pd.DataFrame,
+    patient_key: str | None,
+    predictions: pd.DataFrame | None,
+    numeric: list[str],
+    with_relative: bool,
+) -> pd.DataFrame:
+    """One split's features: encoded columns, the experiments' predictions, and
+    the patient-relative forms of both (within this split)."""
+    scored = list(numeric)
+    if predictions is not None:
+        encoded = encoded.join(predictions)
+        scored += list(predictions.columns)
+    if with_relative and patient_key:
+        encoded = encoded.join(relative(encoded, source[patient_key].astype(str), scored))
+    return encoded.rename(columns=plain)
+
+
 def build(
     train: pd.DataFrame,
     test: pd.DataFrame,
@@ -94,57 +134,56 @@ def build(
     with_relative: bool,
 ) -> Features:
     """The feature tables of the training and test rows (both indexed by
-    image ID; `predictions`: the experiments' columns for train and test)."""
-    both = pd.concat([train[columns], test[columns]], keys=["train", "test"])
-    numeric, categorical = split_kinds(both, columns)
-    both[numeric] = both[numeric].apply(pd.to_numeric, errors="coerce")
+    image ID; `predictions`: the experiments' columns for train and test).
+    Categorical columns get one category list across both splits."""
+    numeric, categorical = kinds(train, test, columns)
+    both = pd.concat([train[columns], test[columns]])
+    categories = {c: sorted(both[c].dropna().astype(str).unique()) for c in categorical}
     missing = {c: int(both[c].isna().sum()) for c in columns if both[c].isna().any()}
-    for column in categorical:
-        both[column] = pd.Categorical(both[column].astype("string"))
-    parts = {"train": both.loc["train"], "test": both.loc["test"]}
-    scored = list(numeric)
-    if predictions is not None:
-        for name, table in zip(("train", "test"), predictions, strict=True):
-            parts[name] = parts[name].join(table)
-        scored += list(predictions[0].columns)
-    if with_relative and patient_key:
-        for name, source in (("train", train), ("test", test)):
-            patients = source[patient_key].astype(str)
-            parts[name] = parts[name].join(relative(parts[name], patients, scored))
-    names = {c: _plain(c) for c in parts["train"].columns}
-    parts = {k: v.rename(columns=names) for k, v in parts.items()}
+    parts = []
+    for k, table in enumerate((train, test)):
+        encoded = encode(table, numeric, categorical, categories)
+        scores = predictions[k] if predictions is not None else None
+        parts.append(
+            with_predictions_and_relative(
+                encoded, table, patient_key, scores, numeric, with_relative
+            )
+        )
     return Features(
-        parts["train"],
-        parts["test"],
-        [names[c] for c in numeric],
-        [names[c] for c in categorical],
-        missing,
+        parts[0], parts[1], [plain(c) for c in numeric], [plain(c) for c in categorical], missing
     )
 
 
-def _plain(name: str) -> str:
+def plain(name: str) -> str:
     """A feature name LightGBM takes (no JSON punctuation)."""
     return re.sub(r'[\[\]{}":,]', "_", str(name))
 
 
-def prediction_columns(stores, image_ids: list[str], split: str) -> pd.DataFrame:
-    """The experiments' predictions as feature columns `pred__<experiment>__<output>`
-    for `image_ids` (split train: out-of-fold; test: the test predictions)."""
+def oof_columns(stores, image_ids: list[str]) -> pd.DataFrame:
+    """The experiments' out-of-fold predictions as feature columns for the training rows."""
+    return prediction_columns(
+        [(s.experiment, s.oof.set_index("image_id")[[f"pred_{o}" for o in s.outputs]]
+          .rename(columns=lambda c: c.removeprefix("pred_"))) for s in stores],
+        image_ids, "out-of-fold",
+    )  # fmt: skip
+
+
+def prediction_columns(
+    tables: list[tuple[str, pd.DataFrame]], image_ids: list[str], what: str = "test"
+) -> pd.DataFrame:
+    """Each (experiment, its predictions indexed by ID, one column per output)
+    as feature columns `pred__<experiment>__<output>` of `image_ids`."""
     columns = {}
-    for stored in stores:
-        for output in stored.outputs:
-            if split == "train":
-                values = stored.oof.set_index("image_id")[f"pred_{output}"]
-            else:
-                values = stored.test[output]
-            missing = pd.Index(image_ids).difference(values.index)
-            if len(missing):
-                raise KitError(
-                    f"Experiment {stored.experiment!r} has no {split} prediction for "
-                    f"{len(missing)} of the rows (first: {missing[0]!r}): train every fold "
-                    f"(make train FOLD=all) and predict (make predict) with it first"
-                )
-            columns[f"pred__{stored.experiment}__{output}"] = values.loc[image_ids].to_numpy(
+    for experiment, table in tables:
+        missing = pd.Index(image_ids).difference(table.index)
+        if len(missing):
+            raise KitError(
+                f"Experiment {experiment!r} has no {what} prediction for {len(missing)} of the "
+                f"rows (first: {missing[0]!r}): train every fold (make train FOLD=all) and "
+                "predict (make predict) with it first"
+            )
+        for output in table.columns:
+            columns[f"pred__{experiment}__{output}"] = table.loc[image_ids, output].to_numpy(
                 np.float64
             )
     return pd.DataFrame(columns, index=pd.Index(image_ids, name="image_id"))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from competition.errors import KitError
 from competition.fileio import atomic_path
 from competition.progress import Progress
 from competition.stacking.settings import StackConfig
@@ -59,7 +60,7 @@ def train_booster(
     import lightgbm
 
     if path.is_file():
-        return lightgbm.Booster(model_file=str(path))
+        return checked(lightgbm.Booster(model_file=str(path)), features, path)
     rows = _rows(target, stack.negatives_per_positive, seed)
     data = lightgbm.Dataset(features.iloc[rows], label=target[rows], free_raw_data=False)
     booster = lightgbm.train(_params(stack, seed, threads), data, num_boost_round=stack.rounds)
@@ -68,35 +69,67 @@ def train_booster(
     return booster
 
 
-def fit_predict(
+def fit_out_of_fold(
     train: pd.DataFrame,
     targets: np.ndarray,
     folds: np.ndarray,
-    test: pd.DataFrame,
     outputs: list[str],
     stack: StackConfig,
     seed: int,
     threads: int,
     out: Path,
-) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Out-of-fold predictions of the training rows, the test rows' (the
-    mean over folds and seeds) and each feature's total gain."""
+) -> tuple[np.ndarray, dict]:
+    """Out-of-fold predictions of the training rows (each fold's boosters,
+    averaged over seeds) and each feature's total gain."""
     oof = np.zeros((len(train), len(outputs)))
-    test_pred = np.zeros((len(test), len(outputs)))
     gain = pd.Series(0.0, index=train.columns)
     fold_ids = np.unique(folds)
     progress = Progress(len(outputs) * len(fold_ids) * stack.seeds, "stack", unit="boosters")
     for j, output in enumerate(outputs):
         for fold in fold_ids:
-            inside = folds != fold
-            held_out = np.flatnonzero(~inside)
+            held_out = np.flatnonzero(folds == fold)
+            target = np.where(folds != fold, targets[:, j], np.nan)
             for s in range(stack.seeds):
-                path = out / f"{output}.fold{fold}.seed{s}.txt"
-                target = np.where(inside, targets[:, j], np.nan)
+                path = out / booster_name(output, fold, s)
                 booster = train_booster(train, target, stack, seed + 1000 * s + fold, threads, path)
                 oof[held_out, j] += booster.predict(train.iloc[held_out]) / stack.seeds
-                test_pred[:, j] += booster.predict(test) / (stack.seeds * len(fold_ids))
                 gain += booster.feature_importance("gain") / len(outputs)
                 progress.advance(1)
     progress.close()
-    return oof, test_pred, gain.sort_values(ascending=False).to_dict()
+    return oof, gain.sort_values(ascending=False).to_dict()
+
+
+def checked(booster, features: pd.DataFrame, path: Path):
+    """The booster, when it was trained on these feature columns in this order
+    (LightGBM takes columns by position: another order would be garbage)."""
+    if booster.feature_name() != list(features.columns):
+        raise KitError(
+            f"{path} was trained on other features ({len(booster.feature_name())} columns, "
+            f"these are {len(features.columns)}, or in another order). Train the stack again: "
+            "make stack ARGS=--force"
+        )
+    return booster
+
+
+def booster_name(output: str, fold: int, seed: int) -> str:
+    return f"{output}.fold{fold}.seed{seed}.txt"
+
+
+def predict_saved(
+    folder: Path, features: pd.DataFrame, outputs: list[str], folds: list[int], seeds: int
+) -> np.ndarray:
+    """The mean of every saved booster's predictions for `features` (the test
+    rows, in make stack and in the Kaggle kernel alike). LightGBM maps each
+    categorical column onto the categories it was trained with."""
+    import lightgbm
+
+    found = np.zeros((len(features), len(outputs)))
+    for j, output in enumerate(outputs):
+        paths = [folder / booster_name(output, k, s) for k in folds for s in range(seeds)]
+        missing = [p.name for p in paths if not p.is_file()]
+        if missing:
+            raise KitError(f"{folder} lacks the boosters {missing[:3]} (make stack trains them)")
+        for path in paths:
+            booster = checked(lightgbm.Booster(model_file=str(path)), features, path)
+            found[:, j] += booster.predict(features) / len(paths)
+    return found
