@@ -7,8 +7,12 @@ retraining, refused when its inputs change."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 
 import h5py
+import lightgbm
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,7 +20,7 @@ import pytest
 from competition.config import load_config
 from competition.stacking import features as feats
 
-from helpers import REPO, cli
+from helpers import REPO, cli, start_kit
 
 
 def test_patient_relative_features_compare_a_lesion_with_its_patient():
@@ -52,7 +56,7 @@ def test_balanced_sample_weights_draw_positives_as_often_as_negatives():
 TINY = ["synth.patients=30", "synth.images_per_patient=[8, 16]", "synth.image_size=48",
         "synth.prevalence={target: 0.1}", "folds.k=3", "preprocess.image_size=32",
         "train.epochs=1", "train.steps_per_epoch=6", "train.batch_size=16", "train.workers=1",
-        "stack.seeds=2", "stack.rounds=60"]  # fmt: skip
+        "stack.seeds=2", "stack.rounds=400"]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -78,10 +82,17 @@ def test_make_stack_on_a_tiny_isic_2024_stand_in(kaggle_python, tmp_path):
     assert lost in summary["unreadable"]
     args = ["stack", "--config", "configs/synthetic/isic_2024.yaml"]
     args += [a for o in overrides for a in ("--set", o)]
+    out = runs / "isic_2024_synthetic" / "stack"
+    kept = _killed_after_its_first_boosters(args, out)
     done = cli(*args)
     assert done.returncode == 0, done.stderr
     assert "| fold | isic_2024_synthetic | stack |" in done.stdout
-    out = runs / "isic_2024_synthetic" / "stack"
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # resumed: kept, not retrained
+    uninterrupted = cli(*args, "--set", "stack.name=uninterrupted")
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / "oof.csv"), pd.read_csv(out.with_name("uninterrupted") / "oof.csv")
+    )
     report = json.loads((out / "stack.json").read_text())
     assert "pred__isic_2024_synthetic__target" in report["features"]["all"]
     assert (
@@ -131,3 +142,19 @@ def _the_kernel_submits_the_stack_offline(config, summary, report, python, tmp_p
     assert kernel["isic_id"].tolist() == local["isic_id"].tolist()
     np.testing.assert_allclose(kernel["target"], local["target"], atol=1e-5)
     assert summary["unreadable"]  # the lost test key: the training mean, in both
+
+
+def _killed_after_its_first_boosters(args, out) -> dict:
+    """make stack killed with SIGKILL once a booster is saved: the saved ones
+    (path -> mtime), fewer than all; no half-written booster under its name."""
+    proc = start_kit(*args)
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*.txt")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    kept = {p: p.stat().st_mtime_ns for p in out.glob("*.txt")}
+    assert 1 <= len(kept) < 6, proc.stderr.read()[-2000:]
+    for path in kept:  # each one whole: it loads
+        assert lightgbm.Booster(model_file=str(path)).num_trees() == 400
+    return kept
