@@ -167,9 +167,11 @@ def cmd_bench_scale(config: Config, args: argparse.Namespace) -> None:
     workers = args.workers or config.data.workers
     from competition.workers import worker_count
 
+    isic = [int(size) for size in args.isic_sizes.split(",")] if args.isic_sizes else None
     report = scale.run(
-        sizes, args.pixel_images, worker_count(workers), args.out, args.keep, args.kernel_config
-    )
+        sizes, args.pixel_images, worker_count(workers), args.out, args.keep, args.kernel_config,
+        isic,
+    )  # fmt: skip
     print(scale.table(report))
     print(f"Wrote {args.out}")
 
@@ -626,6 +628,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path("configs/rsna_ich.yaml"),
         help="the preset whose ensemble the kernel's rate is measured with",
+    )
+    parsers["bench-scale"].add_argument(
+        "--isic-sizes",
+        default="2000,6000",
+        help="train lesions of each ISIC 2024 stand-in (HDF5), projected to 401,059; '' skips",
     )
     parsers["bench-scale"].add_argument(
         "--keep", type=Path, help="write the competitions here and keep them (default: a temp dir)"

@@ -53,3 +53,26 @@ def test_growth_exponent_and_projection_arithmetic():
     assert report.verdict("labels_real_seconds", 3.5).startswith("MISSED")
     assert report.verdict("zstd_decode_per_core", 1400).startswith("MISSED")
     assert report.duration(90) == "90.0 s" and report.duration(7200) == "2.0 h"
+
+
+@pytest.mark.slow
+def test_isic_2024s_stages_run_on_its_hdf5_stand_in_and_project_to_its_real_size(tmp_path):
+    """A tiny ISIC stand-in (HDF5 of JPEG tiles), each stage in its own
+    process, and the projection to 401,059 lesions (one size: linear growth)."""
+    series = measure.isic_series(tmp_path, [150], 1)
+    (found,) = series.values()
+    assert (
+        found["cache_raw"]["images"] == found["epoch_raw"]["images"] == found["train_images"] > 100
+    )
+    assert found["cache_jpeg"]["bytes"] < found["cache_raw"]["bytes"]  # 128 x 128 x 3 raw
+    rows = projection.isic_projection(series, 1)
+    n = found["train_images"]
+    assert rows["cache_raw"]["disk_gib"] == pytest.approx(
+        found["cache_raw"]["bytes"] * projection.ISIC_TRAIN / n / 2**30
+    )
+    assert rows["index"]["seconds"]["8-core machine"] == pytest.approx(
+        found["index"]["seconds"] * projection.ISIC_TRAIN / n / 8
+    )
+    rate = found["epoch_jpeg"]["images_per_s"]
+    assert rows["epoch_jpeg"]["seconds"]["Kaggle notebook"] == pytest.approx(64_000 / rate)
+    assert "| cache_jpeg |" in "\n".join(report.isic_table({"series": series, "projection": rows}))

@@ -162,3 +162,32 @@ def kernel_rate(scratch: Path, preset: Path) -> dict:
         "images_per_s": end_to_end,
         "input_images_per_s_1thread": inputs,
     }
+
+
+ISIC_PRESET = "configs/synthetic/isic_2024.yaml"
+ISIC_LESIONS_PER_PATIENT = 30  # the stand-in's 10-50, on average
+ISIC_TILE = 130  # ISIC 2024's tiles are ~130 px crops
+
+
+def isic_series(scratch: Path, sizes: list[int], workers: int) -> dict:
+    """ISIC 2024's stand-in (HDF5 of JPEG tiles at the real tiles' size) at
+    each size: the index (the file's keys and each entry's header), the cache
+    at the preset's 128 px (raw and JPEG), and a shuffled epoch from each."""
+    from competition.synthetic.generate import generate
+
+    series = {}
+    for size in sizes:
+        root = scratch / f"isic-n{size}"
+        patients = max(4, round(size / ISIC_LESIONS_PER_PATIENT / 0.8))
+        config = scale_config(str(root), f"synth.patients={patients}",
+                              f"synth.image_size={ISIC_TILE}", preset=ISIC_PRESET)  # fmt: skip
+        print(f"bench-scale: writing ISIC 2024's stand-in, ~{size:,} train lesions ...", flush=True)
+        generate(config.synth, config.layout, workers)
+        found = {"index": run_stage("index", root=str(root), workers=workers, preset=ISIC_PRESET)}
+        for codec in ("raw", "jpeg"):
+            args = {"root": str(root), "codec": codec, "size": 128, "preset": ISIC_PRESET}
+            found[f"cache_{codec}"] = run_stage("cache", workers=workers, **args)
+            found[f"epoch_{codec}"] = run_stage("epoch", workers=1, **args)
+        found["train_images"] = found["cache_raw"]["images"]
+        series[str(found["train_images"])] = found
+    return series

@@ -144,3 +144,32 @@ def growth(report: dict) -> dict:
         }
         for stage in sorted(stages)
     }
+
+
+ISIC_TRAIN = 401_059  # ISIC 2024's training lesions
+ISIC_EPOCH = 1000 * 64  # the preset's epoch: train.steps_per_epoch x train.batch_size
+
+
+def isic_projection(series: dict, workers: int) -> dict:
+    """ISIC 2024 at its real size: the index and each cache's build (time on
+    8 cores and Kaggle's 4 CPUs, disk), a full pass and the preset's epoch
+    of balanced batches read from each cache on one thread."""
+    largest = max(series, key=int)
+    n, found = int(largest), series[largest]
+
+    def grown(stage: str) -> float:
+        b = exponent(series, stage, "seconds") or 1.0
+        return found[stage]["seconds"] * (ISIC_TRAIN / n) ** max(b, 1.0)
+
+    rows = {}
+    for stage in ("index", "cache_raw", "cache_jpeg"):
+        seconds = grown(stage)
+        rows[stage] = {
+            "seconds": {w: seconds * workers / cores for w, cores in CORES.items()},
+            "disk_gib": found[stage].get("bytes", 0) * ISIC_TRAIN / n / 2**30,
+        }
+    for codec in ("raw", "jpeg"):
+        rate = found[f"epoch_{codec}"]["images_per_s"]
+        rows[f"pass_{codec}"] = {"seconds": dict.fromkeys(CORES, ISIC_TRAIN / rate), "disk_gib": 0}
+        rows[f"epoch_{codec}"] = {"seconds": dict.fromkeys(CORES, ISIC_EPOCH / rate), "disk_gib": 0}
+    return rows

@@ -8,12 +8,20 @@ from pathlib import Path
 
 from competition.devtools.scale.measure import (
     fit_from_codec,
+    isic_series,
     kernel_rate,
     pixel_costs,
     real_size_tables,
     scale_series,
 )
-from competition.devtools.scale.projection import CORES, TARGETS, growth, projection, ratios
+from competition.devtools.scale.projection import (
+    CORES,
+    TARGETS,
+    growth,
+    isic_projection,
+    projection,
+    ratios,
+)
 from competition.devtools.scale.stages import best_of
 
 
@@ -24,6 +32,7 @@ def run(
     out: Path,
     keep: Path | None,
     preset: Path,
+    isic_sizes: list[int] | None = None,
 ) -> dict:
     from competition.devtools.machine import machine
 
@@ -43,6 +52,9 @@ def run(
     report["growth"] = growth(report)
     report["projection"] = projection(report)
     report["ratios"] = ratios(report)
+    if isic_sizes:
+        series = isic_series(scratch, isic_sizes, workers)
+        report["isic_2024"] = {"series": series, "projection": isic_projection(series, workers)}
     from competition.fileio import write_text_atomic
 
     write_text_atomic(out, json.dumps(report, indent=2))
@@ -85,7 +97,30 @@ def table(report: dict) -> str:
         lines.append(
             f"| {stage} | {' | '.join(times)} | {row['peak_gib']:.2f} | {row['disk_gib']:,.1f} |"
         )
+    if "isic_2024" in report:
+        lines += ["", *isic_table(report["isic_2024"])]
     return "\n".join(lines)
+
+
+def isic_table(isic: dict) -> list[str]:
+    """ISIC 2024's stages measured at each size and projected to 401,059 lesions."""
+    sizes = sorted(isic["series"], key=int)
+    lines = [
+        "| ISIC 2024 stage | " + " | ".join(f"{int(s):,} lesions: s" for s in sizes) + " |",
+        "|---|" + "---:|" * len(sizes),
+    ]
+    for stage in ("index", "cache_raw", "cache_jpeg", "epoch_raw", "epoch_jpeg"):
+        cells = [f"{isic['series'][s][stage]['seconds']:.2f}" for s in sizes]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| at 401,059 lesions | 8 cores | Kaggle 4 CPUs | disk GiB |",
+        "|---|---:|---:|---:|",
+    ]
+    for stage, row in isic["projection"].items():
+        times = [duration(row["seconds"][w]) for w in CORES]
+        lines.append(f"| {stage} | {' | '.join(times)} | {row['disk_gib']:,.1f} |")
+    return lines
 
 
 def duration(seconds: float) -> str:

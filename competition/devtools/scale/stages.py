@@ -18,11 +18,12 @@ import numpy as np
 from competition.devtools.memory import PeakSampler, own_bytes, status_bytes, workers_peak
 
 
-def scale_config(root: str, *overrides: str):
+def scale_config(root: str, *overrides: str, preset: str | None = None):
+    """The default competition's config (or `preset`'s) at `root`, for a stage."""
     from competition.config import load_config
 
     return load_config(
-        None,
+        preset,
         [
             f"data.root={root}",
             "synth.generate=true",
@@ -34,53 +35,54 @@ def scale_config(root: str, *overrides: str):
     )
 
 
-def stage_labels(root: str) -> dict:
+def stage_labels(root: str, preset: str | None = None) -> dict:
     from competition.data.labels import read_labels
 
-    config = scale_config(root)
+    config = scale_config(root, preset=preset)
     return {"images": len(read_labels(config.task, config.layout.train_csv))}
 
 
-def stage_index(root: str, workers: int) -> dict:
+def stage_index(root: str, workers: int, preset: str | None = None) -> dict:
     from competition.data.index import write_index
 
-    layout = scale_config(root).layout
+    layout = scale_config(root, preset=preset).layout
     write_index(layout, workers)
     return {"bytes": layout.index_csv.stat().st_size}
 
 
-def stage_folds(root: str) -> dict:
+def stage_folds(root: str, preset: str | None = None) -> dict:
     from competition.pipeline.prepare import write_folds_for
 
-    config = scale_config(root)
+    config = scale_config(root, preset=preset)
     layout = config.layout
     write_folds_for(config, layout)
     return {"bytes": layout.folds_csv.stat().st_size}
 
 
-def codec_config(root: str, codec: str, size: int):
+def codec_config(root: str, codec: str, size: int, preset: str | None = None):
     return scale_config(
         root,
         f"data.cache_codec={codec}",
         f"data.cache_dir=cache-{codec}-{size}",
         f"preprocess.image_size={size}",
         "data.source=cache",
+        preset=preset,
     )
 
 
-def stage_cache(root: str, codec: str, size: int, workers: int) -> dict:
+def stage_cache(root: str, codec: str, size: int, workers: int, preset: str | None = None) -> dict:
     from competition.data.cache.build import build_split
 
-    result = build_split(codec_config(root, codec, size).cache, "train", workers)
+    result = build_split(codec_config(root, codec, size, preset).cache, "train", workers)
     return {"bytes": result["bytes"], "images": result["images"]}
 
 
-def stage_epoch(root: str, codec: str, size: int, workers: int) -> dict:
+def stage_epoch(root: str, codec: str, size: int, workers: int, preset: str | None = None) -> dict:
     """One shuffled epoch of training batches from the cache, no model."""
     from competition.data.generator import DataGenerator
     from competition.data.sources import slice_source
 
-    source = slice_source(codec_config(root, codec, size).inputs, "train")
+    source = slice_source(codec_config(root, codec, size, preset).inputs, "train")
     ids = source.index.tolist()
     labels = np.zeros((len(ids), len(source.layout.task.outputs)), np.float32)
     gen = DataGenerator(ids, source, labels, batch_size=64, shuffle=True, workers=workers)
