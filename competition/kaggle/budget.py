@@ -30,6 +30,7 @@ from pathlib import Path
 
 from competition.config import Config
 from competition.errors import KitError
+from competition.kaggle.settings import PLATFORMS
 
 SAFETY = 0.9  # warn above this share of the limit
 
@@ -91,9 +92,12 @@ def measure(config: Config, folds: list[int], wheels: Path, backend: str) -> dic
     files = [str(p) for p in sorted(wheels.glob("*.whl"))]
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
+        # for Kaggle's Python and platform, whatever this machine's Python is
+        target = ["--python-version", config.kaggle.python, "--only-binary=:all:",
+                  *(arg for p in PLATFORMS for arg in ("--platform", p))]  # fmt: skip
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "-q",
-             "--disable-pip-version-check", "--target", f"{scratch}/site", *files],
+             "--disable-pip-version-check", *target, "--target", f"{scratch}/site", *files],
             check=True, capture_output=True,
         )  # fmt: skip
         install = time.perf_counter() - started

@@ -32,6 +32,7 @@ from pathlib import Path
 from competition.config import Config
 from competition.errors import KitError
 from competition.fileio import write_text_atomic
+from competition.kaggle.settings import PLATFORMS
 from competition.pipeline import runs
 from competition.training.records import read_metrics
 
@@ -245,14 +246,13 @@ def download_wheels(pins: list[str], python: str, dest: Path) -> list[Path]:
     if not pins:
         return []
     before = set(dest.glob("*.whl"))  # the kit's own wheel may already be there
-    platforms = ["manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64"]
     _pip(
         "download",
         "--no-deps",
         "--only-binary=:all:",
         "--python-version",
         python,
-        *(arg for p in platforms for arg in ("--platform", p)),
+        *(arg for p in PLATFORMS for arg in ("--platform", p)),
         "-d",
         str(dest),
         *pins,

@@ -16,6 +16,8 @@ KERNEL_FORMS = ("csv", "evaluation_api")
 # What the kernel submits: the experiment's fold ensemble, its stack (the stack:
 # section's boosters over stack.experiments' predictions), or a blend (kaggle.blend).
 KERNEL_SUBMITS = ("experiment", "stack", "blend")
+# Kaggle's image: Linux x86-64 (the bundled binary wheels are built for it)
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 
 
 @dataclass(frozen=True)

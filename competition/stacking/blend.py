@@ -204,35 +204,30 @@ class Blender:
         return self.post(self.weighted(self.inputs(stack), fitted.weights), fitted.post)
 
     def score_fitted(self, truth, blended, fitted: Fitted, groups=None) -> float:
-        return self.metric(truth, blended, groups, fitted.post.get("cuts") and fitted.post["cuts"])
+        return self.metric(truth, blended, groups, fitted.post.get("cuts"))
 
 
 def honest_cv(blender: Blender, truth, stack, folds, groups=None) -> dict:
-    """Weights and post-processing fitted without each fold, applied to it;
-    the pooled rows scored; the per-fold weights kept."""
-    stack = np.asarray(stack, np.float64)
-    folds = np.asarray(folds)
+    """Weights and post-processing fitted without each fold, applied to it
+    (its rows ranked alone, as a test set is); the pooled rows scored (an
+    ordinal head's rows cut by their own fold's cuts); the per-fold fits kept."""
+    stack, folds = np.asarray(stack, np.float64), np.asarray(folds)
+    groups = None if groups is None else np.asarray(groups)
     pooled = np.zeros(stack.shape[1:], np.float64)
-    per_fold, cuts_of = {}, np.empty(len(folds), object)
+    per_fold = {}
     for fold in np.unique(folds):
         inside, out = folds != fold, folds == fold
-        part_groups = None if groups is None else np.asarray(groups)
-        fitted = blender.fit(
-            truth[inside], stack[:, inside], None if part_groups is None else part_groups[inside]
-        )
-        # ranks of the left-out rows alone, as a test set is ranked alone
+        fitted = blender.fit(truth[inside], stack[:, inside],
+                             None if groups is None else groups[inside])  # fmt: skip
         pooled[out] = blender.apply(stack[:, out], fitted)
         per_fold[int(fold)] = fitted
-        cuts_of[out] = [fitted.post.get("cuts")] * int(out.sum())
-    cuts = next((c for c in cuts_of if c is not None), None)
-    if cuts is not None:  # an ordinal head: each fold's rows cut by that fold's cuts
-        pooled = _cut_per_fold(blender, pooled, folds, per_fold)
+    cuts = None
+    if any("cuts" in f.post for f in per_fold.values()):
+        pooled, cuts = _cut_per_fold(blender, pooled, folds, per_fold), _identity_cuts(blender)
     return {
         "predictions": pooled,
         "per_fold": per_fold,
-        "score": blender.metric(
-            truth, pooled, groups, None if cuts is None else _identity_cuts(blender)
-        ),
+        "score": blender.metric(truth, pooled, groups, cuts),
     }
 
 
