@@ -85,13 +85,28 @@ class TrainingModel(keras.Model):
         self.build(network.input_shape)
 
     def build(self, input_shape):
+        image_shape = input_shape[0] if isinstance(input_shape, list) else input_shape
         if self.augmenter is not None:
-            self.augmenter.build(input_shape)
+            self.augmenter.build(image_shape)
         for layer in self.mixers:
-            layer.build(input_shape)
+            layer.build(image_shape)
         super().build(input_shape)
 
     def call(self, inputs, training=None):
+        if isinstance(inputs, list | tuple):  # (images, metadata): the layers see the images
+            images, extra = inputs
+            return self.network([self._augmented(images, training), extra], training=training)
+        return self._on_images(inputs, training)
+
+    def _augmented(self, x, training):
+        """The in-graph image layers alone (no label mixing beside metadata)."""
+        if training and self.augmenter is not None:
+            x = self.augmenter(keras.ops.cast(x, "float32"), training=True)
+        object.__setattr__(self, "_untracked_mixes", [])
+        object.__setattr__(self, "_untracked_slice_logits", None)
+        return x
+
+    def _on_images(self, inputs, training):
         x, mixes = inputs, []
         if training and (self.augmenter is not None or self.mixers):
             x = keras.ops.cast(x, "float32")

@@ -139,11 +139,12 @@ class ShardPredictor:
         import ray
 
         from competition.cluster.shards import write_shard
-        from competition.inference.predict import run_ensemble
+        from competition.inference.predict import ensemble_vocabularies, run_ensemble
         from competition.pipeline.generators import inference_generator
 
         started = time.perf_counter()
-        generator = inference_generator(self.config, image_ids, self.source)
+        vocab = ensemble_vocabularies(self.model)
+        generator = inference_generator(self.config, image_ids, self.source, vocab)
         combined, unreadable = run_ensemble(self.model, generator, self.config.predict.ensemble)
         write_shard(Path(path), image_ids, combined, unreadable, signature)
         return {

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from competition.augment.spec import check_augment
+from competition.augment.spec import check_augment, placement
 from competition.backend import chosen
 from competition.config.sections import Config
 from competition.data.pixelspec import DICOM_ONLY
@@ -97,6 +97,29 @@ def _check_label_smoothing(config: Config) -> None:
                 f"({', '.join(sorted(kinds))}) -> epsilon in [0, 1). Received: "
                 f"{kind}: {epsilon!r}"
             )
+
+
+def _check_metadata(config: Config) -> None:
+    """A metadata branch needs a row of columns per image, in the label CSV
+    and in a test CSV, and images the labels are not mixed across."""
+    model, task = config.model, config.task
+    named = [*model.metadata_numeric, *model.metadata_categorical]
+    if not named:
+        return
+    key = "model.metadata_numeric / model.metadata_categorical"
+    if len(set(named)) != len(named):
+        raise ConfigError(f"Config keys {key} name a column twice: {named}")
+    problem = None
+    if task.per_unit:
+        problem = f"the task's samples are {task.unit.level}s, not single images"
+    elif task.labels.format != "wide":
+        problem = "the label CSV is long (a row per label, no per-image columns)"
+    elif task.images.test_list != "csv":
+        problem = "the test images are not listed in a test CSV (task.images.test_list: csv)"
+    elif placement(config.augment).mixing:
+        problem = "MixUp / CutMix mix images, and a metadata vector cannot be mixed with them"
+    if problem:
+        raise ConfigError(f"Config keys {key} name {named}, but {problem}.")
 
 
 def _check_sample_weights(config: Config) -> None:
@@ -222,6 +245,7 @@ def validate(config: Config) -> None:
     _check_backbone(config)
     _check_label_smoothing(config)
     _check_sample_weights(config)
+    _check_metadata(config)
     _check_training(config)
     _check_kaggle(config)
     if config.predict.ensemble in PROBABILITY_ONLY and not all(

@@ -86,6 +86,7 @@ class DataGenerator(keras.utils.PyDataset):
         max_queue_size: int = 10,
         steps_per_epoch: int = 0,
         repeats: np.ndarray | None = None,
+        extra: np.ndarray | None = None,
     ):
         # Checked before numpy, which drops a trailing NUL ("x\0" -> "x").
         check_image_ids(list(image_ids), "DataGenerator")
@@ -99,6 +100,13 @@ class DataGenerator(keras.utils.PyDataset):
             )
         self.source = source
         self.labels = None if labels is None else np.asarray(labels, dtype=np.float32)
+        # a second model input per image (the metadata vector): x is (images, extra)
+        self.extra = None if extra is None else np.asarray(extra, dtype=np.float32)
+        if self.extra is not None and len(self.extra) != len(self.image_ids):
+            raise ValueError(
+                f"extra must have one row per image ID. Received: {len(self.extra)} rows "
+                f"for {len(self.image_ids)} IDs"
+            )
         self.batch_size, self.shuffle, self.flips, self.seed = batch_size, shuffle, flips, seed
         self.augment_batch = augment_batch  # (uint8 batch, key) -> float32: host augmentation
         self.epoch = 0  # the epoch being drawn (see on_epoch_begin)
@@ -188,13 +196,16 @@ class DataGenerator(keras.utils.PyDataset):
                 flip_batch(images, rng, self.flips)
             if self.augment_batch is not None:
                 x = self.augment_batch(images, int(rng.integers(2**31)))
-        if not self.training:
-            return x
+        if self.extra is not None:
+            x = (x, self.extra[rows])
+        if not self.training:  # a bare tuple would be read by Keras as (x, y)
+            return (x,) if self.extra is not None else x
         if self.pad_to > 1:
             size = -(-len(rows) // self.pad_to) * self.pad_to
             repeated = np.arange(size) % len(rows)
             weights = (np.arange(size) < len(rows)).astype(np.float32)
-            return x[repeated], self.labels[rows][repeated], weights
+            x = tuple(part[repeated] for part in x) if isinstance(x, tuple) else x[repeated]
+            return x, self.labels[rows][repeated], weights
         return x, self.labels[rows]
 
     def fill_unreadable(self, predictions: np.ndarray, training_mean: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from competition.errors import KitError
 from competition.inference.ensemble import combine_folds
 from competition.inference.tta import tta_view
 from competition.progress import keras_verbose
-from competition.training.model import check_input_shape, load_checkpoint
+from competition.training.model import check_input_shape, load_checkpoint, metadata_vocabularies
 
 
 def load_fold_model(
@@ -34,11 +34,34 @@ def load_fold_model(
 
 
 def ensemble_model(models: list[keras.Model], tta: list[str], shape) -> keras.Model:
-    """One model: image -> (folds, views, outputs)."""
+    """One model: image -> (folds, views, outputs); with a metadata branch,
+    (image, metadata) -> the same (the views turn the image alone)."""
     inputs = keras.Input(shape=shape, name="image")
     views = [tta_view(inputs, name) for name in tta]
-    per_fold = [keras.ops.stack([model(view) for view in views], axis=1) for model in models]
-    return keras.Model(inputs, keras.ops.stack(per_fold, axis=1), name="ensemble")
+    width = metadata_width(models[0])
+    if width is None:
+        per_fold = [keras.ops.stack([model(view) for view in views], axis=1) for model in models]
+        return keras.Model(inputs, keras.ops.stack(per_fold, axis=1), name="ensemble")
+    extra = keras.Input(shape=(width,), name="metadata")
+    per_fold = [
+        keras.ops.stack([model([view, extra]) for view in views], axis=1) for model in models
+    ]
+    return keras.Model([inputs, extra], keras.ops.stack(per_fold, axis=1), name="ensemble")
+
+
+def metadata_width(model: keras.Model) -> int | None:
+    """The width of a fold model's metadata input, or None without one."""
+    shapes = model.input_shape
+    return int(shapes[1][-1]) if isinstance(shapes, list) else None
+
+
+def ensemble_vocabularies(ensemble: keras.Model) -> dict | None:
+    """The folds' metadata vocabularies (one for all: the label CSV's), or None."""
+    found = [metadata_vocabularies(m) for m in ensemble.layers if isinstance(m, keras.Model)]
+    found = [v for v in found if v is not None]
+    if any(v != found[0] for v in found[1:]):
+        raise KitError("The folds' metadata branches were trained with different vocabularies")
+    return found[0] if found else None
 
 
 def run_ensemble(

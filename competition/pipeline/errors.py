@@ -171,7 +171,8 @@ def analyse(config: Config, fold: int, k: int) -> dict:
     if calibration:
         report["reliability"] = str(save_reliability(calibration, out / "reliability.png"))
     outputs = [config.task.outputs[i] for i in probability_outputs(config.task)]
-    if not config.task.per_unit and outputs:
+    image_only = not (config.model.metadata_numeric or config.model.metadata_categorical)
+    if not config.task.per_unit and outputs and image_only:  # Grad-CAM: one image input
         picks = worst_rows(folds[fold], outputs, k)
         network = load_checkpoint(config.runs.fold(fold) / "best.keras", config.model.safe_mode)
         images = model_inputs(config, fold, [p["image_id"] for p in picks])

@@ -10,7 +10,9 @@ import pandas as pd
 
 from competition.augment.spec import placement
 from competition.config import Config
+from competition.data import metadata
 from competition.data.generator import DataGenerator
+from competition.data.metadata import MetadataColumns
 from competition.pipeline.inputs import FoldData, Inputs, fold_data, read_inputs
 
 
@@ -26,11 +28,16 @@ def generator(
     host=None,
     steps_per_epoch: int = 0,
     repeats: np.ndarray | None = None,
+    split: str = "train",
+    vocabularies: dict | None = None,
 ) -> DataGenerator:
     """A DataGenerator with the config's loader settings (batch size:
-    train.batch_size unless given)."""
+    train.batch_size unless given), and the images' metadata vectors when
+    the model has a metadata branch (`split`'s CSV; `vocabularies`: the
+    model's, else the label CSV's)."""
     loader = config.train
-    return DataGenerator(
+    extra, vocab = metadata_vectors(config, list(image_ids), split, vocabularies)
+    made = DataGenerator(
         list(image_ids),
         source,
         labels,
@@ -44,7 +51,34 @@ def generator(
         max_queue_size=loader.max_queue_size,
         steps_per_epoch=steps_per_epoch,
         repeats=repeats,
+        extra=extra,
     )
+    made.metadata_vocabularies = vocab
+    return made
+
+
+def metadata_columns(config: Config) -> MetadataColumns:
+    model = config.model
+    return MetadataColumns(tuple(model.metadata_numeric), tuple(model.metadata_categorical))
+
+
+def metadata_vectors(config: Config, image_ids: list[str], split: str, vocab: dict | None):
+    """(the images' metadata vectors, the vocabularies) or (None, None)
+    without model.metadata_* columns: the label CSV's rows for the training
+    split, the test CSV's for the test split."""
+    columns = metadata_columns(config)
+    if not columns:
+        return None, None
+    layout, id_field = config.layout, config.task.id_field
+    if vocab is None:
+        vocab = metadata.vocabularies(
+            metadata.read_table(layout.train_csv, id_field, columns, "label CSV"), columns
+        )
+    path, what = (
+        (layout.train_csv, "label CSV") if split == "train" else (layout.test_csv, "test CSV")
+    )
+    table = metadata.read_table(path, id_field, columns, what)
+    return metadata.encode(table, image_ids, columns, vocab), vocab
 
 
 def host_flips(config: Config) -> tuple[float, float]:
@@ -107,9 +141,13 @@ def prediction_generator(config: Config, data: FoldData, rows: pd.DataFrame) -> 
     return generator(config, rows["image_id"], data.source)
 
 
-def inference_generator(config: Config, image_ids: list[str], source) -> DataGenerator:
-    """Test images in the given order, unshuffled, unaugmented, last batch kept."""
-    return generator(config, image_ids, source, batch_size=config.predict.batch_size)
+def inference_generator(
+    config: Config, image_ids: list[str], source, vocabularies: dict | None = None
+) -> DataGenerator:
+    """Test images in the given order, unshuffled, unaugmented, last batch
+    kept (`vocabularies`: the loaded model's metadata branch's)."""
+    return generator(config, image_ids, source, batch_size=config.predict.batch_size,
+                     split="test", vocabularies=vocabularies)  # fmt: skip
 
 
 def embedding_generator(config: Config, image_ids, source, *, augmented: bool) -> DataGenerator:

@@ -23,7 +23,12 @@ from competition.data.sources import open_source
 from competition.errors import KitError
 from competition.inference import submission as sub
 from competition.inference.ensemble import combine_folds
-from competition.inference.predict import ensemble_model, load_fold_model, run_ensemble
+from competition.inference.predict import (
+    ensemble_model,
+    ensemble_vocabularies,
+    load_fold_model,
+    run_ensemble,
+)
 from competition.locks import exclusive
 from competition.pipeline import runs
 from competition.pipeline.assemble import (
@@ -77,8 +82,9 @@ def predict_cnn(
 ) -> tuple[np.ndarray, dict[str, str]]:
     """Stage 1: every fold's CNN and TTA view in one pass over the images;
     (N, outputs) combined over the folds, and the images that could not be read."""
-    generator = inference_generator(config, image_ids, source)
-    return run_ensemble(load_ensemble(config, folds), generator, config.predict.ensemble)
+    model = load_ensemble(config, folds)
+    generator = inference_generator(config, image_ids, source, ensemble_vocabularies(model))
+    return run_ensemble(model, generator, config.predict.ensemble)
 
 
 def predict_sequence(

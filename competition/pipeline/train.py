@@ -27,6 +27,7 @@ from competition.pipeline import runs
 from competition.pipeline.generators import (
     fold_seed,
     host_augmentation,
+    metadata_columns,
     prediction_generator,
     training_generator,
     validation_generator,
@@ -57,6 +58,7 @@ def compiled_model(config: Config, train: DataGenerator, fold: int = 0) -> Train
         mean,
         config.series,
         gate=config.train.freeze_epochs > 0,
+        metadata=metadata_branch(config, train),
     )
     model = training_model(
         network,
@@ -72,6 +74,22 @@ def compiled_model(config: Config, train: DataGenerator, fold: int = 0) -> Train
         **compile_args(config.task, config.train.label_smoothing),
     )
     return model
+
+
+def metadata_branch(config: Config, train: DataGenerator) -> dict | None:
+    """The metadata branch's arguments from the fold's training rows (the
+    numeric columns' mean and std, the vocabularies), or None; the missing
+    values it will see are printed."""
+    if train.extra is None:
+        return None
+    from competition.data import metadata
+
+    columns = metadata_columns(config)
+    mean, std = metadata.training_statistics(train.extra, columns)
+    missing = metadata.missing_report(train.extra, columns)
+    print(f"Metadata: {columns.width} inputs; missing in the training rows: {missing or 'none'}")
+    return {"width": columns.width, "mean": mean, "std": std,
+            "vocabularies": train.metadata_vocabularies}  # fmt: skip
 
 
 def auxiliary_head(config: Config, network: keras.Model):
@@ -208,6 +226,10 @@ def train_fold(config: Config, inputs: Inputs, fold: int, force: bool = False, g
             zip(config.task.outputs, map(float, data.training_mean), strict=True)
         )
         metrics["unreadable_in_training"] = dict(train.failed)
+        if train.extra is not None:  # the metadata branch's missing values, per column
+            from competition.data.metadata import missing_report
+
+            metrics["metadata_missing"] = missing_report(train.extra, metadata_columns(config))
         if guard:
             guard()
         return lifecycle.finish(out, metrics, t0, config.task)

@@ -106,6 +106,12 @@ def finished_sequence(config: Config, fold: int) -> dict | None:
 
 
 def _check_can_train(config: Config, fold: int) -> None:
+    if config.model.metadata_numeric or config.model.metadata_categorical:
+        raise KitError(
+            "The sequence stage embeds images with the fold's CNN alone; this experiment's CNN "
+            "has a metadata branch (model.metadata_*). Train the sequence stage on an image-only "
+            "experiment."
+        )
     if config.task.image_format != "dicom":
         raise KitError(
             f"The sequence stage reads each series in z order; the task's images are "

@@ -226,3 +226,48 @@ class BackboneGate(keras.layers.Layer):
     def call(self, x):
         gate = keras.ops.cast(self.open, x.dtype)
         return gate * x + (1 - gate) * keras.ops.stop_gradient(x)
+
+
+@keras.saving.register_keras_serializable(package="competition")
+class MetadataBranch(keras.layers.Layer):
+    """The metadata vector (competition.data.metadata: values, missing flags,
+    category codes) -> a dense feature: numeric columns normalised with the
+    fold's training mean and std (0 where missing, the flags beside them),
+    each categorical column embedded, then a ReLU layer. The vocabularies
+    ride along in the config: the host codes test rows with the model's own."""
+
+    def __init__(self, mean, std, vocabularies, units=32, embedding=4, **kwargs):
+        super().__init__(**kwargs)
+        self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
+        self.vocabularies = {k: list(v) for k, v in vocabularies.items()}
+        self.units, self.embedding = int(units), int(embedding)
+        self.embeddings = [
+            keras.layers.Embedding(len(values) + 1, self.embedding, name=f"embed_{k}")
+            for k, values in enumerate(self.vocabularies.values())
+        ]
+        self.dense = keras.layers.Dense(self.units, activation="relu", name="metadata_dense")
+
+    def build(self, input_shape):
+        for layer in self.embeddings:
+            layer.build((None,))
+        width = 2 * len(self.mean) + self.embedding * len(self.embeddings)
+        self.dense.build((None, width))
+
+    def call(self, x):
+        n = len(self.mean)
+        x = keras.ops.cast(x, "float32")
+        values, absent = x[:, :n], x[:, n : 2 * n]
+        mean = keras.ops.convert_to_tensor(np.asarray(self.mean, dtype="float32"))
+        std = keras.ops.convert_to_tensor(np.asarray(self.std, dtype="float32"))
+        parts = [(values - mean) / std * (1.0 - absent), absent]
+        for k, layer in enumerate(self.embeddings):
+            parts.append(layer(keras.ops.cast(x[:, 2 * n + k], "int32")))
+        return self.dense(keras.ops.concatenate(parts, axis=-1))
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "mean": self.mean, "std": self.std,
+                "vocabularies": self.vocabularies, "units": self.units,
+                "embedding": self.embedding}  # fmt: skip

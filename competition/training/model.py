@@ -161,17 +161,35 @@ def build_model(
     task: TaskSpec,
     training_mean: np.ndarray | None = None,
     gate: bool = False,
+    metadata: dict | None = None,
 ) -> keras.Model:
     """Backbone + global pooling + dropout + the task's heads.
     `training_mean` (the training targets' mean per output) sets the biases;
-    `gate`: a BackboneGate after the backbone (train.freeze_epochs).
+    `gate`: a BackboneGate after the backbone (train.freeze_epochs);
+    `metadata`: a MetadataBranch's arguments (width, mean, std, vocabularies):
+    a second input whose features join the image's before the heads.
     A stack of slices (series- and study-level tasks) takes
     competition.training.series.build_network."""
     inputs = keras.Input(shape=input_shape, name="image")
     x = slice_features(model_config, inputs, gate)
     x = keras.layers.Dropout(model_config.dropout, name="dropout")(x)
+    if metadata is not None:
+        extra = keras.Input(shape=(metadata["width"],), name="metadata")
+        branch = layers.MetadataBranch(metadata["mean"], metadata["std"],
+                                       metadata["vocabularies"], model_config.metadata_units,
+                                       name="metadata_branch")(extra)  # fmt: skip
+        x = keras.layers.Concatenate(name="image_and_metadata")([x, branch])
+        inputs = [inputs, extra]
     outputs = task_heads(task, x, training_mean)
     return keras.Model(inputs, outputs, name=f"{label(model_config.backbone)}_{task.name}")
+
+
+def metadata_vocabularies(model: keras.Model) -> dict | None:
+    """The vocabularies of a checkpoint's metadata branch (None without one)."""
+    try:
+        return model.get_layer("metadata_branch").vocabularies
+    except ValueError:
+        return None
 
 
 def slice_features(model_config: ModelConfig, inputs, gate: bool = False):
@@ -184,7 +202,8 @@ def slice_features(model_config: ModelConfig, inputs, gate: bool = False):
 
 def check_input_shape(model: keras.Model, shape: tuple[int, int, int], outputs: int, source: str):
     """A checkpoint trained at another size or with other outputs is refused."""
-    got, given = tuple(model.input_shape[1:]), model.output_shape[-1]
+    image_shape = model.input_shape[0] if isinstance(model.input_shape, list) else model.input_shape
+    got, given = tuple(image_shape[1:]), model.output_shape[-1]
     if got != tuple(shape) or given != outputs:
         raise KitError(
             f"{source}: the model takes {got} and gives {given} outputs; the config needs "

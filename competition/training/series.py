@@ -74,12 +74,14 @@ def build_network(
     training_mean: np.ndarray | None = None,
     series: SeriesConfig | None = None,
     gate: bool = False,
+    metadata: dict | None = None,
 ) -> keras.Model:
     """The task's network for its input: the CNN for an image (or its 2.5D
     stack), the series model for a stack of T slices (T, H, W, C); `gate`:
-    a BackboneGate behind the backbone (train.freeze_epochs)."""
+    a BackboneGate behind the backbone (train.freeze_epochs); `metadata`: the
+    image model's metadata branch (see build_model)."""
     if len(input_shape) == 4:
         return build_series_model(
             model_config, series or SeriesConfig(), input_shape, task, training_mean, gate
         )
-    return build_model(model_config, input_shape, task, training_mean, gate)
+    return build_model(model_config, input_shape, task, training_mean, gate, metadata)

@@ -20,6 +20,10 @@ class ModelConfig:
     pooling: Literal["avg", "max", "gem"] = "avg"
     dropout: float = knob(0.2, ge=0, le=0.9)
     safe_mode: bool = True
+    # a metadata branch (competition.data.metadata): label / test CSV columns
+    metadata_numeric: list[str] = knob([])
+    metadata_categorical: list[str] = knob([])
+    metadata_units: int = knob(32, ge=1)
 
 
 @dataclass(frozen=True)

@@ -21,20 +21,26 @@ def as_tf_dataset(gen: DataGenerator, parallel: int = 2) -> tf.data.Dataset:
     batches = rows.batch(gen.batch_size).enumerate()
     shape = (None, *gen.source.shape)
 
+    extra = gen.extra is not None  # (images, metadata) inputs, flattened through numpy_function
+
     def load(index, batch_rows):
         out = gen.load_batch(np.asarray(batch_rows), int(index))
-        return out if gen.training else (out,)
+        x, rest = (out[0], out[1:]) if gen.training or extra else (out, ())
+        return (*(x if extra else (x,)), *rest)
 
-    x_type = tf.as_dtype(gen.dtype)
-    types = [x_type, tf.float32] if gen.training else [x_type]
+    x_types = [tf.as_dtype(gen.dtype)] + ([tf.float32] if extra else [])
+    types = x_types + ([tf.float32] if gen.training else [])
 
     def load_tf(index, batch_rows):
         tensors = tf.numpy_function(load, [index, batch_rows], types)
         tensors[0].set_shape(shape)
+        if extra:
+            tensors[1].set_shape((None, gen.extra.shape[1]))
+        x = (tensors[0], tensors[1]) if extra else tensors[0]
         if gen.training:
-            tensors[1].set_shape((None, gen.labels.shape[1]))
-            return tensors[0], tensors[1]
-        return tensors[0]
+            tensors[-1].set_shape((None, gen.labels.shape[1]))
+            return x, tensors[-1]
+        return x
 
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
