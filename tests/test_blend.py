@@ -142,8 +142,11 @@ def test_make_blend_of_two_trained_experiments(small_competition, trained, kaggl
         "train.learning_rate=0.003",
     )
     train_folds(second, [0, 1])  # the folds `trained` holds: a blend takes the same folds
+    record = json.loads((runs / "small_b" / store.STORE).read_text())  # kept by training
+    assert record["folds"] == [0, 1] and record["test"] is None
     for config in (first, second):
         predict_and_submit(config)
+    assert json.loads((runs / "small_b" / store.STORE).read_text())["test"] == store.TEST
     where = [
         "--set",
         f"runs_dir={runs}",

@@ -1,11 +1,10 @@
 """The metadata branch: label / test CSV columns beside the image, numeric
 ones normalised with the fold's training rows (missing flagged), categorical
-ones embedded with the label CSV's vocabulary kept in the checkpoint; a
-tiny ISIC 2024 stand-in trained and predicted with it."""
+ones embedded with the label CSV's vocabulary kept in the checkpoint (a
+tiny ISIC 2024 stand-in trains, predicts and runs in the kernel with it:
+tests/test_stack.py)."""
 
 from __future__ import annotations
-
-import json
 
 import keras
 import numpy as np
@@ -63,45 +62,6 @@ def test_a_task_without_per_image_columns_is_refused():
         load_config(REPO / "configs" / "isic_2024.yaml", [
             "model.metadata_categorical=[sex]", "augment=[{MixUp: {alpha: 0.2}}]"
         ])  # fmt: skip
-
-
-TINY = ["synth.patients=24", "synth.images_per_patient=[8, 12]", "synth.image_size=48",
-        "synth.prevalence={target: 0.1}", "folds.k=3", "preprocess.image_size=32",
-        "train.epochs=1", "train.steps_per_epoch=4", "train.batch_size=16", "train.workers=1",
-        "model.metadata_numeric=[age_approx, tbp_lv_color_std_mean, tbp_lv_H]",
-        "model.metadata_categorical=[sex, anatom_site_general]"]  # fmt: skip
-
-
-@pytest.mark.slow
-def test_a_model_with_a_metadata_branch_trains_and_predicts_from_the_csv_columns(tmp_path):
-    from competition.pipeline.predict import predict_and_submit
-    from competition.pipeline.prepare import ensure_data
-    from competition.pipeline.train import train_folds
-    from competition.training.model import load_checkpoint
-
-    root, runs = tmp_path / "isic", tmp_path / "runs"
-    config = load_config(REPO / "configs" / "synthetic" / "isic_2024.yaml", [
-        f"data.root={root}", f"runs_dir={runs}", f"predict.submissions_dir={tmp_path}", *TINY
-    ])  # fmt: skip
-    ensure_data(config)
-    (metrics,) = train_folds(config, [0])
-    assert metrics["metadata_missing"]["sex"] > 0  # the stand-in leaves some out
-    model = load_checkpoint(runs / config.experiment / "fold0" / "best.keras")
-    assert [tuple(s) for s in model.input_shape] == [(None, 32, 32, 3), (None, 2 * 3 + 2)]
-    vocab = model.get_layer("metadata_branch").vocabularies
-    assert vocab["sex"] == ["female", "male"] and len(vocab["anatom_site_general"]) == 5
-    summary = predict_and_submit(config, [0])
-    submission = pd.read_csv(summary["submission"])
-    assert len(submission) == len(pd.read_csv(root / "sample_submission.csv"))
-    # the test rows' metadata is read from the test CSV: change it, the predictions move
-    test_csv = root / "test-metadata.csv"
-    table = pd.read_csv(test_csv)
-    table["tbp_lv_color_std_mean"] = table["tbp_lv_color_std_mean"] + 5
-    table.to_csv(test_csv, index=False)
-    again = pd.read_csv(predict_and_submit(config, [0])["submission"])
-    assert np.abs(again["target"] - submission["target"]).max() > 1e-4
-    saved = json.loads((runs / config.experiment / "fold0" / "metrics.json").read_text())
-    assert "metadata_missing" in saved
 
 
 def test_the_metadata_vector_rides_beside_the_images_in_every_feed():

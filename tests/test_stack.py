@@ -56,7 +56,9 @@ def test_balanced_sample_weights_draw_positives_as_often_as_negatives():
 TINY = ["synth.patients=30", "synth.images_per_patient=[8, 16]", "synth.image_size=48",
         "synth.prevalence={target: 0.1}", "folds.k=3", "preprocess.image_size=32",
         "train.epochs=1", "train.steps_per_epoch=6", "train.batch_size=16", "train.workers=1",
-        "stack.seeds=2", "stack.rounds=400"]  # fmt: skip
+        "stack.seeds=2", "stack.rounds=400",
+        "model.metadata_numeric=[age_approx, tbp_lv_color_std_mean, tbp_lv_H]",
+        "model.metadata_categorical=[sex, anatom_site_general]"]  # fmt: skip
 
 
 @pytest.mark.slow
@@ -77,7 +79,8 @@ def test_make_stack_on_a_tiny_isic_2024_stand_in(kaggle_python, tmp_path):
         lost = sorted(handle)[0]
         del handle[lost]
     ensure_data(config)
-    train_folds(config, [0, 1, 2])
+    trained = train_folds(config, [0, 1, 2])
+    _the_image_model_has_a_metadata_branch(config, trained)
     summary = predict_and_submit(config)
     assert lost in summary["unreadable"]
     args = ["stack", "--config", "configs/synthetic/isic_2024.yaml"]
@@ -130,8 +133,8 @@ def test_make_stack_on_a_tiny_isic_2024_stand_in(kaggle_python, tmp_path):
 def _the_kernel_submits_the_stack_offline(config, summary, report, python, tmp_path):
     """kaggle.submit stack: the bundle holds the image model's folds and the
     boosters; the kernel, offline in a Kaggle-like environment, finds the
-    HDF5 test file, predicts with the folds, then the stack: the same
-    submission as make stack's."""
+    HDF5 test file and the test CSV (the metadata branch's columns), predicts
+    with the folds, then the stack: the same submission as make stack's."""
     from test_kaggle import bundle_and_run_offline
 
     built, done, written = bundle_and_run_offline(config, python, tmp_path, submit="stack")
@@ -158,3 +161,15 @@ def _killed_after_its_first_boosters(args, out) -> dict:
     for path in kept:  # each one whole: it loads
         assert lightgbm.Booster(model_file=str(path)).num_trees() == 400
     return kept
+
+
+def _the_image_model_has_a_metadata_branch(config, trained):
+    """The CSV columns rode beside the images: a second input, the label
+    CSV's vocabulary in the checkpoint, the missing values reported."""
+    from competition.training.model import load_checkpoint
+
+    assert all(metrics["metadata_missing"]["sex"] > 0 for metrics in trained)
+    model = load_checkpoint(config.runs.fold(0) / "best.keras")
+    assert [tuple(s) for s in model.input_shape] == [(None, 32, 32, 3), (None, 2 * 3 + 2)]
+    vocab = model.get_layer("metadata_branch").vocabularies
+    assert vocab["sex"] == ["female", "male"] and len(vocab["anatom_site_general"]) == 5

@@ -133,6 +133,7 @@ def cluster_train(
 ) -> dict:
     """Set up the data, check the shared storage, train on the cluster, report."""
     from competition.pipeline.prepare import ensure_data
+    from competition.pipeline.runs import keep_predictions
 
     points = sweep_points(config_path, base, sweep_file)
     folds = folds if folds is not None else list(range(points[0].config.folds.k))
@@ -147,6 +148,8 @@ def cluster_train(
         results, failures = wait_all(ray, pending)
     finally:
         ray.shutdown()
+    for point in points:  # each experiment's out-of-fold store, on the driver
+        keep_predictions(point.config)
     summary = {
         "trained": [(r["experiment"], r["fold"]) for r in results],
         "results": results,

@@ -191,6 +191,7 @@ def finish(config: Config, folds: list[int], sample, table, fields, summary: dic
     metric_cuts = cuts.get(config.task.metric_head.name)
     summary["test_score"] = score_if_labelled(config, final, metric_cuts)
     write_text_atomic(config.runs.root / "predict.json", json.dumps(summary, indent=2))
+    runs.keep_predictions(config)
     return summary
 
 

@@ -191,3 +191,12 @@ def experiment_config(
             "experiment name."
         )
     return config
+
+
+def keep_predictions(config: Config) -> None:
+    """The experiment's out-of-fold store (competition.stacking.store), rewritten
+    after its folds train and its test set is predicted (no fold yet: nothing)."""
+    from competition.stacking.store import write_store
+
+    if any(config.runs.root.glob("fold*/oof.csv")):
+        write_store(config.runs, config.task.outputs, data_fingerprint(config.layout))

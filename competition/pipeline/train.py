@@ -247,4 +247,5 @@ def train_folds(
     for fold in folds:
         results.append((train_one or train_fold)(config, inputs, fold, force))
         keras.backend.clear_session()
+    runs.keep_predictions(config)
     return results
