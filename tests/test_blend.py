@@ -124,6 +124,7 @@ def test_make_blend_of_two_trained_experiments(small_competition, trained, kaggl
     """Two experiments of the small synthetic competition, the same two folds
     each and the test set predicted, blended through the CLI: the report, the honest blended
     store, the checked submission, and a blend of folds that differ refused."""
+    from competition.pipeline.experiments import runs_table
     from competition.pipeline.predict import predict_and_submit
     from competition.pipeline.train import train_folds
 
@@ -158,6 +159,7 @@ def test_make_blend_of_two_trained_experiments(small_competition, trained, kaggl
     done = cli("blend", "--experiments", "small,small_b", *where)
     assert done.returncode == 0, done.stderr
     report = json.loads((runs / "blend-small-small_b" / "blend.json").read_text())
+    assert "| blend-small-small_b | blend | weighted_log_loss |" in runs_table(runs)
     assert sum(report["weights"].values()) == pytest.approx(1)
     assert set(report["alone"]) == {"small", "small_b"}
     assert report["kind"] == ("temperature" if report["post_processing_kept"] else "none")

@@ -63,6 +63,7 @@ TINY = ["synth.patients=30", "synth.images_per_patient=[8, 16]", "synth.image_si
 
 @pytest.mark.slow
 def test_make_stack_on_a_tiny_isic_2024_stand_in(kaggle_python, tmp_path):
+    from competition.pipeline.experiments import runs_table
     from competition.pipeline.predict import predict_and_submit
     from competition.pipeline.prepare import ensure_data, ensure_synthetic
     from competition.pipeline.train import train_folds
@@ -97,6 +98,8 @@ def test_make_stack_on_a_tiny_isic_2024_stand_in(kaggle_python, tmp_path):
         pd.read_csv(out / "oof.csv"), pd.read_csv(out.with_name("uninterrupted") / "oof.csv")
     )
     report = json.loads((out / "stack.json").read_text())
+    table = runs_table(runs)
+    assert "| isic_2024_synthetic | stack:stack | partial_auc |" in table
     assert "pred__isic_2024_synthetic__target" in report["features"]["all"]
     assert (
         "tbp_lv_H__pz" in report["features"]["all"]

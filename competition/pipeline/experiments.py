@@ -1,5 +1,6 @@
 """`make runs`: every experiment under runs/ in one table. Per experiment and
-stage (1: the CNN, 2: the sequence or pooled stage over it): the pooled
+stage (1: the CNN, 2: the sequence or pooled stage over it, stack:<name>:
+make stack's boosters; a blend is a row of its own, its honest CV): the pooled
 out-of-fold score and each fold's, the settings that differ from the
 nearest preset (the config of configs/ with the same task and the fewest
 differences in what decides the model), training time, the date of its
@@ -104,6 +105,43 @@ def experiment_rows(runs_dir: Path) -> list[dict]:
             row = stage_row(folder, stage, config.task, base)
             if row is not None:
                 rows.append(row)
+        rows += stack_rows(folder, base)
+    return rows + blend_rows(runs_dir)
+
+
+def _date(path: Path) -> str:
+    return datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+
+
+def stack_rows(folder: Path, base: dict) -> list[dict]:
+    """The experiment's stacks (make stack: <name>/stack.json), a row each."""
+    rows = []
+    for path in sorted(folder.glob("*/stack.json")):
+        report = json.loads(path.read_text())
+        folds = report["cv"]["folds"]
+        rows.append({
+            **base,
+            "stage": f"stack:{report['stack']}",
+            "cv": report["cv"]["overall"],
+            "folds": " ".join(f"{k}:{v:.4f}" for k, v in folds.items()),
+            "train_minutes": round(report.get("seconds", 0) / 60, 1),
+            "date": _date(path),
+        })  # fmt: skip
+    return rows
+
+
+def blend_rows(runs_dir: Path) -> list[dict]:
+    """The blends (make blend: runs/<name>/blend.json), a row each: their honest CV."""
+    rows = []
+    for path in sorted(Path(runs_dir).glob("*/blend.json")):
+        report = json.loads(path.read_text())
+        weights = ", ".join(f"{k} {v:.2f}" for k, v in report["weights"].items())
+        rows.append({
+            "experiment": report["blend"], "stage": "blend", "metric": report["metric"],
+            "cv": report["cv_honest"], "folds": "-", "public_lb": read_leaderboard(path.parent),
+            "differs": f"weights {weights}", "preset": "-", "train_minutes": 0.0,
+            "date": _date(path),
+        })  # fmt: skip
     return rows
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 
 import numpy as np
 import pandas as pd
@@ -120,6 +121,7 @@ def _prepare_folder(config: Config, record: dict, force: bool):
 
 def stack_stage(config: Config, force: bool = False) -> dict:
     """Train (or resume) the stack, write its predictions, report and submission."""
+    started = time.perf_counter()
     _check_task(config)
     task, stack = config.task, config.stack
     folds = read_folds(config.layout)
@@ -163,9 +165,12 @@ def stack_stage(config: Config, force: bool = False) -> dict:
         worker_count(config.data.workers), out,
     )  # fmt: skip
     test_pred = predict_test(config, out, test_ids, {s.experiment: s.test for s in stores})
-    return _report(
+    report = _report(
         config, out, rows, targets, oof, test_pred, test_ids, stores, built, gain, (sample, fields)
     )
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    write_text_atomic(out / "stack.json", json.dumps(report, indent=2))
+    return report
 
 
 def _write_features_record(out, config: Config, built, columns: list[str], stores) -> None:
@@ -253,7 +258,6 @@ def _report(config, out, rows, targets, oof, test_pred, test_ids, stores, built,
         "rows": count,
         "test_score": assemble.score_if_labelled(config, final),
     }
-    write_text_atomic(out / "stack.json", json.dumps(report, indent=2))
     return report
 
 
