@@ -118,7 +118,7 @@ def test_make_stack_on_a_tiny_isic_2024_stand_in(kaggle_python, tmp_path):
         submission["isic_id"].tolist()
         == pd.read_csv(root / "sample_submission.csv")["isic_id"].tolist()
     )
-    boosters = sorted(out.glob("*.txt"))
+    boosters = sorted(out.glob("[!.]*.txt"))
     assert len(boosters) == 3 * 2
     stamps = [p.stat().st_mtime_ns for p in boosters]
     again = cli(*args)
@@ -155,11 +155,11 @@ def _killed_after_its_first_boosters(args, out) -> dict:
     (path -> mtime), fewer than all; no half-written booster under its name."""
     proc = start_kit(*args)
     deadline = time.monotonic() + 120
-    while not list(out.glob("*.txt")) and proc.poll() is None and time.monotonic() < deadline:
+    while not list(out.glob("[!.]*.txt")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    kept = {p: p.stat().st_mtime_ns for p in out.glob("*.txt")}
+    kept = {p: p.stat().st_mtime_ns for p in out.glob("[!.]*.txt")}
     assert 1 <= len(kept) < 6, proc.stderr.read()[-2000:]
     for path in kept:  # each one whole: it loads
         assert lightgbm.Booster(model_file=str(path)).num_trees() == 400

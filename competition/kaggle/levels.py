@@ -60,7 +60,7 @@ def second_level_files(config: Config) -> dict[str, Path]:
     if config.kaggle.submit == "blend":
         files = [folder / BLEND_FILE]
     else:
-        files = [folder / "features.json", *sorted(folder.glob("*.txt"))]
+        files = [folder / "features.json", *sorted(folder.glob("[!.]*.txt"))]
     return {f"second_level/{path.name}": path for path in files}
 
 
