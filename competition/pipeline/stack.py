@@ -56,7 +56,7 @@ def _patient_key(config: Config) -> str | None:
     return config.task.grouping.key if config.task.grouping.by == "column" else None
 
 
-def test_table(config: Config, test_ids: list[str]) -> pd.DataFrame:
+def test_csv_rows(config: Config, test_ids: list[str]) -> pd.DataFrame:
     """The test CSV's rows of `test_ids` (no columns when there is no test CSV)."""
     task, layout = config.task, config.layout
     test_csv = layout.test_csv if task.images.test_csv else None
@@ -140,7 +140,7 @@ def stack_stage(config: Config, force: bool = False) -> dict:
                 f"{stored.record['folds']}; a stack needs every fold (0-{config.folds.k - 1}): "
                 f"make train FOLD=all EXPERIMENT=... with its config"
             )
-    train_rows, test_rows = _train_table(config, train_ids), test_table(config, test_ids)
+    train_rows, test_rows = _train_table(config, train_ids), test_csv_rows(config, test_ids)
     key = _patient_key(config)
     columns = feats.tabular_columns(
         train_rows, test_rows, _reserved(config), stack.columns, stack.exclude
@@ -195,7 +195,7 @@ def predict_test(config: Config, folder, test_ids: list[str], tests: dict) -> np
     columns and `tests` (experiment -> its test predictions, indexed by ID),
     built as features.json says. make stack and the Kaggle kernel both call it."""
     record = json.loads((folder / FEATURES).read_text())
-    rows = test_table(config, test_ids)
+    rows = test_csv_rows(config, test_ids)
     encoded = feats.encode(rows, record["numeric"], record["categorical"])
     predictions = None
     if record["experiments"]:
@@ -228,13 +228,13 @@ def _report(config, out, rows, targets, oof, test_pred, test_ids, stores, built,
     table[[f"pred_{o}" for o in task.outputs]] = oof
     table[[f"label_{o}" for o in task.outputs]] = targets
     write_csv_atomic(out / "oof.csv", table, float_format="%.7g")
-    test_table = pd.DataFrame(
+    predicted = pd.DataFrame(
         test_pred, index=pd.Index(test_ids, name="image_id"), columns=task.outputs
     )
-    write_csv_atomic(out / "test_preds.csv", test_table.reset_index(), float_format="%.7g")
+    write_csv_atomic(out / "test_preds.csv", predicted.reset_index(), float_format="%.7g")
     sample, fields = test
     name = f"{config.experiment}-{config.stack.name}.csv"
-    final, path, count = assemble.checked_submission(config, sample, test_table, fields, name)
+    final, path, count = assemble.checked_submission(config, sample, predicted, fields, name)
     experiments = {}
     for stored in stores:
         mine = stored.oof.set_index("image_id").loc[rows["image_id"]]
