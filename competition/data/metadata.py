@@ -14,7 +14,9 @@ normalised in the model with the fold's training rows' mean and std."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,7 +38,16 @@ class MetadataColumns:
 
 
 def read_table(path, id_field: str, columns: MetadataColumns, what: str) -> pd.DataFrame:
-    """The CSV's metadata columns indexed by ID (an absent column names the file)."""
+    """The CSV's metadata columns indexed by ID (an absent column names the
+    file); read once per process while the file is unchanged (a fold builds
+    three generators from the label CSV)."""
+    path = Path(path)
+    return _read_table(path, path.stat().st_mtime_ns, id_field, columns, what)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_table(path: Path, _mtime: int, id_field: str, columns: MetadataColumns,
+                what: str) -> pd.DataFrame:  # fmt: skip
     wanted = [*columns.numeric, *columns.categorical]
     header = pd.read_csv(path, nrows=0).columns
     absent = [c for c in [id_field, *wanted] if c not in header]

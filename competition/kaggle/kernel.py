@@ -115,7 +115,6 @@ def kernel_config(bundle: Path, inputs: Path, working: Path, path: Path | None =
 
 
 def run(bundle: Path, inputs: Path, working: Path) -> int:
-    from competition.inference.submission import LATEST, validate_file
     from competition.pipeline.predict import predict_and_submit
 
     manifest = json.loads((bundle / "kit-bundle.json").read_text())
@@ -135,16 +134,23 @@ def run(bundle: Path, inputs: Path, working: Path) -> int:
     summary = predict_and_submit(config)
     for image_id, reason in summary["unreadable"].items():
         print(f"unreadable test image {image_id}: {reason} (given the training mean)")
+    return finish(config, working, manifest, (
+        f"stage {summary['stage']}, folds {summary['folds']}, "
+        f"{summary['images_per_second']} images/s"
+    ))  # fmt: skip
+
+
+def finish(config: Config, working: Path, manifest: dict, what: str) -> int:
+    """working/submission.csv checked against the sample (1: it is not
+    what Kaggle scores), then the run time beside its projection."""
+    from competition.inference.submission import LATEST, validate_file
+
     problems, rows = validate_file(config.task, working / LATEST, config.task.submission.sample)
     for problem in problems:
         print(f"{working / LATEST}: {problem}")
     if problems:
         return 1
-    print(
-        f"Wrote {working / LATEST}: {rows} rows, checked against the sample; "
-        f"stage {summary['stage']}, folds {summary['folds']}, "
-        f"{summary['images_per_second']} images/s"
-    )
+    print(f"Wrote {working / LATEST}: {rows} rows, checked against the sample; {what}")
     print(run_time_line(manifest.get("time_budget")))
     return 0
 
@@ -153,7 +159,6 @@ def run_second_level(bundle: Path, manifest: dict, config: Config, inputs: Path,
                      working: Path) -> int:  # fmt: skip
     """Each bundled experiment's test predictions, then the stack or the blend
     over them into working/submission.csv, checked."""
-    from competition.inference.submission import LATEST, validate_file
     from competition.kaggle import levels
 
     tests = levels.predict_experiments(
@@ -161,18 +166,8 @@ def run_second_level(bundle: Path, manifest: dict, config: Config, inputs: Path,
         lambda path: kernel_config(bundle, inputs, working, path), link_folds, working,
     )  # fmt: skip
     path = levels.submit_second_level(config, bundle, tests)
-    problems, rows = validate_file(config.task, working / LATEST, config.task.submission.sample)
-    for problem in problems:
-        print(f"{working / LATEST}: {problem}")
-    if problems:
-        return 1
     over = manifest["experiments"] or "the metadata alone"
-    print(
-        f"Wrote {path} and {working / LATEST}: {rows} rows, checked against the sample; "
-        f"{manifest['submit']} over {over}"
-    )
-    print(run_time_line(manifest.get("time_budget")))
-    return 0
+    return finish(config, working, manifest, f"{manifest['submit']} over {over} ({path.name})")
 
 
 def run_time_line(budget: dict | None) -> str:

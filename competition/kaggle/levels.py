@@ -116,9 +116,4 @@ def _blended(config: Config, record: dict, tests: dict, image_ids: list[str]):
          for n in record["experiments"]]
     )  # fmt: skip
     values = Blender(config.task, rank=record["rank_average"]).apply(stack, fitted)
-    return values, metric_cuts(config, fitted.post)
-
-
-def metric_cuts(config: Config, post: dict) -> dict | None:
-    """An ordinal metric head's blended cuts, as the submission's decoding takes them."""
-    return {config.task.metric_head.name: post["cuts"]} if "cuts" in post else None
+    return values, fitted.cuts_by_head(config.task)

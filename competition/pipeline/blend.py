@@ -91,6 +91,7 @@ def blend_experiments(config: Config, names: list[str], name: str | None = None)
         "lower_is_better": config.task.lower_is_better,
         "rank_average": blender.rank,
         "post_processing_kept": post_kept,
+        "metric_has_post_processing": blender.metric_has_post,
         **fitted.to_dict(names),
         "cv_honest": honest["score"],
         "cv_optimistic": blender.score_fitted(truth, optimistic, fitted, groups),
@@ -107,6 +108,8 @@ def _with_or_without_post(config: Config, truth, stack, folds, groups):
     """The blender whose honest CV is better: with the metric's post-processing
     fitted, or without it (on a calibrated blend a fitted temperature is noise)."""
     trials = [Blender(config.task, post=post) for post in (True, False)]
+    if not trials[0].metric_has_post:  # nothing to fit: one blender, one honest CV
+        return trials[1], honest_cv(trials[1], truth, stack, folds, groups), False
     found = [honest_cv(b, truth, stack, folds, groups) for b in trials]
     scores = [f["score"] for f in found]
     sign = 1 if config.task.lower_is_better else -1
@@ -142,11 +145,9 @@ def _blend_test(config: Config, stores, blender: Blender, fitted, out, name: str
         blended, index=pd.Index(image_ids, name="image_id"), columns=config.task.outputs
     )
     write_csv_atomic(out / store.TEST, table.reset_index(), float_format="%.7g")
-    cuts = fitted.post.get("cuts")
     final, path, rows = assemble.checked_submission(
-        config, sample, table, fields, f"{name}.csv",
-        None if cuts is None else {config.task.metric_head.name: cuts},
-    )  # fmt: skip
+        config, sample, table, fields, f"{name}.csv", fitted.cuts_by_head(config.task)
+    )
     return {
         "submission": str(path),
         "rows": rows,
@@ -175,12 +176,10 @@ def markdown(report: dict) -> str:
         f"| **{number(report['cv_honest'])}** |"
     )
     post = {k: v for k, v in report.items() if k in ("kind", "temperature", "clip", "threshold")}
-    kept = (
-        "kept"
-        if report["post_processing_kept"]
-        else "left out: the honest CV was better without it"
-    )
-    lines += ["", f"Post-processing: {post} ({kept})"]
+    if report["post_processing_kept"]:
+        lines += ["", f"Post-processing: {post} (kept: the honest CV is better with it)"]
+    elif report["metric_has_post_processing"]:
+        lines += ["", "Post-processing: none (the honest CV was better without it)"]
     if report.get("test_score"):
         lines.append(f"Test score: {number(report['test_score']['score'])}")
     return "\n".join(lines) + "\n"

@@ -70,14 +70,15 @@ def metadata_vectors(config: Config, image_ids: list[str], split: str, vocab: di
     if not columns:
         return None, None
     layout, id_field = config.layout, config.task.id_field
-    if vocab is None:
-        vocab = metadata.vocabularies(
-            metadata.read_table(layout.train_csv, id_field, columns, "label CSV"), columns
-        )
-    path, what = (
-        (layout.train_csv, "label CSV") if split == "train" else (layout.test_csv, "test CSV")
-    )
-    table = metadata.read_table(path, id_field, columns, what)
+
+    def labelled():  # not there in a Kaggle kernel, where the model brings its vocabulary
+        return metadata.read_table(layout.train_csv, id_field, columns, "label CSV")
+
+    vocab = metadata.vocabularies(labelled(), columns) if vocab is None else vocab
+    if split == "train":
+        table = labelled()
+    else:
+        table = metadata.read_table(layout.test_csv, id_field, columns, "test CSV")
     return metadata.encode(table, image_ids, columns, vocab), vocab
 
 

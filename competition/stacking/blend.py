@@ -46,6 +46,11 @@ class Fitted:
     def to_dict(self, names: list[str]) -> dict:
         return {"weights": dict(zip(names, map(float, self.weights), strict=True)), **self.post}
 
+    def cuts_by_head(self, task: TaskSpec) -> dict | None:
+        """Fitted ordinal cuts as the submission's decoding takes them ({head: cuts})."""
+        cuts = self.post.get("cuts")
+        return None if cuts is None else {task.metric_head.name: cuts}
+
     @classmethod
     def from_record(cls, record: dict) -> Fitted:
         """The fitted blend make blend recorded (blend.json)."""
@@ -144,10 +149,17 @@ class Blender:
                 out[:, part] = p
         return out
 
+    @property
+    def metric_has_post(self) -> bool:
+        """Whether the metric has a post-processing to fit (log losses, pF1, kappa)."""
+        name = self.task.metric.name
+        ordinal = name == "quadratic_kappa" and self.task.metric_head.kind == "ordinal"
+        return name in LOG_LOSSES or name == "pf1" or ordinal
+
     def fit_post(self, truth, predictions, groups=None) -> dict:
         """The post-processing that suits the metric, fitted on these rows."""
         name = self.task.metric.name
-        if not self.with_post:
+        if not (self.with_post and self.metric_has_post):
             return {"kind": "none"}
         if name in LOG_LOSSES:
             temperature = minimize_scalar(
@@ -170,14 +182,10 @@ class Blender:
                 candidates, key=lambda t: self._loss(truth, self._binarised(predictions, t), groups)
             )
             return {"kind": "threshold", "threshold": float(best)}
-        if name == "quadratic_kappa" and self.task.metric_head.kind == "ordinal":
-            head = self.task.metric_head
-            part = self.task.head_slice(head.name)
-            cuts = thresholds.tune(
-                truth[:, part.start], predictions[:, part.start], len(head.classes)
-            )
-            return {"kind": "cuts", "cuts": cuts}
-        return {"kind": "none"}
+        head = self.task.metric_head  # quadratic kappa on an ordinal head: its class cuts
+        part = self.task.head_slice(head.name)
+        cuts = thresholds.tune(truth[:, part.start], predictions[:, part.start], len(head.classes))
+        return {"kind": "cuts", "cuts": cuts}
 
     def _binarised(self, predictions, threshold: float) -> np.ndarray:
         out = np.array(predictions, np.float64)

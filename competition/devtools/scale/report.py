@@ -87,16 +87,7 @@ def table(report: dict) -> str:
         cells = [f"{run['seconds']:.2f} / {run['peak_bytes'] / 2**20:,.0f}" for run in runs]
         shown = [f"{v:.2f}" if v is not None else "-" for v in exps.values()]
         lines.append(f"| {stage} | " + " | ".join(cells) + f" | {' / '.join(shown)} |")
-    lines += [
-        "",
-        "| stage at 752,803 / 121,232 images | 8 cores | Kaggle 4 CPUs | peak GiB | disk GiB |",
-        "|---|---:|---:|---:|---:|",
-    ]
-    for stage, row in report["projection"].items():
-        times = [duration(row["seconds"][w]) for w in CORES]
-        lines.append(
-            f"| {stage} | {' | '.join(times)} | {row['peak_gib']:.2f} | {row['disk_gib']:,.1f} |"
-        )
+    lines += ["", *projection_table(report["projection"], "stage at 752,803 / 121,232 images")]
     if "isic_2024" in report:
         lines += ["", *isic_table(report["isic_2024"])]
     return "\n".join(lines)
@@ -112,15 +103,24 @@ def isic_table(isic: dict) -> list[str]:
     for stage in ("index", "cache_raw", "cache_jpeg", "epoch_raw", "epoch_jpeg"):
         cells = [f"{isic['series'][s][stage]['seconds']:.2f}" for s in sizes]
         lines.append(f"| {stage} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "| at 401,059 lesions | 8 cores | Kaggle 4 CPUs | disk GiB |",
-        "|---|---:|---:|---:|",
-    ]
-    for stage, row in isic["projection"].items():
-        times = [duration(row["seconds"][w]) for w in CORES]
-        lines.append(f"| {stage} | {' | '.join(times)} | {row['disk_gib']:,.1f} |")
+    return [*lines, "", *projection_table(isic["projection"], "at 401,059 lesions")]
+
+
+def projection_table(rows: dict, title: str) -> list[str]:
+    """Stage -> its projected time on each machine, peak memory (when
+    projected) and disk."""
+    peak = all("peak_gib" in row for row in rows.values())
+    head = f"| {title} | " + " | ".join(CORES_SHOWN) + (" | peak GiB" if peak else "")
+    lines = [head + " | disk GiB |", "|---|" + "---:|" * (len(CORES) + peak + 1)]
+    for stage, row in rows.items():
+        cells = [duration(row["seconds"][w]) for w in CORES]
+        cells += [f"{row['peak_gib']:.2f}"] if peak else []
+        cells.append(f"{row['disk_gib']:,.1f}")
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     return lines
+
+
+CORES_SHOWN = ("8 cores", "Kaggle 4 CPUs")  # the CORES machines, as the tables name them
 
 
 def duration(seconds: float) -> str:
