@@ -70,7 +70,7 @@ CLI_ARGS := $(if $(CONFIG),--config $(CONFIG)) $(if $(DATA_DIR),--set data.root=
 # predict, report, data-report, validate, kaggle: EXPERIMENT=name takes the config its folds were trained with
 EXP_ARGS := $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(CLI_ARGS)
 
-.PHONY: help setup data index folds cache train train-seq predict cluster-train cluster-predict augment-preview report data-report validate kaggle kaggle-push errors runs blend stack backbones weights bench bench-gpu bench-stages bench-scale test lint clean
+.PHONY: help setup data index folds cache train train-seq predict cluster-train cluster-predict augment-preview report data-report validate kaggle kaggle-push errors runs blend stack localise classify two-stage whole-series backbones weights bench bench-gpu bench-stages bench-scale test lint clean
 
 help: ## list the targets
 	@echo "Usage: make <target> [CONFIG=configs/x.yaml] [DATA_DIR=path] [GPU=1] [BACKEND=tensorflow|jax|torch]"
@@ -147,6 +147,18 @@ blend: $(STAMP) ## blend EXPERIMENTS=a,b on their out-of-fold predictions: weigh
 
 stack: $(STAMP) ## the stack: stage: gradient boosting over the metadata, patient-relative features and stack.experiments' OOF predictions
 	$(CLI) stack $(EXP_ARGS)
+
+localise: $(STAMP) ## localise-then-classify, stage 1: keypoint localisers per series kind and fold (FOLDS=0,1; default all), out-of-fold and test points, accuracy
+	$(CLI) localise $(if $(FOLDS),--fold $(FOLDS)) $(EXP_ARGS)
+
+classify: $(STAMP) ## stage 2: crops around the points (cached), crop classifiers, CV, checked submission
+	$(CLI) classify $(EXP_ARGS)
+
+two-stage: $(STAMP) ## make localise, then make classify
+	$(CLI) two-stage $(EXP_ARGS)
+
+whole-series: $(STAMP) ## the two stages' baseline on the same folds: the series model over whole series
+	$(CLI) whole-series $(EXP_ARGS)
 
 backbones: $(STAMP) ## every backbone: parameters, input range, a CPU training step at 128 px (NAMES=a,b)
 	$(CLI) backbones $(if $(NAMES),--names $(NAMES)) $(CLI_ARGS)

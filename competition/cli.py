@@ -417,6 +417,34 @@ def cmd_stack(config: Config, args: argparse.Namespace) -> None:
     print(f"Wrote {report['submission']} ({report['rows']} rows, checked)")
 
 
+def cmd_localise(config: Config, args: argparse.Namespace) -> None:
+    from competition.pipeline.localise import localise_stage, markdown
+
+    report = localise_stage(config, _folds_arg(args.fold))
+    print(markdown(report), end="")
+
+
+def cmd_classify(config: Config, args: argparse.Namespace) -> None:
+    from competition.pipeline.classify import classify_stage, markdown
+
+    print(markdown(classify_stage(config)), end="")
+
+
+def cmd_two_stage(config: Config, args: argparse.Namespace) -> None:
+    cmd_localise(config, args)
+    cmd_classify(config, args)
+
+
+def cmd_whole_series(config: Config, args: argparse.Namespace) -> None:
+    from competition.pipeline.classify import markdown, whole_series_stage
+
+    print(markdown(whole_series_stage(config)), end="")
+
+
+def _folds_arg(text: str | None) -> list[int] | None:
+    return None if text in (None, "", "all") else [int(f) for f in text.split(",")]
+
+
 def cmd_report(config: Config, args: argparse.Namespace) -> None:
     _print_cv(config)
 
@@ -481,6 +509,20 @@ COMMANDS: dict[str, tuple[Callable[[Config, argparse.Namespace], int | None], st
         cmd_stack,
         "gradient boosting over metadata, patient-relative features and experiments' "
         "out-of-fold predictions -> runs/<experiment>/<stack.name>/",
+    ),
+    "localise": (
+        cmd_localise,
+        "stage 1 of localise-then-classify: keypoint localisers per series kind and fold, "
+        "out-of-fold and test points, their accuracy -> runs/<experiment>/localise/",
+    ),
+    "classify": (
+        cmd_classify,
+        "stage 2: crops around the points, the crop classifiers, CV and the checked submission",
+    ),
+    "two-stage": (cmd_two_stage, "localise, then classify"),
+    "whole-series": (
+        cmd_whole_series,
+        "the baseline on the same folds: the series model over whole series of each kind",
     ),
     "report": (cmd_report, "cross-validation report over the out-of-fold predictions"),
     "data-report": (
@@ -643,6 +685,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--lb", action="append", metavar="EXPERIMENT=SCORE", help="record a public LB score"
     )
     parsers["stack"].add_argument("--force", action="store_true", help="train every booster again")
+    for name in ("localise", "two-stage"):
+        parsers[name].add_argument(
+            "--fold", help="folds to localise: a comma list or all (default)"
+        )
     parsers["blend"].add_argument("--experiments", help="a comma list of trained experiments")
     parsers["blend"].add_argument("--name", help="the blend's folder (default blend-<a>-<b>...)")
     parsers["backbones"].add_argument("--names", help="a comma list (default: all)")

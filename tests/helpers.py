@@ -211,6 +211,15 @@ def corrupt_entry(folder, row: int) -> None:
         handle.write(bytes([byte ^ 0xFF]))
 
 
+HOOKS = REPO / "tests" / "fault_hooks"
+
+
+def hooked(**variables: str) -> dict:
+    """Environment that loads tests/fault_hooks/sitecustomize.py with these settings."""
+    path = os.pathsep.join(filter(None, [str(HOOKS), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path, **variables}
+
+
 def overrides(*values: str) -> list[str]:
     """`--set` before each KEY=VALUE."""
     return [a for v in values for a in ("--set", v)]

@@ -23,9 +23,7 @@ from competition.locks import LOCK
 from competition.training.model import load_checkpoint
 
 from conftest import TRAINED_WITH
-from helpers import REPO, kill_group, run_checked, start_kit
-
-HOOKS = REPO / "tests" / "fault_hooks"
+from helpers import REPO, hooked, kill_group, run_checked, start_kit
 
 
 def finish(proc: subprocess.Popen, timeout: float) -> tuple[int, str, str]:
@@ -68,12 +66,6 @@ def wait_for_epoch(proc: subprocess.Popen, history: Path, timeout: float = 120) 
 def fault_seed() -> int:
     """Random kill times; a failure names its seed, KIT_FAULT_SEED replays it."""
     return int(os.environ.get("KIT_FAULT_SEED") or random.randrange(2**32))
-
-
-def hooked(**variables: str) -> dict:
-    """Environment that loads tests/fault_hooks/sitecustomize.py with these settings."""
-    path = os.pathsep.join(filter(None, [str(HOOKS), os.environ.get("PYTHONPATH")]))
-    return {"PYTHONPATH": path, **variables}
 
 
 def small_args(command: str, data_root, *overrides: str) -> list[str]:

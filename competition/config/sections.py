@@ -24,6 +24,7 @@ from competition.inference.settings import PredictConfig
 from competition.kaggle.settings import KaggleConfig
 from competition.knobs import knob
 from competition.layout import Layout, RunLayout
+from competition.localise.settings import LocaliseConfig
 from competition.sequence.settings import SequenceConfig
 from competition.stacking.settings import StackConfig
 from competition.synthetic.settings import SynthConfig
@@ -52,6 +53,7 @@ class Config:
     series: SeriesConfig = field(default_factory=SeriesConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     stack: StackConfig = field(default_factory=StackConfig)
+    localise: LocaliseConfig = field(default_factory=LocaliseConfig)
     kaggle: KaggleConfig = field(default_factory=KaggleConfig)
 
     # --- the file -------------------------------------------------------------------

@@ -82,7 +82,9 @@ def assign_folds(usable: pd.DataFrame, folds_config: FoldsConfig) -> pd.DataFram
         n_splits=folds_config.k, shuffle=True, random_state=folds_config.seed
     )
     fold = np.full(len(usable), -1, dtype=np.int64)
-    y, groups = usable["stratify"].to_numpy(), usable["group"].to_numpy()
+    # Text classes (Lumbar's Normal/Mild, ...) and missing labels stratify as codes.
+    y = pd.factorize(usable["stratify"], use_na_sentinel=False)[0]
+    groups = usable["group"].to_numpy()
     for k, (_, valid) in enumerate(splitter.split(np.zeros(len(usable)), y, groups)):
         fold[valid] = k
     folds = usable[["image_id", "group"]].assign(fold=fold)
@@ -90,12 +92,18 @@ def assign_folds(usable: pd.DataFrame, folds_config: FoldsConfig) -> pd.DataFram
 
 
 def summarize(folds: pd.DataFrame, usable: pd.DataFrame, stratify: str) -> pd.DataFrame:
-    """Images, groups and the mean of the stratify column per fold."""
+    """Images, groups and the mean of the stratify column per fold (text
+    classes: the share of the most common one)."""
     merged = folds.merge(usable[["image_id", "stratify"]], on="image_id")
+    name = f"mean_{stratify}"
+    if not pd.api.types.is_numeric_dtype(merged["stratify"]):
+        common = merged["stratify"].mode().iloc[0]
+        merged["stratify"] = (merged["stratify"] == common).astype(float)
+        name = f"share_{stratify}={common}"
     return merged.groupby("fold").agg(
         images=("image_id", "size"),
         groups=("group", "nunique"),
-        **{f"mean_{stratify}": ("stratify", "mean")},
+        **{name: ("stratify", "mean")},
     )
 
 

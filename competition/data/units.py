@@ -43,10 +43,10 @@ def unit_of(task: TaskSpec, index: pd.DataFrame, root: Path | None = None) -> np
         return index[DICOM_GROUP_KEYS[task.unit.key]].fillna("").to_numpy(dtype=object)
     if task.unit.by == "csv":
         return _units_from_csv(task, index, root)
-    return _path_field(task, index, task.template.id_field).to_numpy(dtype=object)
+    return path_field(task, index, task.template.id_field).to_numpy(dtype=object)
 
 
-def _path_field(task: TaskSpec, index: pd.DataFrame, name: str) -> pd.Series:
+def path_field(task: TaskSpec, index: pd.DataFrame, name: str) -> pd.Series:
     """Each row's value of the path template's field `name` ("" when absent)."""
     template, found = task.template, []
     for path in index["path"]:
@@ -74,7 +74,7 @@ def _units_from_csv(task: TaskSpec, index: pd.DataFrame, root: Path | None) -> n
             f"{split[key].iloc[0]!r} -> {sorted(split[split[key] == split[key].iloc[0]][unit_column])}"
         )
     if key in task.template.fields:
-        values = _path_field(task, index, key)
+        values = path_field(task, index, key)
     else:
         values = index[DICOM_GROUP_KEYS[key]].fillna("")
     units = values.map(dict(zip(table[key], table[unit_column], strict=True))).fillna("")

@@ -28,7 +28,7 @@ from competition.progress import Progress
 from competition.synthetic.settings import SynthConfig
 from competition.workers import worker_count, worker_pool
 
-GENERATOR_VERSION = 7  # 5: the cervical stand-in; 6: aneurysm; 7: its localizers
+GENERATOR_VERSION = 8  # 5: the cervical stand-in; 6: aneurysm; 7: its localizers; 8: lumbar
 MARKER = "synthetic.json"
 TEST_LABELS = "synthetic_test_labels.csv"
 

@@ -53,7 +53,7 @@ def resolve_weights(model_config: ModelConfig) -> str | None:
     return str(path)
 
 
-def _build_backbone(model_config: ModelConfig, inputs):
+def build_backbone(model_config: ModelConfig, inputs):
     weights = resolve_weights(model_config)
     try:
         name = model_config.backbone
@@ -94,14 +94,14 @@ def backbone_features(model_config: ModelConfig, inputs, channels: int):
                 "model.input_adapter=project (a learned 1x1 convolution to 3 channels, started "
                 "at their mean), or model.weights=null (random initialisation, all channels)."
             )
-        return _build_backbone(model_config, inputs).output
+        return build_backbone(model_config, inputs).output
     if model_config.input_adapter == "repeat" and channels > 3:
         raise KitError(
             f"model.input_adapter=repeat copies 1 or 2 channels to 3; the input has {channels}. "
             "Use model.input_adapter=project."
         )
     rgb = keras.Input(shape=(*inputs.shape[1:-1], 3), name="rgb")
-    return _build_backbone(model_config, rgb)(
+    return build_backbone(model_config, rgb)(
         layers.ToRGB(model_config.input_adapter, name="to_rgb")(inputs)
     )
 

@@ -1,0 +1,99 @@
+"""The crop classifier of a series kind, and the whole-series model it is
+measured against.
+
+Crops: a crop's 2k + 1 slices go through the kit's series model (one
+backbone on each slice, attention or a BiGRU over them: a 2.5D CNN + RNN),
+whose heads are the kind's heads, each one softmax (the grade of the
+crop's point). A crop is labelled only for its own head; the others are
+missing (NaN), left out of the loss. Its loss weights are the head's.
+
+Whole series: the same series model over T whole slices of a series
+evenly spaced, at preprocess.image_size, with the kind's heads as the task
+has them (a softmax per column): what a model that does not localise sees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+
+from competition.localise.crops import window
+from competition.localise.fitting import Batches, fit_and_save
+from competition.localise.settings import ClassifierConfig, CropConfig
+from competition.task import TaskSpec
+from competition.training.losses import TaskLoss, head_specs
+from competition.training.series import build_series_model
+from competition.training.settings import ModelConfig, SeriesConfig
+
+
+def point_task(task: TaskSpec, heads: list[str]) -> TaskSpec:
+    """The kind's heads as one softmax each: a crop shows one point."""
+    chosen = [dataclasses.replace(h, columns=[h.name]) for h in task.heads if h.name in heads]
+    return dataclasses.replace(task, heads=chosen)
+
+
+def kind_task(task: TaskSpec, heads: list[str]) -> TaskSpec:
+    """The kind's heads as the task has them (the whole-series model)."""
+    return dataclasses.replace(task, heads=[h for h in task.heads if h.name in heads])
+
+
+def network(task: TaskSpec, settings: ClassifierConfig, shape, training_mean) -> keras.Model:
+    model = build_series_model(
+        ModelConfig(backbone=settings.backbone, weights=settings.weights, dropout=settings.dropout),
+        SeriesConfig(pooling=settings.pooling, units=settings.units, dropout=settings.dropout),
+        tuple(shape),
+        task,
+        training_mean,
+    )
+    model.compile(keras.optimizers.Adam(settings.learning_rate), TaskLoss(head_specs(task)))
+    return model
+
+
+def _crop_batches(crops, targets, crop_settings: CropConfig, batch_size, seed, train: bool):
+    """(x, y) batches of crop windows (B, 2k + 1, size, size, 1); jittered when training."""
+
+    def make(rows):
+        rng = np.random.default_rng([seed, int(rows[0]), len(rows)]) if train else None
+        x = window(crops[np.sort(rows)], crop_settings, rng)[..., None]
+        return x, targets[np.sort(rows)]
+
+    return Batches(len(crops), batch_size, make, seed, shuffle=train)
+
+
+def train_on_crops(
+    task,
+    crops,
+    targets,
+    settings: ClassifierConfig,
+    crop_settings: CropConfig,
+    out,
+    seed: int,
+    what: str,
+) -> dict:
+    keras.utils.set_random_seed(seed)
+    shape = (crops.shape[1], crop_settings.size, crop_settings.size, 1)
+    model = network(task, settings, shape, np.nan_to_num(np.nanmean(targets, axis=0)))
+    data = _crop_batches(crops, targets, crop_settings, settings.batch_size, seed, train=True)
+    return {**fit_and_save(model, data, settings.epochs, out, what), "crops": len(crops)}
+
+
+def predict_crops(model: keras.Model, crops, crop_settings: CropConfig) -> np.ndarray:
+    x = window(crops, crop_settings, None)[..., None]
+    return np.asarray(model.predict(x, verbose=0, batch_size=64))
+
+
+def train_on_stacks(
+    task, stacks, targets, settings: ClassifierConfig, out, seed: int, what: str
+) -> dict:
+    """The whole-series model on (N, T, S, S, 1) stacks."""
+    keras.utils.set_random_seed(seed)
+    model = network(task, settings, stacks.shape[1:], np.nan_to_num(np.nanmean(targets, axis=0)))
+
+    def make(rows):
+        rows = np.sort(rows)
+        return stacks[rows], targets[rows]
+
+    data = Batches(len(stacks), settings.batch_size, make, seed, shuffle=True)
+    return {**fit_and_save(model, data, settings.epochs, out, what), "series": len(stacks)}

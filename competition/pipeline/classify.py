@@ -1,0 +1,368 @@
+"""Stage 2 of localise-then-classify (see competition.pipeline.localise):
+crops around the points, the crop classifier per series kind and fold, its
+predictions assembled per unit, the CV, the test predictions and the
+checked submission; and the whole-series model on the same folds, the
+baseline the two stages are measured against."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pandas as pd
+
+from competition.config import Config
+from competition.errors import KitError
+from competition.fileio import write_csv_atomic, write_text_atomic
+from competition.localise.settings import SeriesKind
+from competition.pipeline import assemble
+from competition.pipeline.localise import Study, labelled_points, read_study
+
+
+def _class_outputs(task, column: str) -> list[int]:
+    """Positions in the task's outputs of a column's classes."""
+    head = next(h for h in task.heads if column in h.columns)
+    return [task.outputs.index(f"{column}={c}") for c in head.classes]
+
+
+def crop_targets(study: Study, kind: SeriesKind, rows: pd.DataFrame) -> np.ndarray:
+    """(N, 3 x heads of the kind): each crop's grade one-hot under its own
+    head, NaN under the others (and where its label is missing)."""
+    task = study.config.task
+    unit_targets = pd.DataFrame(task.targets(study.labels), index=study.labels.index)
+    heads = [h for h in task.heads if h.name in kind.heads]
+    width = heads[0].class_count
+    y = np.full((len(rows), width * len(heads)), np.nan, np.float32)
+    for i, row in enumerate(rows.itertuples()):
+        h = next(k for k, head in enumerate(heads) if row.target in head.columns)
+        if row.unit in unit_targets.index:
+            y[i, h * width : (h + 1) * width] = unit_targets.loc[row.unit].to_numpy()[
+                _class_outputs(task, row.target)
+            ]
+    return y
+
+
+def _training_rows(study: Study, kind: SeriesKind) -> pd.DataFrame:
+    """The crops the classifier learns from: the labelled points (crop.train_points
+    labelled), or each training unit's out-of-fold predicted points (predicted)."""
+    if study.config.localise.crop.train_points == "labelled":
+        points = labelled_points(study)
+        return points[points.kind == kind.name].reset_index(drop=True)
+    return _oof_points(study, kind)
+
+
+def _oof_points(study: Study, kind: SeriesKind) -> pd.DataFrame:
+    parts = []
+    for fold in range(study.config.folds.k):
+        path = study.out / kind.name / f"fold{fold}" / "points.csv"
+        if not path.is_file():
+            raise KitError(f"No out-of-fold points at {path}: run make localise first.")
+        parts.append(pd.read_csv(path, dtype={"unit": str, "series": str}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _test_points(study: Study, kind: SeriesKind) -> pd.DataFrame:
+    path = study.out / kind.name / "test_points.csv"
+    if not path.is_file():
+        raise KitError(f"No test points at {path}: run make localise first.")
+    return pd.read_csv(path, dtype={"unit": str, "series": str})
+
+
+def _crops(study: Study, rows: pd.DataFrame, name: str) -> np.ndarray:
+    from competition.localise.crops import cached_crops
+
+    return cached_crops(
+        rows, study.volumes, study.config.localise.crop, study.out / "crops" / f"{name}.npz"
+    )
+
+
+def _fold_classifier(study, kind, fold, train_rows, train_crops) -> tuple[object, dict | None]:
+    from competition.localise import classifier, fitting
+
+    out = (
+        study.out
+        / kind.name
+        / f"fold{fold}"
+        / f"classifier-{study.config.localise.crop.train_points}"
+    )
+    model = fitting.finished(out)
+    if model is not None:
+        return model, None
+    training = train_rows.unit.isin(study.units("train", fold, training=True)).to_numpy()
+    targets = crop_targets(study, kind, train_rows[training])
+    settings = study.config.localise
+    record = classifier.train_on_crops(
+        classifier.point_task(study.config.task, kind.heads),
+        train_crops[training],
+        targets,
+        settings.classifier,
+        settings.crop,
+        out,
+        study.config.seed + fold,
+        f"{kind.name} classifier, fold {fold}",
+    )
+    return fitting.finished(out), record
+
+
+def _point_probabilities(study, kind, rows: pd.DataFrame, predicted: np.ndarray) -> pd.DataFrame:
+    """Each crop's probabilities under its own head: rows + p0..p(c-1)."""
+    heads = [h.name for h in study.config.task.heads if h.name in kind.heads]
+    head_of = {
+        c: heads.index(h.name)
+        for h in study.config.task.heads
+        if h.name in kind.heads
+        for c in h.columns
+    }
+    width = predicted.shape[1] // len(heads)
+    picked = (
+        np.stack(
+            [
+                predicted[i, head_of[t] * width : (head_of[t] + 1) * width]
+                for i, t in enumerate(rows.target)
+            ]
+        )
+        if len(rows)
+        else np.zeros((0, width))
+    )
+    return rows.reset_index(drop=True).join(
+        pd.DataFrame(picked, columns=[f"p{k}" for k in range(width)])
+    )
+
+
+def unit_table(
+    study: Study, units: list[str], found: pd.DataFrame, prior: np.ndarray
+) -> np.ndarray:
+    """(units, outputs): each unit's column from its points' probabilities
+    (several series of a kind: mean or max, renormalised), the prior where none."""
+    task = study.config.task
+    table = np.tile(prior, (len(units), 1)).astype(np.float64)
+    where = {u: i for i, u in enumerate(units)}
+    combine = {t: k.combine for k in study.kinds for t in study.targets(k)}
+    p_columns = [c for c in found.columns if c.startswith("p") and c[1:].isdigit()]
+    for (unit, target), rows in found.groupby(["unit", "target"]):
+        if unit not in where:
+            continue
+        values = rows[p_columns].to_numpy(np.float64)
+        merged = values.max(axis=0) if combine[target] == "max" else values.mean(axis=0)
+        table[where[unit], _class_outputs(task, target)] = merged / max(merged.sum(), 1e-12)
+    return table
+
+
+def _scores(study: Study, units: list[str], predicted: np.ndarray, folds: pd.Series) -> dict:
+    task = study.config.task
+    truth = task.targets(study.labels.loc[units])
+    found = {"pooled": round(float(task.score(truth, predicted)), 5)}
+    for fold in sorted(folds.unique()):
+        mine = (folds.loc[units] == fold).to_numpy()
+        found[f"fold{fold}"] = round(float(task.score(truth[mine], predicted[mine])), 5)
+    return found
+
+
+def class_prior(task, labels: pd.DataFrame) -> np.ndarray:
+    """Each softmax's class shares in `labels`, none under 1% (a class the
+    rows lack would otherwise be predicted 0 and cost the clip's log loss)."""
+    shares = np.nan_to_num(np.nanmean(task.targets(labels), axis=0))
+    for head, part in task.head_slices():
+        for one in head.softmaxes:
+            where = slice(part.start + one.start, part.start + one.stop)
+            floored = np.maximum(shares[where], 0.01)
+            shares[where] = floored / floored.sum()
+    return shares
+
+
+def _fold_prior(study: Study, fold: int) -> np.ndarray:
+    return class_prior(
+        study.config.task, study.labels.loc[study.units("train", fold, training=True)]
+    )
+
+
+def classify_stage(config: Config) -> dict:
+    """Stage 2 (see the module); stage 1's points must be there."""
+    from competition.localise import classifier
+
+    study = read_study(config)
+    folds = list(range(config.folds.k))
+    oof_found, test_found, timing = [], [], {}
+    for kind in study.kinds:
+        started = time.perf_counter()
+        train_rows = _training_rows(study, kind)
+        train_crops = _crops(study, train_rows, f"{kind.name}-{config.localise.crop.train_points}")
+        oof_rows, test_rows = _oof_points(study, kind), _test_points(study, kind)
+        oof_crops, test_crops = (
+            _crops(study, oof_rows, f"{kind.name}-oof"),
+            _crops(study, test_rows, f"{kind.name}-test"),
+        )
+        crops_seconds = round(time.perf_counter() - started, 1)
+        test_sum, records = 0.0, {}
+        for fold in folds:
+            model, record = _fold_classifier(study, kind, fold, train_rows, train_crops)
+            records[str(fold)] = record
+            mine = (oof_rows.fold == fold).to_numpy()
+            oof_found.append(
+                _point_probabilities(
+                    study,
+                    kind,
+                    oof_rows[mine],
+                    classifier.predict_crops(model, oof_crops[mine], config.localise.crop),
+                )
+            )
+            test_sum = test_sum + classifier.predict_crops(model, test_crops, config.localise.crop)
+        test_found.append(_point_probabilities(study, kind, test_rows, test_sum / len(folds)))
+        timing[kind.name] = {
+            "crops_seconds": crops_seconds,
+            "seconds": round(time.perf_counter() - started, 1),
+            "fits": records,
+        }
+    oof_points = pd.concat(oof_found, ignore_index=True)
+    name = f"two_stage-{config.localise.crop.train_points}"
+    return _finish(study, name, oof_points, pd.concat(test_found, ignore_index=True), timing)
+
+
+def _finish(study: Study, name: str, oof_points, test_points, timing) -> dict:
+    """Per unit: out of fold (each fold's prior where a unit has no point) and
+    test (the mean prior); scores, tables, the submission, the report."""
+    config, task = study.config, study.config.task
+    units = study.units("train")
+    oof = np.zeros((len(units), len(task.outputs)))
+    baseline = np.zeros_like(oof)
+    folds = study.folds.loc[units]
+    for fold in sorted(folds.unique()):
+        mine = (folds == fold).to_numpy()
+        chosen = [u for u, m in zip(units, mine, strict=True) if m]
+        prior = _fold_prior(study, fold)
+        oof[mine] = unit_table(study, chosen, oof_points[oof_points.unit.isin(chosen)], prior)
+        baseline[mine] = prior
+    out = study.out / name
+    table = pd.DataFrame(oof, columns=[f"pred_{o}" for o in task.outputs]).assign(
+        image_id=units, fold=folds.to_numpy()
+    )
+    write_csv_atomic(out / "oof.csv", table, float_format="%.6g")
+    sample, test_ids, fields = assemble.test_set(config)
+    prior = class_prior(task, study.labels)
+    predicted = pd.DataFrame(
+        unit_table(study, list(test_ids), test_points, prior),
+        index=pd.Index(test_ids, name="image_id"),
+        columns=task.outputs,
+    )
+    write_csv_atomic(out / "test_preds.csv", predicted.reset_index(), float_format="%.6g")
+    final, path, rows = assemble.checked_submission(
+        config, sample, predicted, fields, f"{config.experiment}-{name}.csv"
+    )
+    report = {
+        "model": name,
+        "metric": task.metric.name,
+        "cv": _scores(study, units, oof, study.folds),
+        "baseline": _scores(study, units, baseline, study.folds),
+        "test_score": assemble.score_if_labelled(config, final),
+        "submission": str(path),
+        "rows": rows,
+        "time": timing,
+        "report": study.report,
+    }
+    write_text_atomic(out / "report.json", json.dumps(report, indent=2, default=str))
+    return report
+
+
+# --- the baseline: whole series -----------------------------------------------------------
+
+
+def whole_stacks(study: Study, rows: pd.DataFrame) -> np.ndarray:
+    """(N, T, S, S, 1) uint8: T whole slices of each series evenly spaced
+    (localise.classifier.whole_slices), at preprocess.image_size."""
+    import cv2
+
+    from competition.data.units import even_picks
+
+    t, size = study.config.localise.classifier.whole_slices, study.config.preprocess.image_size
+    out = np.zeros((len(rows), t, size, size, 1), np.uint8)
+    for i, series in enumerate(rows.series):
+        volume = study.volumes[series]
+        for j, s in enumerate(even_picks(len(volume), t)):
+            out[i, j, :, :, 0] = cv2.resize(
+                volume.slice(int(s)), (size, size), interpolation=cv2.INTER_AREA
+            )
+    return out
+
+
+def whole_series_stage(config: Config) -> dict:
+    """The baseline: per kind and fold the series model on whole series."""
+    from competition.localise import classifier, fitting
+
+    study = read_study(config)
+    task = config.task
+    oof_found, test_found, timing = [], [], {}
+    for kind in study.kinds:
+        started = time.perf_counter()
+        sub_task = classifier.kind_task(task, kind.heads)
+        columns = study.targets(kind)
+        train_rows = study.series_of(kind, study.units("train")).reset_index(drop=True)
+        test_rows = study.series_of(kind, study.units("test")).reset_index(drop=True)
+        stacks, test_stacks = whole_stacks(study, train_rows), whole_stacks(study, test_rows)
+        unit_targets = pd.DataFrame(sub_task.targets(study.labels), index=study.labels.index)
+        test_sum = 0.0
+        for fold in range(config.folds.k):
+            out = study.out / "whole_series" / kind.name / f"fold{fold}"
+            training = train_rows.unit.isin(study.units("train", fold, training=True)).to_numpy()
+            if fitting.finished(out) is None:
+                targets = unit_targets.reindex(train_rows.unit[training]).to_numpy(np.float32)
+                classifier.train_on_stacks(
+                    sub_task,
+                    stacks[training],
+                    targets,
+                    config.localise.classifier,
+                    out,
+                    config.seed + fold,
+                    f"{kind.name} whole series, fold {fold}",
+                )
+            model = fitting.finished(out)
+            valid = ~training
+            oof_found.append(
+                _series_columns(
+                    sub_task,
+                    columns,
+                    train_rows[valid],
+                    np.asarray(model.predict(stacks[valid], verbose=0)),
+                )
+            )
+            test_sum = test_sum + np.asarray(model.predict(test_stacks, verbose=0))
+        test_found.append(_series_columns(sub_task, columns, test_rows, test_sum / config.folds.k))
+        timing[kind.name] = {"seconds": round(time.perf_counter() - started, 1)}
+    return _finish(
+        study,
+        "whole_series",
+        pd.concat(oof_found, ignore_index=True),
+        pd.concat(test_found, ignore_index=True),
+        timing,
+    )
+
+
+def _series_columns(sub_task, columns, rows: pd.DataFrame, predicted: np.ndarray) -> pd.DataFrame:
+    """A series' outputs as one row per (unit, column) with p0..p(c-1), as the crops give them."""
+    found = []
+    for i, row in enumerate(rows.itertuples()):
+        for column in columns:
+            positions = _class_outputs(sub_task, column)
+            found.append(
+                {
+                    "unit": row.unit,
+                    "series": row.series,
+                    "target": column,
+                    **{f"p{k}": predicted[i, p] for k, p in enumerate(positions)},
+                }
+            )
+    return pd.DataFrame(found)
+
+
+def markdown(report: dict) -> str:
+    """The CV beside the prior's, the test score, time per kind, the submission."""
+    test = report.get("test_score") or {}
+    lines = [
+        f"{report['model']}: out-of-fold {report['metric']} {report['cv']['pooled']:.4f} "
+        f"(the training prior: {report['baseline']['pooled']:.4f})",
+        *([f"test set: {test['score']:.4f}"] if "score" in test else []),
+        *[f"{kind}: {row['seconds']} s" for kind, row in report["time"].items()],
+        *[f"- {line}" for line in report["report"][:5]],
+        f"Wrote {report['submission']} ({report['rows']} rows, checked)",
+    ]
+    return "\n".join([*lines, ""])
