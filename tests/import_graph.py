@@ -46,6 +46,7 @@ LAYERS = (
         "competition.evaluation",
         "competition.synthetic",
         "competition.stacking",
+        "competition.localise",
         "competition.kaggle.settings",
     ),
     # the configuration: every stage's section side by side, files, checks
