@@ -183,6 +183,13 @@ def two_stage(tmp_path_factory):
     lost = pd.read_csv(root / "train_series_descriptions.csv", dtype=str)
     lost = lost[lost.series_description == "Axial T2"].iloc[0]
     shutil.rmtree(root / "train_images" / lost.study_id / lost.series_id)
+    # Spelled otherwise, as another export may: the kinds still match.
+    described = pd.read_csv(root / "test_series_descriptions.csv", dtype=str)
+    described["series_description"] = described.series_description.str.upper() + " "
+    described.to_csv(root / "test_series_descriptions.csv", index=False)
+    coordinates = pd.read_csv(root / "train_label_coordinates.csv", dtype=str)
+    coordinates.loc[0, "instance_number"] = "999"  # no such slice
+    coordinates.to_csv(root / "train_label_coordinates.csv", index=False)
     killed = _kit(
         "localise", root, runs, env=hooked(KIT_KILL_ON="rename:epoch-0002.weights.h5"), expect=-9
     )
@@ -210,6 +217,13 @@ def test_both_stages_resume_after_kill_and_write_a_checked_submission(two_stage)
     assert set(report["accuracy"]["per_level"]) == {"l1_l2", "l2_l3", "l3_l4", "l4_l5", "l5_s1"}
     missing = f"train unit {lost.study_id} has no series of kind(s) ['axial_t2']"
     assert any(line.startswith(missing) for line in report["report"])
+    assert any(
+        "1 coordinate row(s) on an instance its series has no readable slice of" in line
+        for line in report["report"]
+    )
+    assert not any("is none of localise.series.kinds" in line for line in report["report"])
+    gone = "coordinate row(s) on a series that is not a readable one of a kind: left out"
+    assert any(gone in line and lost.series_id in line for line in report["report"])
     result = json.loads((out / "two_stage-labelled" / "report.json").read_text())
     test_studies = pd.read_csv(root / "test_series_descriptions.csv", dtype=str).study_id.nunique()
     assert result["rows"] == 25 * test_studies

@@ -20,7 +20,7 @@ import keras
 import numpy as np
 
 from competition.localise.crops import window
-from competition.localise.fitting import Batches, fit_and_save
+from competition.localise.fitting import Batches, fit_and_save, predict
 from competition.localise.settings import ClassifierConfig, CropConfig
 from competition.task import TaskSpec
 from competition.training.losses import TaskLoss, head_specs
@@ -81,7 +81,7 @@ def train_on_crops(
 
 def predict_crops(model: keras.Model, crops, crop_settings: CropConfig) -> np.ndarray:
     x = window(crops, crop_settings, None)[..., None]
-    return np.asarray(model.predict(x, verbose=0, batch_size=64))
+    return predict(model, x)
 
 
 def train_on_stacks(

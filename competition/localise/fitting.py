@@ -48,6 +48,16 @@ class Batches(keras.utils.PyDataset):
         self.resume_at(self.epoch + 1)
 
 
+def predict(model: keras.Model, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """model.predict on x padded to whole batches: one input shape for every
+    call, so a graph backend traces it once (series of every length)."""
+    if not len(x):
+        return np.zeros((0, *model.output.shape[1:]), np.float32)
+    pad = -len(x) % batch_size
+    padded = np.concatenate([x, np.repeat(x[:1], pad, axis=0)]) if pad else x
+    return np.asarray(model.predict(padded, verbose=0, batch_size=batch_size))[: len(x)]
+
+
 def finished(out: Path) -> keras.Model | None:
     """The saved model of a finished fit, or None."""
     path = Path(out) / MODEL

@@ -33,7 +33,7 @@ import pandas as pd
 
 from competition.fileio import write_text_atomic
 from competition.localise import heatmaps
-from competition.localise.fitting import Batches, fit_and_save
+from competition.localise.fitting import Batches, fit_and_save, predict
 from competition.localise.network import STRIDE, HeatmapLoss, build_localiser
 from competition.localise.series import Volume
 from competition.localise.settings import LocaliserConfig
@@ -187,7 +187,7 @@ def series_heatmaps(models: list[keras.Model], inputs: SliceInputs, series: str)
     fold's one, or every fold's)."""
     volume = inputs.volumes[series]
     x = np.stack([inputs.get(series, s) for s in range(len(volume))])
-    maps = [np.asarray(m.predict(x, verbose=0, batch_size=32)) for m in models]
+    maps = [predict(m, x) for m in models]
     return np.mean(maps, axis=0)
 
 

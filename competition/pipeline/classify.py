@@ -322,10 +322,10 @@ def whole_series_stage(config: Config) -> dict:
                     sub_task,
                     columns,
                     train_rows[valid],
-                    np.asarray(model.predict(stacks[valid], verbose=0)),
+                    fitting.predict(model, stacks[valid]),
                 )
             )
-            test_sum = test_sum + np.asarray(model.predict(test_stacks, verbose=0))
+            test_sum = test_sum + fitting.predict(model, test_stacks)
         test_found.append(_series_columns(sub_task, columns, test_rows, test_sum / config.folds.k))
         timing[kind.name] = {"seconds": round(time.perf_counter() - started, 1)}
     return _finish(

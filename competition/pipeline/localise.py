@@ -154,6 +154,9 @@ def read_study(config: Config) -> Study:
 
 
 def labelled_points(study: Study) -> pd.DataFrame:
+    """The coordinates CSV's points on a readable series of the kind that
+    shows their target, with the slice's position; the others are left
+    out with report lines (one per cause, with the first few)."""
     spec = study.config.localise.coordinates
     targets = {c for h in study.config.task.heads for c in h.columns}
     points = coordinates.read_points(
@@ -169,12 +172,24 @@ def labelled_points(study: Study) -> pd.DataFrame:
             f"kind {row.kind}, not {shown.get(row.target)}: left out"
         )
     points = points.drop(wrong.index)
+    _left_out(study, points[points.kind.isna()], "on a series that is not a readable one of a kind")
     points = points[points.kind.notna()].copy()
     points["slice"] = [
         study.volumes[s].position_of(i) if s in study.volumes else None
         for s, i in zip(points.series, points.instance, strict=True)
     ]
+    _left_out(
+        study, points[points.slice.isna()], "on an instance its series has no readable slice of"
+    )
     return points[points.slice.notna()].astype({"slice": int}).reset_index(drop=True)
+
+
+def _left_out(study: Study, rows: pd.DataFrame, why: str) -> None:
+    if len(rows):
+        first = ", ".join(f"{r.unit}/{r.series}/{r.instance}" for r in rows.head(3).itertuples())
+        study.report.append(
+            f"{len(rows)} coordinate row(s) {why}: left out (unit/series/instance: {first})"
+        )
 
 
 def _localisers(study: Study, kind: SeriesKind, folds: list[int], points, inputs) -> dict:
