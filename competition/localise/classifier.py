@@ -39,9 +39,20 @@ def kind_task(task: TaskSpec, heads: list[str]) -> TaskSpec:
     return dataclasses.replace(task, heads=[h for h in task.heads if h.name in heads])
 
 
-def network(task: TaskSpec, settings: ClassifierConfig, shape, training_mean) -> keras.Model:
+def network(task: TaskSpec, settings: ClassifierConfig, shape, training_mean,
+            weights_dir: str = "weights") -> keras.Model:  # fmt: skip
+    """The series model over (T, S, S, 1) stacks; a pretrained backbone
+    (weights from `weights_dir`) gets each grey slice copied to its 3
+    channels (model.input_adapter repeat)."""
+    adapter = "none" if settings.weights is None or settings.backbone == "tiny_cnn" else "repeat"
     model = build_series_model(
-        ModelConfig(backbone=settings.backbone, weights=settings.weights, dropout=settings.dropout),
+        ModelConfig(
+            backbone=settings.backbone,
+            weights=settings.weights,
+            dropout=settings.dropout,
+            input_adapter=adapter,
+            weights_dir=weights_dir,
+        ),
         SeriesConfig(pooling=settings.pooling, units=settings.units, dropout=settings.dropout),
         tuple(shape),
         task,
@@ -71,10 +82,12 @@ def train_on_crops(
     out,
     seed: int,
     what: str,
+    weights_dir: str = "weights",
 ) -> dict:
     keras.utils.set_random_seed(seed)
     shape = (crops.shape[1], crop_settings.size, crop_settings.size, 1)
-    model = network(task, settings, shape, np.nan_to_num(np.nanmean(targets, axis=0)))
+    mean = np.nan_to_num(np.nanmean(targets, axis=0))
+    model = network(task, settings, shape, mean, weights_dir)
     data = _crop_batches(crops, targets, crop_settings, settings.batch_size, seed, train=True)
     return {**fit_and_save(model, data, settings.epochs, out, what), "crops": len(crops)}
 
@@ -85,11 +98,13 @@ def predict_crops(model: keras.Model, crops, crop_settings: CropConfig) -> np.nd
 
 
 def train_on_stacks(
-    task, stacks, targets, settings: ClassifierConfig, out, seed: int, what: str
-) -> dict:
+    task, stacks, targets, settings: ClassifierConfig, out, seed: int, what: str,
+    weights_dir: str = "weights",
+) -> dict:  # fmt: skip
     """The whole-series model on (N, T, S, S, 1) stacks."""
     keras.utils.set_random_seed(seed)
-    model = network(task, settings, stacks.shape[1:], np.nan_to_num(np.nanmean(targets, axis=0)))
+    mean = np.nan_to_num(np.nanmean(targets, axis=0))
+    model = network(task, settings, stacks.shape[1:], mean, weights_dir)
 
     def make(rows):
         rows = np.sort(rows)

@@ -134,12 +134,14 @@ def _batch_maker(samples: list[Sample], inputs: SliceInputs, targets: int, sigma
     return make
 
 
-def train(points, targets, inputs, settings: LocaliserConfig, out, seed: int, what: str) -> dict:
-    """Fit one kind's localiser on `points` (the fold's training units); saved in `out`."""
+def train(points, targets, inputs, settings: LocaliserConfig, out, seed: int, what: str,
+          weights_dir: str = "weights") -> dict:  # fmt: skip
+    """Fit one kind's localiser on `points` (the fold's training units); saved
+    in `out`; pretrained weights from `weights_dir` (model.weights_dir)."""
     keras.utils.set_random_seed(seed)
     samples = training_samples(points, targets, inputs, settings, seed)
     model = build_localiser(
-        ModelConfig(backbone=settings.backbone, weights=settings.weights),
+        ModelConfig(backbone=settings.backbone, weights=settings.weights, weights_dir=weights_dir),
         settings.image_size,
         len(targets),
         settings.decoder_units,

@@ -101,6 +101,7 @@ def _fold_classifier(study, kind, fold, train_rows, train_crops) -> tuple[object
         out,
         study.config.seed + fold,
         f"{kind.name} classifier, fold {fold}",
+        study.config.model.weights_dir,
     )
     return fitting.finished(out), record
 
@@ -314,6 +315,7 @@ def whole_series_stage(config: Config) -> dict:
                     out,
                     config.seed + fold,
                     f"{kind.name} whole series, fold {fold}",
+                    config.model.weights_dir,
                 )
             model = fitting.finished(out)
             valid = ~training

@@ -215,6 +215,7 @@ def _localisers(study: Study, kind: SeriesKind, folds: list[int], points, inputs
                 out,
                 study.config.seed + fold,
                 f"{kind.name} localiser, fold {fold}",
+                study.config.model.weights_dir,
             )
             model = fitting.finished(out)
         models[fold], priors[fold] = model, localiser.read_prior(out)
