@@ -23,6 +23,7 @@ centre, with a report line.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,25 +46,31 @@ PRIOR_WIDTH, PRIOR_FLOOR = 0.08, 0.05
 
 
 class SliceInputs:
-    """(series, slice) -> the localiser's (L, L, 3) uint8 input, kept once made."""
+    """(series, slice) -> the localiser's (L, L, 3) uint8 input, the most
+    recently used kept up to `budget` bytes (a competition's every slice at
+    256 px would not fit in memory; a small stand-in's all do)."""
 
-    def __init__(self, volumes: dict[str, Volume], size: int):
-        self.volumes, self.size, self._made = volumes, size, {}
+    def __init__(self, volumes: dict[str, Volume], size: int, budget: int = 2 << 30):
+        self.volumes, self.size = volumes, size
+        self._made: OrderedDict = OrderedDict()
+        self._room = max(1, budget // (size * size * 3))
 
     def get(self, series: str, s: int) -> np.ndarray:
         key = (series, s)
-        if key not in self._made:
-            volume = self.volumes[series]
-            channels = [volume.slice(s + d) for d in (-1, 0, 1)]
-            stack = np.stack(channels, axis=-1)
-            self._made[key] = cv2.resize(
-                stack, (self.size, self.size), interpolation=cv2.INTER_AREA
-            ).astype(np.uint8)
+        if key in self._made:
+            self._made.move_to_end(key)
+            return self._made[key]
+        volume = self.volumes[series]
+        stack = np.stack([volume.slice(s + d) for d in (-1, 0, 1)], axis=-1)
+        made = cv2.resize(stack, (self.size, self.size), interpolation=cv2.INTER_AREA)
+        self._made[key] = made.astype(np.uint8)
+        if len(self._made) > self._room:
+            self._made.popitem(last=False)
         return self._made[key]
 
     def scale(self, series: str) -> tuple[float, float]:
         """Slice pixels -> heatmap pixels, (x, y)."""
-        rows, cols = self.volumes[series].slice(0).shape
+        rows, cols = self.volumes[series].shape
         out = self.size / STRIDE
         return out / cols, out / rows
 
@@ -206,7 +213,7 @@ def locate(
     volume = inputs.volumes[series]
     maps = series_heatmaps(models, inputs, series)
     sx, sy = inputs.scale(series)
-    rows, cols = volume.slice(0).shape
+    rows, cols = volume.shape
     found = []
     for k, target in enumerate(targets):
         positions = [p for prior in priors for p in prior.get(target, [])]

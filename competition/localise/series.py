@@ -120,6 +120,7 @@ class Volume:
     instances: list[int]
     spacing: tuple[float, float]  # (row, column) mm per pixel
     levels: tuple[float, float]  # value -> 0 and -> 255
+    shape: tuple[int, int]  # (rows, columns) of its slices
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -135,7 +136,7 @@ class Volume:
             return None
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=256)  # full-size float32 slices: 1 MiB each at 512 px
 def _levelled(path: str, levels: tuple[float, float]) -> np.ndarray:
     from competition.data.dicom import read_pixels
 
@@ -180,5 +181,6 @@ def volumes(
             levels = (centre - width / 2, centre + width / 2)
         paths = [Path(root) / p for p in group["path"]]
         instances = group["instance"].fillna(-1).astype(int).tolist()
-        found[series] = Volume(series, paths, instances, _spacing(paths[0]), levels)
+        shape = (int(first["rows"]), int(first["cols"]))
+        found[series] = Volume(series, paths, instances, _spacing(paths[0]), levels, shape)
     return found
