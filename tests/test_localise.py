@@ -378,3 +378,18 @@ def test_without_a_descriptions_csv_the_kinds_come_from_the_dicom_headers(two_st
     pd.testing.assert_frame_equal(
         by_csv.drop(columns="description"), by_header.drop(columns="description")
     )
+
+
+@pytest.mark.slow
+def test_the_whole_series_baseline_runs_on_the_same_folds_and_writes_its_submission(two_stage):
+    root, out, _, _ = two_stage
+    _kit("whole-series", root, out.parent.parent)
+    result = json.loads((out / "whole_series" / "report.json").read_text())
+    two = json.loads((out / "two_stage-labelled" / "report.json").read_text())
+    assert set(result["cv"]) == set(two["cv"]) == {"pooled", "fold0", "fold1"}
+    assert result["baseline"] == two["baseline"]  # the same folds, the same priors
+    assert result["rows"] == two["rows"] and Path(result["submission"]).is_file()
+    oof = pd.read_csv(out / "whole_series" / "oof.csv", dtype={"image_id": str})
+    same = pd.read_csv(out / "two_stage-labelled" / "oof.csv", dtype={"image_id": str})
+    assert oof.image_id.tolist() == same.image_id.tolist()
+    assert (oof.fold == same.fold).all()

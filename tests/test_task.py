@@ -274,8 +274,8 @@ SIX_ALLOWED = {
 # The other competitions' stand-ins draw their own images: a 6 there cannot be RSNA's
 # six outputs (their names of RSNA's labels and files are still checked).
 OTHER_STAND_INS = ("synthetic/skin.py", "synthetic/fundus.py", "synthetic/mammography.py",
-                   "synthetic/chest_xray.py", "synthetic/cervical_ct.py",
-                   "synthetic/aneurysm.py", "synthetic/isic_2024.py")  # fmt: skip
+                   "synthetic/chest_xray.py", "synthetic/cervical_ct.py", "synthetic/aneurysm.py",
+                   "synthetic/isic_2024.py", "synthetic/lumbar_mri.py")  # fmt: skip
 
 
 def rsna_knowledge(path: Path, relative: str) -> list[str]:

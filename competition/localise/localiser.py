@@ -183,7 +183,8 @@ def read_prior(out) -> dict:
 
 
 def prior_weights(positions: list[float], n: int) -> np.ndarray:
-    """(n,) weights of a series' slices from the target's training positions (1 without any)."""
+    """(n,) weights of a series' slices from the target's training positions
+    (all 1 when it has none)."""
     if not positions:
         return np.ones(n)
     r = np.linspace(0, 1, n)[:, None] if n > 1 else np.zeros((1, 1))

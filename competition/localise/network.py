@@ -1,6 +1,6 @@
 """The keypoint model: a U-Net-style decoder on a Keras backbone.
 
-    (B, L, L, 3) -> backbone (any of the kit's: tiny_cnn, keras.applications)
+    (B, L, L, 3) -> backbone (one of the kit's: tiny_cnn, keras.applications)
       -> its feature maps at strides 32 .. 2 (the last layer at each size)
       -> up x2, concatenated with the next map, two 3 x 3 conv + BN + ReLU, ...
       -> 1 x 1 conv, a sigmoid per target -> (B, L/2, L/2, K) heatmaps
