@@ -253,7 +253,7 @@ def test_a_study_level_task_predicts_and_validates_through_the_cli(tiny, tmp_pat
 
 
 LEARN = ("synth.patients=240", "synth.slices_per_series=[20, 28]", "series.slices=16",
-         "folds.k=4", "train.epochs=12", "train.workers=1")  # fmt: skip
+         "folds.k=4", "train.epochs=9", "train.workers=1")  # fmt: skip
 
 
 @pytest.mark.slow
@@ -276,7 +276,7 @@ def test_it_learns_the_vertebra_and_a_unit_level_permutation_scores_at_the_basel
         assert result.returncode == 0, result.stderr[-3000:]
         metrics = json.loads((runs / name / "fold0" / "metrics.json").read_text())
         ratios[name] = metrics["score"] / metrics["baseline_score"]
-    assert ratios["labels"] < 0.5, ratios
+    assert ratios["labels"] < 0.5, ratios  # measured at 9 epochs: 0.196, permuted 0.987
     assert ratios["permuted"] > 0.9, ratios
 
 

@@ -136,6 +136,10 @@ def read_study(config: Config) -> Study:
         config.preprocess.windows,
         config.localise.coordinates.instance,
     )
+    shown = {h for k in routing.kinds for h in k.heads}
+    unshown = [h.name for h in task.heads if h.name not in shown]
+    if unshown:
+        report.insert(0, f"heads no series kind shows: {unshown}: every unit gets the prior")
     study = Study(config, labels, folds, series, found, report)
     for split in ("train", "test"):
         units = study.units(split)
