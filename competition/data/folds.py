@@ -82,8 +82,12 @@ def assign_folds(usable: pd.DataFrame, folds_config: FoldsConfig) -> pd.DataFram
         n_splits=folds_config.k, shuffle=True, random_state=folds_config.seed
     )
     fold = np.full(len(usable), -1, dtype=np.int64)
-    # Text classes (Lumbar's Normal/Mild, ...) and missing labels stratify as codes.
-    y = pd.factorize(usable["stratify"], use_na_sentinel=False)[0]
+    # Text classes (Lumbar's Normal/Mild, ...) and missing labels stratify as
+    # codes; numeric labels as they are (the folds the kit always made).
+    y = usable["stratify"]
+    if not pd.api.types.is_numeric_dtype(y) or y.isna().any():
+        y = pd.factorize(y, sort=True, use_na_sentinel=False)[0]
+    y = np.asarray(y)
     groups = usable["group"].to_numpy()
     for k, (_, valid) in enumerate(splitter.split(np.zeros(len(usable)), y, groups)):
         fold[valid] = k
