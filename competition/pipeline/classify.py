@@ -43,15 +43,6 @@ def crop_targets(study: Study, kind: SeriesKind, rows: pd.DataFrame) -> np.ndarr
     return y
 
 
-def _training_rows(study: Study, kind: SeriesKind) -> pd.DataFrame:
-    """The crops the classifier learns from: the labelled points (crop.train_points
-    labelled), or each training unit's out-of-fold predicted points (predicted)."""
-    if study.config.localise.crop.train_points == "labelled":
-        points = labelled_points(study)
-        return points[points.kind == kind.name].reset_index(drop=True)
-    return _oof_points(study, kind)
-
-
 def _oof_points(study: Study, kind: SeriesKind) -> pd.DataFrame:
     parts = []
     for fold in range(study.config.folds.k):
@@ -185,11 +176,18 @@ def classify_stage(config: Config) -> dict:
     study = read_study(config)
     folds = list(range(config.folds.k))
     oof_found, test_found, timing = [], [], {}
+    # The crops the classifier learns from: the labelled points (crop.train_points
+    # labelled; read once, their report lines once), or the out-of-fold ones.
+    labelled = labelled_points(study) if config.localise.crop.train_points == "labelled" else None
     for kind in study.kinds:
         started = time.perf_counter()
-        train_rows = _training_rows(study, kind)
-        train_crops = _crops(study, train_rows, f"{kind.name}-{config.localise.crop.train_points}")
         oof_rows, test_rows = _oof_points(study, kind), _test_points(study, kind)
+        train_rows = (
+            oof_rows
+            if labelled is None
+            else labelled[labelled.kind == kind.name].reset_index(drop=True)
+        )
+        train_crops = _crops(study, train_rows, f"{kind.name}-{config.localise.crop.train_points}")
         oof_crops, test_crops = (
             _crops(study, oof_rows, f"{kind.name}-oof"),
             _crops(study, test_rows, f"{kind.name}-test"),
