@@ -183,7 +183,7 @@ bench-scale: $(STAMP) ## each data stage at 5k/20k/80k slices, projected to the 
 	$(CLI) bench-scale $(ARGS)
 
 test: lint ## lint, then the whole test suite (the 25 slowest tests' times at the end)
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q --durations=25 -n 2 --dist loadfile
 
 clean: ## remove .venv, build outputs and caches (data/ and runs/ are kept)
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
