@@ -264,3 +264,17 @@ def sibling_python(dest: Path, left_out: set[str]) -> Path:
     (site,) = (dest / "lib").glob("python3*/site-packages")
     (site / "farm.pth").write_text(f"{farm}\n")
     return dest / "bin" / "python"
+
+
+# Both stages of localise-then-classify at the suite's size (a tiny stand-in's own synth.* beside)
+TINY_TWO_STAGE = [
+    "folds.k=2",
+    "data.workers=1",
+    "preprocess.image_size=32",
+    "localise.localiser.image_size=48",
+    "localise.localiser.epochs=2",
+    "localise.crop.size=16",
+    "localise.classifier.epochs=2",
+    "localise.classifier.units=8",
+    "localise.classifier.whole_slices=4",
+]

@@ -134,7 +134,7 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-from helpers import REPO, cli, hooked, overrides  # noqa: E402
+from helpers import REPO, TINY_TWO_STAGE, cli, hooked, overrides  # noqa: E402
 
 CONFIG = REPO / "configs/synthetic/rsna_lumbar_2024.yaml"
 
@@ -143,15 +143,7 @@ TINY = [
     "synth.image_size=64",
     "synth.slices_per_series=[7,9]",
     "synth.test_fraction=0.25",
-    "folds.k=2",
-    "data.workers=1",
-    "preprocess.image_size=32",
-    "localise.localiser.image_size=48",
-    "localise.localiser.epochs=2",
-    "localise.crop.size=16",
-    "localise.classifier.epochs=2",
-    "localise.classifier.units=8",
-    "localise.classifier.whole_slices=4",
+    *TINY_TWO_STAGE,
 ]
 
 

@@ -269,13 +269,15 @@ SIX_ALLOWED = {
     "kaggle/bundle.py": "SLUG_LENGTH",  # Kaggle's shortest dataset slug
     "devtools/gallery.py": "PER_ROW",  # pictures per row
     "data/dicom.py": "orientation",  # ImageOrientationPatient holds six numbers
+    "localise/masks.py": "ORIENTATION_VALUES",  # ... and so it does there
     "synthetic/generate.py": "GENERATOR_VERSION",  # the stand-ins' format version
 }
 # The other competitions' stand-ins draw their own images: a 6 there cannot be RSNA's
 # six outputs (their names of RSNA's labels and files are still checked).
 OTHER_STAND_INS = ("synthetic/skin.py", "synthetic/fundus.py", "synthetic/mammography.py",
                    "synthetic/chest_xray.py", "synthetic/cervical_ct.py", "synthetic/aneurysm.py",
-                   "synthetic/isic_2024.py", "synthetic/lumbar_mri.py")  # fmt: skip
+                   "synthetic/isic_2024.py", "synthetic/lumbar_mri.py",
+                   "synthetic/abdominal_ct.py")  # fmt: skip
 
 
 def rsna_knowledge(path: Path, relative: str) -> list[str]:

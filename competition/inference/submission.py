@@ -199,10 +199,12 @@ def build_submission(task: TaskSpec, sample: Sample, values: pd.DataFrame) -> pd
 
 def _allowed(task: TaskSpec, name: str) -> list | None:
     """None for a probability column (every column of a submission with a
-    column per class); the allowed values of a class column; for a row whose
+    column per class, or of a one-hot head); the allowed values of a class column; for a row whose
     label is unknown (""), None when every column is a probability."""
     heads = [h for h in task.heads if name in h.columns] or task.heads
-    if task.submission.value_columns or all(h.kind in ("multilabel", "binary") for h in heads):
+    if task.submission.value_columns or all(
+        h.kind in ("multilabel", "binary") or h.onehot for h in heads
+    ):  # a one-hot head's columns are its classes' probabilities
         return None
     return sorted({c for h in heads if h.classes for c in h.classes})
 

@@ -58,6 +58,7 @@ KAGGLE_IMAGE_HAS = frozenset(
         "pyarrow",
         "h5py",
         "lightgbm",
+        "nibabel",
     }
 )
 # Kaggle's rules for the names (the client and the site refuse others).

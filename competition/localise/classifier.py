@@ -29,8 +29,13 @@ from competition.training.settings import ModelConfig, SeriesConfig
 
 
 def point_task(task: TaskSpec, heads: list[str]) -> TaskSpec:
-    """The kind's heads as one softmax each: a crop shows one point."""
-    chosen = [dataclasses.replace(h, columns=[h.name]) for h in task.heads if h.name in heads]
+    """The kind's heads as one softmax each: a crop shows one point (a head
+    of text classes per column as one column; a one-hot head as it is)."""
+    chosen = [
+        h if h.onehot else dataclasses.replace(h, columns=[h.name])
+        for h in task.heads
+        if h.name in heads
+    ]
     return dataclasses.replace(task, heads=chosen)
 
 
@@ -40,10 +45,11 @@ def kind_task(task: TaskSpec, heads: list[str]) -> TaskSpec:
 
 
 def network(task: TaskSpec, settings: ClassifierConfig, shape, training_mean,
-            weights_dir: str = "weights") -> keras.Model:  # fmt: skip
+            weights_dir: str = "weights", compiled: bool = True) -> keras.Model:  # fmt: skip
     """The series model over (T, S, S, 1) stacks; a pretrained backbone
     (weights from `weights_dir`) gets each grey slice copied to its 3
-    channels (model.input_adapter repeat)."""
+    channels (model.input_adapter repeat). Not `compiled`: what fits is a
+    wrapper (with_slice_head), the network saved without an optimizer."""
     adapter = "none" if settings.weights is None or settings.backbone == "tiny_cnn" else "repeat"
     model = build_series_model(
         ModelConfig(
@@ -58,8 +64,16 @@ def network(task: TaskSpec, settings: ClassifierConfig, shape, training_mean,
         task,
         training_mean,
     )
-    model.compile(keras.optimizers.Adam(settings.learning_rate), TaskLoss(head_specs(task)))
+    if compiled:
+        model.compile(keras.optimizers.Adam(settings.learning_rate), TaskLoss(head_specs(task)))
     return model
+
+
+def _training_mean(targets: np.ndarray) -> np.ndarray:
+    """Each output's mean over the known targets (0 where none is known: a
+    head no crop of this fold is labelled for)."""
+    known = ~np.isnan(targets)
+    return np.where(known, targets, 0).sum(axis=0) / np.maximum(known.sum(axis=0), 1)
 
 
 def _crop_batches(crops, targets, crop_settings: CropConfig, batch_size, seed, train: bool):
@@ -73,6 +87,18 @@ def _crop_batches(crops, targets, crop_settings: CropConfig, batch_size, seed, t
     return Batches(len(crops), batch_size, make, seed, shuffle=train)
 
 
+def with_slice_head(model: keras.Model, task, settings: ClassifierConfig, columns: int):
+    """The network with a per-slice head trained beside it (soft slice labels):
+    what fits; what it saves is the network alone."""
+    from competition.augment.layers import training_model
+    from competition.training.slice_head import SliceHead
+
+    head = SliceHead(model, columns, settings.slice_weight)
+    wrapped = training_model(model, None, 0, image_layers=False, slice_head=head)
+    wrapped.compile(keras.optimizers.Adam(settings.learning_rate), TaskLoss(head_specs(task)))
+    return wrapped
+
+
 def train_on_crops(
     task,
     crops,
@@ -83,13 +109,23 @@ def train_on_crops(
     seed: int,
     what: str,
     weights_dir: str = "weights",
+    slice_targets: np.ndarray | None = None,
 ) -> dict:
+    """Fit the crop classifier; `slice_targets` (N, 2k + 1, classes): soft
+    slice labels for a per-slice head beside it (they ride in the labels)."""
     keras.utils.set_random_seed(seed)
     shape = (crops.shape[1], crop_settings.size, crop_settings.size, 1)
-    mean = np.nan_to_num(np.nanmean(targets, axis=0))
-    model = network(task, settings, shape, mean, weights_dir)
-    data = _crop_batches(crops, targets, crop_settings, settings.batch_size, seed, train=True)
-    return {**fit_and_save(model, data, settings.epochs, out, what), "crops": len(crops)}
+    soft = slice_targets is not None
+    model = network(task, settings, shape, _training_mean(targets), weights_dir, not soft)
+    labels = targets
+    if soft:
+        model = with_slice_head(model, task, settings, targets.shape[1])
+        labels = np.concatenate([targets, slice_targets.reshape(len(targets), -1)], axis=1)
+    data = _crop_batches(crops, labels, crop_settings, settings.batch_size, seed, train=True)
+    record = {**fit_and_save(model, data, settings.epochs, out, what), "crops": len(crops)}
+    if soft:  # the slices with a known soft label
+        record["slice_targets"] = int(np.isfinite(slice_targets).any(axis=2).sum())
+    return record
 
 
 def predict_crops(model: keras.Model, crops, crop_settings: CropConfig) -> np.ndarray:
@@ -103,8 +139,7 @@ def train_on_stacks(
 ) -> dict:  # fmt: skip
     """The whole-series model on (N, T, S, S, 1) stacks."""
     keras.utils.set_random_seed(seed)
-    mean = np.nan_to_num(np.nanmean(targets, axis=0))
-    model = network(task, settings, stacks.shape[1:], mean, weights_dir)
+    model = network(task, settings, stacks.shape[1:], _training_mean(targets), weights_dir)
 
     def make(rows):
         rows = np.sort(rows)

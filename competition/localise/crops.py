@@ -1,10 +1,10 @@
-"""Crops around points: a square of crop.mm a side (PixelSpacing gives it
-in pixels, rows and columns each their own) over the point's slice and
-crop.slices on each side (clamped at the series' ends), resampled to a
-fixed size; a margin around it holds the training jitter. A set of crops
-(one per point of a points table) is cached as one .npz beside its table
-and the digest of what made it: the same points and settings read it back,
-others write it again (atomically)."""
+"""Crops around points: a square of crop.mm a side (a target's own in
+crop.mm_by_target; PixelSpacing gives it in pixels, rows and columns each
+their own) over the point's slice and crop.slices on each side (clamped
+at the series' ends), resampled to a fixed size; a margin around it holds
+the training jitter. A set of crops (one per point of a points table) is
+cached as one .npz beside its table and the digest of what made it: the
+same points and settings read it back, others write it again (atomically)."""
 
 from __future__ import annotations
 
@@ -26,10 +26,12 @@ def stored_size(settings: CropConfig) -> int:
     return round(settings.size * (settings.mm + 2 * settings.jitter_mm) / settings.mm)
 
 
-def crop(volume: Volume, s: int, x: float, y: float, settings: CropConfig) -> np.ndarray:
-    """(2k + 1, N, N) uint8 around (x, y) on slice s, N = stored_size."""
+def crop(volume: Volume, s: int, x: float, y: float, settings: CropConfig,
+         mm: float | None = None) -> np.ndarray:  # fmt: skip
+    """(2k + 1, N, N) uint8 around (x, y) on slice s, N = stored_size; `mm`:
+    the target's own side (crop.mm_by_target), its jitter margin in proportion."""
     n = stored_size(settings)
-    side = settings.mm + 2 * settings.jitter_mm
+    side = (settings.mm + 2 * settings.jitter_mm) * (mm or settings.mm) / settings.mm
     row_mm, col_mm = volume.spacing
     # output pixel (u, v) <- source (x + (u - n/2) * sx, y + (v - n/2) * sy)
     sx, sy = side / col_mm / n, side / row_mm / n
@@ -73,7 +75,7 @@ def cached_crops(
     """The crops of `points` (series, slice, x, y), from path (.npz) while
     it was made from these points and settings, else made and written."""
     path = Path(path)
-    digest = _digest(points[["series", "slice", "x", "y"]], settings)
+    digest = _digest(points[["series", "target", "slice", "x", "y"]], settings)
     record = path.with_suffix(".json")
     if (
         path.is_file()
@@ -85,7 +87,8 @@ def cached_crops(
     n = stored_size(settings)
     made = np.zeros((len(points), 2 * settings.slices + 1, n, n), np.uint8)
     for i, row in enumerate(points.itertuples()):
-        made[i] = crop(volumes[row.series], int(row.slice), float(row.x), float(row.y), settings)
+        mm = settings.mm_by_target.get(row.target)
+        made[i] = crop(volumes[row.series], int(row.slice), row.x, row.y, settings, mm)
     with atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, crops=made)
     write_csv_atomic(path.with_suffix(".csv"), points)

@@ -4,10 +4,11 @@ point and the slice it lies on, for a series it has never seen.
 
 A sample is one slice with its neighbours as the 3 channels (a slice and
 the ones beside it tell the slices apart), resized to localiser.image_size;
-its target, per head column of the kind, the Gaussian heatmap of the
-column's point scaled by the slice's distance from the labelled slice
-(competition.localise.heatmaps); the columns the series has no point for
-are masked. Each series gives its slices near a labelled one, and
+its target, per target of the kind, the Gaussian heatmap of the target's
+point scaled by the slice's distance from the labelled slice
+(competition.localise.heatmaps), or, on a masked series, by how much of
+the target the slice shows; the targets the series has no point for are
+masked. Each series gives its slices near a labelled one, and
 `negatives` others per labelled slice.
 
 Prediction runs every slice of a series; per target, the slice whose
@@ -89,10 +90,14 @@ def training_samples(
     inputs: SliceInputs,
     settings: LocaliserConfig,
     seed: int,
+    visibility: dict | None = None,
 ) -> list[Sample]:
-    """The slices each labelled series trains on (see the module)."""
+    """The slices each labelled series trains on (see the module);
+    `visibility`: (series, target) -> each slice's share of a masked target,
+    its peak's height there (else the Gaussian across slices)."""
     rng = np.random.default_rng(seed)
     position = {t: k for k, t in enumerate(targets)}
+    visibility = visibility or {}
     samples = []
     for series, group in points.groupby("series", sort=True):
         volume = inputs.volumes.get(series)
@@ -103,25 +108,33 @@ def training_samples(
         for row in group.itertuples():
             at = volume.position_of(row.instance)
             if at is not None and row.target in position:
-                labelled.append((position[row.target], row.x * sx, row.y * sy, at))
+                seen = visibility.get((series, row.target))
+                labelled.append((position[row.target], row.x * sx, row.y * sy, at, seen))
         if not labelled:
             continue
         near = {
             s
-            for *_, at in labelled
+            for *_, at, _ in labelled
             for s in range(at - NEAR, at + NEAR + 1)
             if 0 <= s < len(volume)
         }
+        near |= {int(s) for *_, seen in labelled if seen is not None for s in np.flatnonzero(seen)}
         others = [s for s in range(len(volume)) if s not in near]
-        extra = rng.permutation(others)[: settings.negatives * len({at for *_, at in labelled})]
+        extra = rng.permutation(others)[: settings.negatives * len({lab[3] for lab in labelled})]
         known = tuple(sorted({k for k, *_ in labelled}))
         for s in sorted(near | {int(e) for e in extra}):
             peaks = tuple(
-                (k, x, y, heatmaps.slice_weight(s - at, settings.slice_sigma))
-                for k, x, y, at in labelled
+                (k, x, y, _height(s, at, seen, settings.slice_sigma))
+                for k, x, y, at, seen in labelled
             )
             samples.append(Sample(series, s, peaks, known))
     return samples
+
+
+def _height(s: int, at: int, seen: np.ndarray | None, sigma: float) -> float:
+    if seen is not None and len(seen) > s:
+        return float(seen[s])
+    return heatmaps.slice_weight(s - at, sigma)
 
 
 def _batch_maker(samples: list[Sample], inputs: SliceInputs, targets: int, sigma: float):
@@ -142,11 +155,11 @@ def _batch_maker(samples: list[Sample], inputs: SliceInputs, targets: int, sigma
 
 
 def train(points, targets, inputs, settings: LocaliserConfig, out, seed: int, what: str,
-          weights_dir: str = "weights") -> dict:  # fmt: skip
+          weights_dir: str = "weights", visibility: dict | None = None) -> dict:  # fmt: skip
     """Fit one kind's localiser on `points` (the fold's training units); saved
     in `out`; pretrained weights from `weights_dir` (model.weights_dir)."""
     keras.utils.set_random_seed(seed)
-    samples = training_samples(points, targets, inputs, settings, seed)
+    samples = training_samples(points, targets, inputs, settings, seed, visibility)
     model = build_localiser(
         ModelConfig(backbone=settings.backbone, weights=settings.weights, weights_dir=weights_dir),
         settings.image_size,

@@ -2,9 +2,9 @@
 
 - `route_series`: each series of a split with its unit and kind: the kind
   from the series-description CSV (localise.series.csv / test_csv) or,
-  without one, the header's SeriesDescription; a series of no configured
-  kind is left out with a report line, a unit without a kind is listed
-  (its heads get the fallback).
+  without one, a header attribute (localise.series.header: SeriesDescription
+  or Modality); a series of no configured kind is left out with a report
+  line, a unit without a kind is listed (its heads get the fallback).
 - `Volume`: one series' readable slices in body-axis order (the header
   index's z), each slice's instance number (the file name's field), the
   pixel spacing, and a slice as float32 0..255 (the series' intensity
@@ -55,16 +55,16 @@ def _descriptions(routing: SeriesRouting, root: Path, split: str) -> dict[str, s
             f"No series descriptions at {path} "
             f"(localise.series.{'csv' if split == 'train' else 'test_csv'}). "
             f"Expected a CSV with columns {routing.key}, {routing.column}; set that key to null "
-            "to read each series' SeriesDescription from its DICOM header instead."
+            "to read each series' localise.series.header attribute from its DICOM header instead."
         )
     table = csvfile.read_strings(path, [routing.key, routing.column], "series CSV").to_pandas()
     return dict(zip(table[routing.key], table[routing.column], strict=True))
 
 
-def _header_description(path: Path) -> str:
+def _header_description(path: Path, attribute: str) -> str:
     import pydicom
 
-    return str(pydicom.dcmread(path, stop_before_pixels=True).get("SeriesDescription", ""))
+    return str(pydicom.dcmread(path, stop_before_pixels=True).get(attribute, ""))
 
 
 def route_series(
@@ -85,7 +85,7 @@ def route_series(
     found, report = [], []
     for series, row in first.iterrows():
         if known is None:
-            description = _header_description(Path(root) / row["path"])
+            description = _header_description(Path(root) / row["path"], routing.header)
         else:
             description = known.get(series)
         kind = None if description is None else kind_of_description(routing, description)

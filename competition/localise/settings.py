@@ -11,7 +11,10 @@ from typing import Literal
 from competition.knobs import knob
 
 COMBINE = ("mean", "max")
-TRAIN_POINTS = ("labelled", "predicted")
+TRAIN_POINTS = ("labelled", "predicted", "both")
+HEADER_FIELDS = ("SeriesDescription", "Modality")
+MASK_FORMATS = ("nifti", "png")
+SLICE_LABELS = ("none", "soft")
 
 
 @dataclass(frozen=True)
@@ -27,12 +30,13 @@ class SeriesKind:
 @dataclass(frozen=True)
 class SeriesRouting:
     """Where each series' kind is read: a CSV (train and test) or, without
-    one, the DICOM header's SeriesDescription."""
+    one, a DICOM header attribute (SeriesDescription, or Modality: CT, MR)."""
 
     csv: str | None = "train_series_descriptions.csv"
     test_csv: str | None = "test_series_descriptions.csv"
     key: str = "series_id"  # the path field and CSV column naming a series
     column: str = "series_description"
+    header: Literal[HEADER_FIELDS] = "SeriesDescription"  # read where there is no CSV
     kinds: list[SeriesKind] = field(default_factory=list)
 
 
@@ -43,12 +47,26 @@ class CoordinatesSpec:
     target is the head column named by joining `target` columns (lower case,
     other characters as _)."""
 
-    csv: str = "train_label_coordinates.csv"
+    csv: str | None = "train_label_coordinates.csv"  # null: the points come from localise.masks
     series: str = "series_id"
     instance: str = "instance_number"
     target: list[str] = knob(["condition", "level"])
     x: str = "x"
     y: str = "y"
+
+
+@dataclass(frozen=True)
+class MasksSpec:
+    """Segmentation masks of some training series (competition.localise.masks):
+    NIfTI files <dir>/<series>.nii[.gz] or per-slice PNGs <dir>/<series>/<instance>.png.
+    Each target (a head, or a head column) is the union of some mask values:
+    its point is the centroid on the slice where it is largest, and how much
+    of it each slice shows is that slice's visibility."""
+
+    dir: str | None = None  # under data.root; null: no masks
+    format: Literal[MASK_FORMATS] = "nifti"
+    targets: dict[str, list[int]] = knob({})  # target -> the mask values it is made of
+    tolerance_mm: float = knob(0.5, gt=0)  # NIfTI: how far its voxels may lie from the series'
 
 
 @dataclass(frozen=True)
@@ -72,7 +90,10 @@ class CropConfig:
     size: int = knob(32, ge=8)  # ... resampled to size x size
     slices: int = knob(1, ge=0)  # +-k slices around the point's
     jitter_mm: float = knob(3.0, ge=0)  # training crops shifted by up to this much
+    # labelled (the coordinates or masks' points, jittered), predicted (each unit's
+    # out-of-fold points), both (labelled where a series has one, else predicted)
     train_points: Literal[TRAIN_POINTS] = "labelled"
+    mm_by_target: dict[str, float] = knob({})  # a target's own side (an organ's size), else mm
 
 
 @dataclass(frozen=True)
@@ -86,12 +107,23 @@ class ClassifierConfig:
     batch_size: int = knob(32, ge=1)
     learning_rate: float = knob(2e-3, gt=0)
     whole_slices: int = knob(12, ge=2)  # the whole-series baseline: T slices per series
+    # soft: a per-slice head beside the crop's, each slice's target its visibility
+    # x the unit label (the rest the first class: healthy); none: the crop's label alone
+    slice_labels: Literal[SLICE_LABELS] = "none"
+    slice_weight: float = knob(0.5, ge=0)  # that head's loss, beside the crop's 1
+    # Slices labelled one by one (Abdominal's image_level_labels.csv: unit, series,
+    # instance, what it shows): on a listed series, a slice listed for a head is that
+    # unit's label, the others the first class; instead of the visibility there.
+    slice_csv: str | None = None
+    slice_column: str = "injury_name"
+    slice_heads: dict[str, str] = knob({})  # the CSV's value -> the head it labels
 
 
 @dataclass(frozen=True)
 class LocaliseConfig:
     series: SeriesRouting = field(default_factory=SeriesRouting)
     coordinates: CoordinatesSpec = field(default_factory=CoordinatesSpec)
+    masks: MasksSpec = field(default_factory=MasksSpec)
     localiser: LocaliserConfig = field(default_factory=LocaliserConfig)
     crop: CropConfig = field(default_factory=CropConfig)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)

@@ -17,30 +17,95 @@ from competition.errors import KitError
 from competition.fileio import write_csv_atomic, write_text_atomic
 from competition.localise.settings import SeriesKind
 from competition.pipeline import assemble
-from competition.pipeline.localise import Study, labelled_points, read_study
+from competition.pipeline.localise import (
+    Study,
+    labelled_points,
+    read_study,
+    softmax_targets,
+    unlocated_heads,
+)
+
+WHOLE = "whole_series"  # the baseline's folder and name
 
 
-def _class_outputs(task, column: str) -> list[int]:
-    """Positions in the task's outputs of a column's classes."""
-    head = next(h for h in task.heads if column in h.columns)
-    return [task.outputs.index(f"{column}={c}") for c in head.classes]
+def _head_of(task, target: str):
+    """The head a target (see softmax_targets) belongs to."""
+    return next(h for h in task.heads if target in softmax_targets(h))
+
+
+def _class_outputs(task, target: str) -> list[int]:
+    """Positions in the task's outputs of a target's classes."""
+    head = _head_of(task, target)
+    if head.onehot:
+        return [task.outputs.index(c) for c in head.columns]
+    return [task.outputs.index(f"{target}={c}") for c in head.classes]
+
+
+def _head_parts(study: Study, kind: SeriesKind) -> dict[str, slice]:
+    """Head name -> its outputs in the crop classifier's (the kind's heads, one softmax each)."""
+    parts, start = {}, 0
+    for head in study.config.task.heads:
+        if head.name in kind.heads:
+            parts[head.name] = slice(start, start + head.class_count)
+            start += head.class_count
+    return parts
 
 
 def crop_targets(study: Study, kind: SeriesKind, rows: pd.DataFrame) -> np.ndarray:
-    """(N, 3 x heads of the kind): each crop's grade one-hot under its own
-    head, NaN under the others (and where its label is missing)."""
+    """(N, the kind's classes): each crop's class one-hot under its own head,
+    NaN under the others (and where its label is missing)."""
     task = study.config.task
     unit_targets = pd.DataFrame(task.targets(study.labels), index=study.labels.index)
-    heads = [h for h in task.heads if h.name in kind.heads]
-    width = heads[0].class_count
-    y = np.full((len(rows), width * len(heads)), np.nan, np.float32)
+    parts = _head_parts(study, kind)
+    y = np.full((len(rows), max(p.stop for p in parts.values())), np.nan, np.float32)
     for i, row in enumerate(rows.itertuples()):
-        h = next(k for k, head in enumerate(heads) if row.target in head.columns)
         if row.unit in unit_targets.index:
-            y[i, h * width : (h + 1) * width] = unit_targets.loc[row.unit].to_numpy()[
+            y[i, parts[_head_of(task, row.target).name]] = unit_targets.loc[row.unit].to_numpy()[
                 _class_outputs(task, row.target)
             ]
     return y
+
+
+def slice_targets(study: Study, kind: SeriesKind, rows: pd.DataFrame, y: np.ndarray):
+    """(N, 2k + 1, classes) soft slice labels (classifier.slice_labels: soft):
+    on each of a crop's slices, its target's visibility v there times the
+    crop's label, plus (1 - v) on the first class (a slice that does not
+    show the target shows nothing wrong). v: 1 on the slices
+    classifier.slice_csv lists for the head on that series (0 on its
+    others), else the mask's share where the series has one, the Gaussian
+    across slices (localiser.slice_sigma) at a labelled coordinate, unknown
+    (NaN, left out of the loss) elsewhere."""
+    from competition.localise.heatmaps import slice_weight
+    from competition.localise.masks import by_series_target
+
+    settings = study.config.localise
+    k = settings.crop.slices
+    seen = by_series_target(study.visibility)
+    listed = listed_slices(study)
+    parts = _head_parts(study, kind)
+    labelled = rows["source"].eq("labelled").to_numpy() if "source" in rows else np.zeros(len(rows))
+    out = np.full((len(rows), 2 * k + 1, y.shape[1]), np.nan, np.float32)
+    for i, row in enumerate(rows.itertuples()):
+        mask = seen.get((row.series, row.target))
+        head = _head_of(study.config.task, row.target).name
+        shown = listed.get((row.series, head))
+        if shown is not None:  # slices labelled one by one
+            volume = study.volumes[row.series]
+            picks = np.clip(np.arange(row.slice - k, row.slice + k + 1), 0, len(volume) - 1)
+            v = np.array([float(volume.instances[p] in shown) for p in picks])
+        elif mask is not None:
+            picks = np.clip(np.arange(row.slice - k, row.slice + k + 1), 0, len(mask) - 1)
+            v = mask[picks]
+        elif labelled[i]:
+            sigma = settings.localiser.slice_sigma
+            v = np.array([slice_weight(d, sigma) for d in range(-k, k + 1)])
+        else:
+            continue
+        part = parts[head]
+        first = np.zeros(part.stop - part.start, np.float32)
+        first[0] = 1.0
+        out[i, :, part] = v[:, None] * y[i, part][None] + (1 - v[:, None]) * first[None]
+    return out
 
 
 def _oof_points(study: Study, kind: SeriesKind) -> pd.DataFrame:
@@ -71,18 +136,15 @@ def _crops(study: Study, rows: pd.DataFrame, name: str) -> np.ndarray:
 def _fold_classifier(study, kind, fold, train_rows, train_crops) -> tuple[object, dict | None]:
     from competition.localise import classifier, fitting
 
-    out = (
-        study.out
-        / kind.name
-        / f"fold{fold}"
-        / f"classifier-{study.config.localise.crop.train_points}"
-    )
+    out = study.out / kind.name / f"fold{fold}" / f"classifier-{variant(study.config)}"
     model = fitting.finished(out)
     if model is not None:
         return model, None
     training = train_rows.unit.isin(study.units("train", fold, training=True)).to_numpy()
-    targets = crop_targets(study, kind, train_rows[training])
+    mine = train_rows[training]
+    targets = crop_targets(study, kind, mine)
     settings = study.config.localise
+    soft = settings.classifier.slice_labels == "soft"
     record = classifier.train_on_crops(
         classifier.point_task(study.config.task, kind.heads),
         train_crops[training],
@@ -93,30 +155,77 @@ def _fold_classifier(study, kind, fold, train_rows, train_crops) -> tuple[object
         study.config.seed + fold,
         f"{kind.name} classifier, fold {fold}",
         study.config.model.weights_dir,
+        slice_targets(study, kind, mine, targets) if soft else None,
     )
     return fitting.finished(out), record
 
 
-def _point_probabilities(study, kind, rows: pd.DataFrame, predicted: np.ndarray) -> pd.DataFrame:
-    """Each crop's probabilities under its own head: rows + p0..p(c-1)."""
-    heads = [h.name for h in study.config.task.heads if h.name in kind.heads]
-    head_of = {
-        c: heads.index(h.name)
-        for h in study.config.task.heads
-        if h.name in kind.heads
-        for c in h.columns
-    }
-    width = predicted.shape[1] // len(heads)
-    picked = (
-        np.stack(
-            [
-                predicted[i, head_of[t] * width : (head_of[t] + 1) * width]
-                for i, t in enumerate(rows.target)
-            ]
+def variant(config: Config) -> str:
+    """What names a classifier's folder and its results: the points it is
+    trained at, and -soft with soft slice labels."""
+    soft = config.localise.classifier.slice_labels == "soft"
+    return f"{config.localise.crop.train_points}{'-soft' if soft else ''}"
+
+
+def training_rows(study: Study, kind: SeriesKind, labelled, predicted) -> pd.DataFrame:
+    """The crops the classifier learns from (crop.train_points): the labelled
+    points, the out-of-fold ones, or both (labelled where a series has its
+    target labelled, else predicted); `source` says which."""
+    mode = study.config.localise.crop.train_points
+    predicted = predicted[predicted.target.isin(study.targets(kind))].assign(source="predicted")
+    if mode == "predicted":
+        return predicted.reset_index(drop=True)
+    mine = labelled[labelled.kind == kind.name].assign(source="labelled")
+    if mode == "both":
+        have = pd.MultiIndex.from_frame(mine[["series", "target"]])
+        rest = ~pd.MultiIndex.from_frame(predicted[["series", "target"]]).isin(have)
+        mine = pd.concat([mine, predicted[rest]], ignore_index=True)
+    return mine.reset_index(drop=True)
+
+
+def listed_slices(study: Study) -> dict[tuple[str, str], set[int]]:
+    """(series, head) -> the instances classifier.slice_csv lists for it."""
+    from competition.data import csvfile
+
+    settings = study.config.localise
+    spec = settings.classifier
+    if spec.slice_csv is None:
+        return {}
+    path = study.config.layout.root / spec.slice_csv
+    needed = [settings.series.key, settings.coordinates.instance, spec.slice_column]
+    table = csvfile.read_strings(path, needed, "slice-label CSV").to_pandas()
+    table["head"] = table[spec.slice_column].map(spec.slice_heads)
+    unknown = sorted(set(table.loc[table["head"].isna(), spec.slice_column]))
+    if unknown:
+        raise KitError(
+            f"{path}: column {spec.slice_column!r} holds {unknown[:3]}, which "
+            f"localise.classifier.slice_heads does not map to a head "
+            f"(it maps {sorted(spec.slice_heads)})."
         )
-        if len(rows)
-        else np.zeros((0, width))
-    )
+    instances = pd.to_numeric(table[settings.coordinates.instance], errors="coerce")
+    if instances.isna().any():
+        row = int(np.flatnonzero(instances.isna().to_numpy())[0])
+        raise KitError(
+            f"{path}, line {row + 2}: expected a number in column "
+            f"{settings.coordinates.instance!r}. Received: "
+            f"{table[settings.coordinates.instance].iloc[row]!r}"
+        )
+    table["instance"] = instances.astype(int)
+    return {
+        key: set(rows.instance)
+        for key, rows in table.groupby([settings.series.key, "head"], sort=False)
+    }
+
+
+def _point_probabilities(study, kind, rows: pd.DataFrame, predicted: np.ndarray) -> pd.DataFrame:
+    """Each crop's probabilities under its own head: rows + p0..p(c-1) (NaN
+    past a narrower head's classes)."""
+    parts = _head_parts(study, kind)
+    width = max(p.stop - p.start for p in parts.values())
+    picked = np.full((len(rows), width), np.nan)
+    for i, target in enumerate(rows.target):
+        part = parts[_head_of(study.config.task, target).name]
+        picked[i, : part.stop - part.start] = predicted[i, part]
     return rows.reset_index(drop=True).join(
         pd.DataFrame(picked, columns=[f"p{k}" for k in range(width)])
     )
@@ -130,14 +239,15 @@ def unit_table(
     task = study.config.task
     table = np.tile(prior, (len(units), 1)).astype(np.float64)
     where = {u: i for i, u in enumerate(units)}
-    combine = {t: k.combine for k in study.kinds for t in study.targets(k)}
+    combine = {t: k.combine for k in study.kinds for t in study.softmax_targets(k)}
     p_columns = [c for c in found.columns if c.startswith("p") and c[1:].isdigit()]
     for (unit, target), rows in found.groupby(["unit", "target"]):
         if unit not in where:
             continue
-        values = rows[p_columns].to_numpy(np.float64)
+        outputs = _class_outputs(task, target)
+        values = rows[p_columns[: len(outputs)]].to_numpy(np.float64)
         merged = values.max(axis=0) if combine[target] == "max" else values.mean(axis=0)
-        table[where[unit], _class_outputs(task, target)] = merged / max(merged.sum(), 1e-12)
+        table[where[unit], outputs] = merged / max(merged.sum(), 1e-12)
     return table
 
 
@@ -176,17 +286,11 @@ def classify_stage(config: Config) -> dict:
     study = read_study(config)
     folds = list(range(config.folds.k))
     oof_found, test_found, timing = [], [], {}
-    # The crops the classifier learns from: the labelled points (crop.train_points
-    # labelled; read once, their report lines once), or the out-of-fold ones.
-    labelled = labelled_points(study) if config.localise.crop.train_points == "labelled" else None
+    labelled = labelled_points(study)  # read once (their report lines once), masks' visibility
     for kind in study.kinds:
         started = time.perf_counter()
         oof_rows, test_rows = _oof_points(study, kind), _test_points(study, kind)
-        train_rows = (
-            oof_rows
-            if labelled is None
-            else labelled[labelled.kind == kind.name].reset_index(drop=True)
-        )
+        train_rows = training_rows(study, kind, labelled, oof_rows)
         train_crops = _crops(study, train_rows, f"{kind.name}-{config.localise.crop.train_points}")
         oof_crops, test_crops = (
             _crops(study, oof_rows, f"{kind.name}-oof"),
@@ -214,7 +318,7 @@ def classify_stage(config: Config) -> dict:
             "fits": records,
         }
     oof_points = pd.concat(oof_found, ignore_index=True)
-    name = f"two_stage-{config.localise.crop.train_points}"
+    name = f"two_stage-{variant(config)}"
     return _finish(study, name, oof_points, pd.concat(test_found, ignore_index=True), timing)
 
 
@@ -233,10 +337,6 @@ def _finish(study: Study, name: str, oof_points, test_points, timing) -> dict:
         oof[mine] = unit_table(study, chosen, oof_points[oof_points.unit.isin(chosen)], prior)
         baseline[mine] = prior
     out = study.out / name
-    table = pd.DataFrame(oof, columns=[f"pred_{o}" for o in task.outputs]).assign(
-        image_id=units, fold=folds.to_numpy()
-    )
-    write_csv_atomic(out / "oof.csv", table, float_format="%.6g")
     sample, test_ids, fields = assemble.test_set(config)
     prior = class_prior(task, study.labels)
     predicted = pd.DataFrame(
@@ -244,6 +344,13 @@ def _finish(study: Study, name: str, oof_points, test_points, timing) -> dict:
         index=pd.Index(test_ids, name="image_id"),
         columns=task.outputs,
     )
+    unmarked = unlocated_heads(config) if name != WHOLE else []
+    if unmarked:
+        _from_whole_series(study, unmarked, units, oof, predicted)
+    table = pd.DataFrame(oof, columns=[f"pred_{o}" for o in task.outputs]).assign(
+        image_id=units, fold=folds.to_numpy()
+    )
+    write_csv_atomic(out / "oof.csv", table, float_format="%.6g")
     write_csv_atomic(out / "test_preds.csv", predicted.reset_index(), float_format="%.6g")
     final, path, rows = assemble.checked_submission(
         config, sample, predicted, fields, f"{config.experiment}-{name}.csv"
@@ -261,6 +368,34 @@ def _finish(study: Study, name: str, oof_points, test_points, timing) -> dict:
     }
     write_text_atomic(out / "report.json", json.dumps(report, indent=2, default=str))
     return report
+
+
+def _from_whole_series(study: Study, heads: list[str], units, oof, predicted) -> None:
+    """The outputs of heads no mask marks, out of fold and test, from make
+    whole-series (the same folds) where it has run, else left at the prior."""
+    task, folder = study.config.task, study.out / WHOLE
+    columns = [o for h in task.heads if h.name in heads for o in h.outputs]
+    if not (folder / "oof.csv").is_file() or not (folder / "test_preds.csv").is_file():
+        study.report.append(f"heads {heads}: the training prior (make whole-series has not run)")
+        return
+    whole = pd.read_csv(folder / "oof.csv", dtype={"image_id": str}).set_index("image_id")
+    theirs = whole.reindex(units)
+    if theirs["fold"].isna().any() or (theirs["fold"] != study.folds.loc[units]).any():
+        raise KitError(
+            f"{folder / 'oof.csv'} was made on other units or folds than this run's "
+            f"({len(units)} units): run make whole-series again."
+        )
+    oof[:, [task.outputs.index(c) for c in columns]] = theirs[[f"pred_{c}" for c in columns]]
+    test = pd.read_csv(folder / "test_preds.csv", dtype={"image_id": str}).set_index("image_id")
+    test = test.reindex(predicted.index)[columns]
+    lacking = test.index[test.isna().to_numpy().max(axis=1)]
+    if len(lacking):
+        raise KitError(
+            f"{folder / 'test_preds.csv'} lacks {len(lacking)} test unit(s) of this run "
+            f"(e.g. {lacking[0]}): run make whole-series again."
+        )
+    predicted.loc[:, columns] = test.to_numpy()
+    study.report.append(f"heads {heads}: from make whole-series ({folder})")
 
 
 # --- the baseline: whole series -----------------------------------------------------------
@@ -294,14 +429,14 @@ def whole_series_stage(config: Config) -> dict:
     for kind in study.kinds:
         started = time.perf_counter()
         sub_task = classifier.kind_task(task, kind.heads)
-        columns = study.targets(kind)
+        columns = study.softmax_targets(kind)
         train_rows = study.series_of(kind, study.units("train")).reset_index(drop=True)
         test_rows = study.series_of(kind, study.units("test")).reset_index(drop=True)
         stacks, test_stacks = whole_stacks(study, train_rows), whole_stacks(study, test_rows)
         unit_targets = pd.DataFrame(sub_task.targets(study.labels), index=study.labels.index)
         test_sum = 0.0
         for fold in range(config.folds.k):
-            out = study.out / "whole_series" / kind.name / f"fold{fold}"
+            out = study.out / WHOLE / kind.name / f"fold{fold}"
             training = train_rows.unit.isin(study.units("train", fold, training=True)).to_numpy()
             if fitting.finished(out) is None:
                 targets = unit_targets.reindex(train_rows.unit[training]).to_numpy(np.float32)
@@ -330,7 +465,7 @@ def whole_series_stage(config: Config) -> dict:
         timing[kind.name] = {"seconds": round(time.perf_counter() - started, 1)}
     return _finish(
         study,
-        "whole_series",
+        WHOLE,
         pd.concat(oof_found, ignore_index=True),
         pd.concat(test_found, ignore_index=True),
         timing,

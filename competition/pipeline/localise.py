@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,11 @@ class Study:
     series: pd.DataFrame  # unit, series, kind, description, split
     volumes: dict[str, Volume]
     report: list[str]
+    # series, target, slice, visibility: how much of a target each slice of a
+    # masked series shows (localise.masks); empty without masks
+    visibility: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["series", "target", "slice", "visibility"])
+    )
 
     @property
     def out(self) -> Path:
@@ -69,8 +74,20 @@ class Study:
         return self.config.localise.series.kinds
 
     def targets(self, kind: SeriesKind) -> list[str]:
-        """The head columns a kind shows, in the task's order."""
-        return [c for h in self.config.task.heads if h.name in kind.heads for c in h.columns]
+        """The targets a kind shows that have points (see softmax_targets), in the task's order."""
+        located = located_targets(self.config)
+        return [
+            t
+            for h in self.config.task.heads
+            if h.name in kind.heads
+            for t in softmax_targets(h)
+            if located is None or t in located
+        ]
+
+    def softmax_targets(self, kind: SeriesKind) -> list[str]:
+        """Every target of the kind's heads, located or not (the whole-series model's)."""
+        heads = [h for h in self.config.task.heads if h.name in kind.heads]
+        return [t for h in heads for t in softmax_targets(h)]
 
     def units(self, split: str, fold: int | None = None, training: bool = False) -> list[str]:
         if split == "test":
@@ -85,6 +102,19 @@ class Study:
     def series_of(self, kind: SeriesKind, units: list[str]) -> pd.DataFrame:
         rows = self.series[(self.series.kind == kind.name) & self.series.unit.isin(units)]
         return rows[rows.series.isin(self.volumes)]
+
+
+def softmax_targets(head) -> list[str]:
+    """What a point is labelled with: one softmax of the head. A column of
+    text classes (Lumbar's grade per level) or, for a head whose columns are
+    its classes one-hot (Abdominal's liver), the head itself."""
+    return [head.name] if head.onehot else list(head.columns)
+
+
+def located_targets(config: Config) -> set[str] | None:
+    """The targets the masks mark (None: every target, from the coordinates CSV)."""
+    masks = config.localise.masks
+    return set(masks.targets) if masks.dir else None
 
 
 def check_settings(config: Config) -> None:
@@ -103,10 +133,25 @@ def check_settings(config: Config) -> None:
                 f"are none of task.heads ({sorted(names)})"
             )
     for head in task.heads:
-        if head.kind != "multiclass" or head.onehot:
+        if head.kind != "multiclass":
             raise ConfigError(
                 f"The crop classifier predicts a softmax of classes per point: head "
-                f"{head.name!r} is {head.kind} (onehot: {head.onehot})."
+                f"{head.name!r} is {head.kind}, not multiclass."
+            )
+    spec = config.localise
+    if spec.masks.dir is None and spec.coordinates.csv is None:
+        raise ConfigError(
+            "Config keys 'localise.coordinates.csv' and 'localise.masks.dir' are both null: "
+            "the localiser learns from one of them."
+        )
+    known = {t for h in task.heads for t in softmax_targets(h)}
+    for key, names in (("localise.masks.targets", spec.masks.targets),
+                       ("localise.crop.mm_by_target", spec.crop.mm_by_target)):  # fmt: skip
+        unknown = sorted(set(names) - known)
+        if unknown:
+            raise ConfigError(
+                f"Config key '{key}' names {unknown}, which are no target of the task: "
+                f"expected among {sorted(known)} (a one-hot head's name, or a column)."
             )
 
 
@@ -140,6 +185,13 @@ def read_study(config: Config) -> Study:
     unshown = [h.name for h in task.heads if h.name not in shown]
     if unshown:
         report.insert(0, f"heads no series kind shows: {unshown}: every unit gets the prior")
+    unmarked = unlocated_heads(config)
+    if unmarked:
+        report.insert(
+            0,
+            f"heads no mask marks: {unmarked}: from make whole-series where it has run, "
+            "else the training prior",
+        )
     study = Study(config, labels, folds, series, found, report)
     for split in ("train", "test"):
         units = study.units(split)
@@ -157,15 +209,42 @@ def read_study(config: Config) -> Study:
 # --- stage 1: the localiser ------------------------------------------------------------------
 
 
-def labelled_points(study: Study) -> pd.DataFrame:
-    """The coordinates CSV's points on a readable series of the kind that
-    shows their target, with the slice's position; the others are left
-    out with report lines (one per cause, with the first few)."""
-    spec = study.config.localise.coordinates
-    targets = {c for h in study.config.task.heads for c in h.columns}
-    points = coordinates.read_points(
-        spec, study.config.layout.root, study.config.task.id_field, targets
+def unlocated_heads(config: Config) -> list[str]:
+    """Heads none of whose targets the masks mark (none without masks)."""
+    located = located_targets(config)
+    if located is None:
+        return []
+    return [h.name for h in config.task.heads if not set(softmax_targets(h)) & located]
+
+
+def _read_points(study: Study) -> pd.DataFrame:
+    """The coordinates CSV's points, or the masks' (their visibility kept in the study)."""
+    config = study.config
+    if config.localise.masks.dir is None:
+        targets = {t for h in config.task.heads for t in softmax_targets(h)}
+        return coordinates.read_points(
+            config.localise.coordinates, config.layout.root, config.task.id_field, targets
+        )
+    from competition.localise.masks import mask_points
+
+    train = study.series[study.series.split == "train"]
+    points, study.visibility = mask_points(
+        config.localise.masks,
+        config.layout.root,
+        dict(zip(train.series, train.unit, strict=True)),
+        study.volumes,
     )
+    study.report.append(
+        f"masks: {points.series.nunique()} of {len(train)} training series ({len(points)} points)"
+    )
+    return points
+
+
+def labelled_points(study: Study) -> pd.DataFrame:
+    """The coordinates CSV's (or the masks') points on a readable series of
+    the kind that shows their target, with the slice's position; the others
+    are left out with report lines (one per cause, with the first few)."""
+    points = _read_points(study)
     kind_of = dict(zip(study.series.series, study.series.kind, strict=True))
     points["kind"] = points.series.map(kind_of)
     shown = {t: k.name for k in study.kinds for t in study.targets(k)}
@@ -200,6 +279,7 @@ def _localisers(study: Study, kind: SeriesKind, folds: list[int], points, inputs
     """Fold -> the kind's localiser (trained here unless saved) and its slice
     prior, and each fit's record."""
     from competition.localise import fitting, localiser
+    from competition.localise.masks import by_series_target
 
     models, records, priors = {}, {}, {}
     settings = study.config.localise.localiser
@@ -220,6 +300,7 @@ def _localisers(study: Study, kind: SeriesKind, folds: list[int], points, inputs
                 study.config.seed + fold,
                 f"{kind.name} localiser, fold {fold}",
                 study.config.model.weights_dir,
+                by_series_target(study.visibility),
             )
             model = fitting.finished(out)
         models[fold], priors[fold] = model, localiser.read_prior(out)

@@ -3,4 +3,4 @@ on-disk format, by `synth.kind`."""
 
 # synth.kind -> the module (competition.synthetic.<name>) that writes it
 STAND_INS = ("head_ct", "skin", "fundus", "mammography", "chest_xray", "cervical_ct",
-             "aneurysm", "isic_2024", "lumbar_mri")  # fmt: skip
+             "aneurysm", "isic_2024", "lumbar_mri", "abdominal_ct")  # fmt: skip
