@@ -33,10 +33,11 @@ def digest(root: Path, skip: str = "synthetic.json") -> str:
     return h.hexdigest()
 
 
-def cli(*args: str, backend: str | None = None, **kwargs) -> subprocess.CompletedProcess:
+def cli(*args: str, backend: str | None = None, more_env: dict | None = None,
+        **kwargs) -> subprocess.CompletedProcess:  # fmt: skip
     """`python -m competition ARGS` in the repository (on `backend`, else the
-    environment's), output captured as text."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    environment's; `more_env`: more variables, a fault hook's), output captured as text."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1", **(more_env or {})}
     if backend:
         env["KERAS_BACKEND"] = backend
     return subprocess.run(

@@ -23,7 +23,7 @@ from competition.localise.series import route_series, volumes
 from competition.localise.settings import MasksSpec
 from competition.synthetic.abdominal_ct import HU, MASK_VALUES
 
-from helpers import REPO, TINY_TWO_STAGE, cli, overrides
+from helpers import REPO, TINY_TWO_STAGE, cli, hooked, overrides
 
 CONFIG = REPO / "configs/synthetic/rsna_abdominal_2023.yaml"
 TINY = [
@@ -181,23 +181,30 @@ def test_series_are_routed_by_their_modality_and_another_one_is_reported(stand_i
     ds.save_as(other)
 
 
-def _kit(command: str, root, runs, *extra: str):
+def _kit(command: str, root, runs, env=None, expect: int = 0):
     done = cli(command, "--config", str(CONFIG), *overrides(
-        f"data.root={root}", f"runs_dir={runs}", *TINY, *extra,
-        f"predict.submissions_dir={Path(runs) / 'submissions'}"), timeout=600)  # fmt: skip
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+        f"data.root={root}", f"runs_dir={runs}", *TINY,
+        f"predict.submissions_dir={Path(runs) / 'submissions'}"), timeout=600,
+        more_env=env)  # fmt: skip
+    assert done.returncode == expect, done.stdout[-2000:] + done.stderr[-3000:]
     return done
 
 
 @pytest.mark.slow
 def test_both_stages_and_the_baseline_write_checked_submissions(tmp_path):
-    """make whole-series, then make two-stage with soft slice labels: the
-    organs from the masks' points (masked series at them, the others at the
-    out-of-fold ones), extravasation (no mask marks it) from the baseline."""
+    """make whole-series, make localise, then make classify with soft slice
+    labels, killed -9 while backing up its first classifier's second epoch
+    and run again: the organs from the masks' points (masked series at them,
+    the others at the out-of-fold ones), extravasation (no mask marks it)
+    from the baseline."""
     root, runs = tmp_path / "competition", tmp_path / "runs"
     _kit("whole-series", root, runs)
-    done = _kit("two-stage", root, runs)
+    _kit("localise", root, runs)
+    _kit("classify", root, runs, hooked(KIT_KILL_ON="rename:epoch-0002.weights.h5"), -9)
+    done = _kit("classify", root, runs)
+    assert "Resuming ct classifier, fold 0 at epoch 2" in done.stdout
     out = runs / "rsna_abdominal_2023_synthetic" / "localise"
+    assert not list(out.rglob("backup/*.h5"))
     localised = json.loads((out / "localise.json").read_text())
     assert set(localised["accuracy"]["per_level"]) == {"bowel", "kidney", "liver", "spleen"}
     assert any(line.startswith("masks: ") for line in localised["report"])
