@@ -193,6 +193,12 @@ def listed_slices(study: Study) -> dict[tuple[str, str], set[int]]:
         return {}
     path = study.config.layout.root / spec.slice_csv
     needed = [settings.series.key, settings.coordinates.instance, spec.slice_column]
+    if not path.is_file():
+        raise KitError(
+            f"No slice labels at {path} (localise.classifier.slice_csv): expected a CSV with "
+            f"columns {', '.join(needed)}. Set localise.classifier.slice_csv to null to label "
+            "the crops' slices by the masks' visibility alone."
+        )
     table = csvfile.read_strings(path, needed, "slice-label CSV").to_pandas()
     table["head"] = table[spec.slice_column].map(spec.slice_heads)
     unknown = sorted(set(table.loc[table["head"].isna(), spec.slice_column]))

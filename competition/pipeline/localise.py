@@ -336,6 +336,12 @@ def localise_stage(config: Config, folds: list[int] | None = None) -> dict:
     timing, oof_parts, test_parts = {}, [], []
     for kind in study.kinds:
         started = time.perf_counter()
+        unmarked = sorted(set(study.targets(kind)) - set(points.target[points.kind == kind.name]))
+        if unmarked:
+            study.report.append(
+                f"targets of kind {kind.name} no labelled point marks: {unmarked}: the "
+                "localiser never learns them, their points are guesses"
+            )
         models, priors, records = _localisers(study, kind, chosen, points, inputs)
         for fold, model in models.items():
             # Located again on every run: min_score and the data may have changed.
