@@ -220,5 +220,9 @@ def test_both_stages_and_the_baseline_write_checked_submissions(tmp_path):
     crops = pd.read_csv(out / "crops" / "ct-both.csv", dtype={"series": str})
     assert set(crops.source) == {"labelled", "predicted"}  # masked series, and the others
     fits = report["time"]["ct"]["fits"]
-    assert all(fits[f]["slice_targets"] > 0 for f in ("0", "1"))  # soft slice labels trained
+    # soft labels on each crop's 5 slices: the masks' visibility, the CSV's, the localiser's profile
+    assert all(fits[f]["slice_targets"] == 5 * fits[f]["crops"] for f in ("0", "1"))
+    points = pd.read_csv(out / "ct" / "fold0" / "points.csv", dtype={"series": str})
+    profiles = [np.array(p.split(), float) for p in points.profile]
+    assert all(p.max() == 1.0 and len(p) >= 12 for p in profiles)
     assert "Wrote" in done.stdout

@@ -55,3 +55,10 @@ def best_slice(heatmaps: np.ndarray, prior: np.ndarray) -> tuple[int, Peak]:
     whose peak times its `prior` weight is highest, and that peak."""
     s = int(np.argmax(heatmaps.reshape(len(heatmaps), -1).max(axis=1) * prior))
     return s, peak(heatmaps[s])
+
+
+def slice_profile(heatmaps: np.ndarray) -> np.ndarray:
+    """(S, H, W) heatmaps of one target -> each slice's peak over the highest:
+    how much of the target the localiser sees on each slice (0..1)."""
+    tops = heatmaps.reshape(len(heatmaps), -1).max(axis=1)
+    return tops / max(float(tops.max()), 1e-6)

@@ -13,12 +13,13 @@ masked. Each series gives its slices near a labelled one, and
 
 Prediction runs every slice of a series; per target, the slice whose
 peak, times the slice prior, is highest, and the peak's place mapped back
-to the slice's pixels. The slice prior is where along its series each
-target was labelled in the training units (relative position 0..1, a
-Gaussian kernel of PRIOR_WIDTH, never under PRIOR_FLOOR): what tells a
-left foramen's slices from the right's, which look alike. A peak below
-localiser.min_score is "not found": the crop falls back to the series'
-centre, with a report line.
+to the slice's pixels; and each slice's peak over the highest (the
+`profile`: how much of the target the localiser sees there). The slice
+prior is where along its series each target was labelled in the training
+units (relative position 0..1, a Gaussian kernel of PRIOR_WIDTH, never
+under PRIOR_FLOOR): what tells a left foramen's slices from the right's,
+which look alike. A peak below localiser.min_score is "not found": the
+crop falls back to the series' centre, with a report line.
 """
 
 from __future__ import annotations
@@ -247,6 +248,7 @@ def locate(
                 "y": float(y),
                 "score": round(top.score, 4),
                 "found": bool(hit),
+                "profile": " ".join(f"{v:.3f}" for v in heatmaps.slice_profile(maps[..., k])),
             }
         )
     return found

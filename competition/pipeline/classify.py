@@ -73,8 +73,9 @@ def slice_targets(study: Study, kind: SeriesKind, rows: pd.DataFrame, y: np.ndar
     show the target shows nothing wrong). v: 1 on the slices
     classifier.slice_csv lists for the head on that series (0 on its
     others), else the mask's share where the series has one, the Gaussian
-    across slices (localiser.slice_sigma) at a labelled coordinate, unknown
-    (NaN, left out of the loss) elsewhere."""
+    across slices (localiser.slice_sigma) at a labelled coordinate, the
+    localiser's profile (each slice's peak over the highest) at a predicted
+    point, unknown (NaN, left out of the loss) where there is none."""
     from competition.localise.heatmaps import slice_weight
     from competition.localise.masks import by_series_target
 
@@ -91,14 +92,16 @@ def slice_targets(study: Study, kind: SeriesKind, rows: pd.DataFrame, y: np.ndar
         shown = listed.get((row.series, head))
         if shown is not None:  # slices labelled one by one
             volume = study.volumes[row.series]
-            picks = np.clip(np.arange(row.slice - k, row.slice + k + 1), 0, len(volume) - 1)
+            picks = around(row.slice, k, volume)
             v = np.array([float(volume.instances[p] in shown) for p in picks])
         elif mask is not None:
-            picks = np.clip(np.arange(row.slice - k, row.slice + k + 1), 0, len(mask) - 1)
-            v = mask[picks]
+            v = mask[around(row.slice, k, mask)]
         elif labelled[i]:
             sigma = settings.localiser.slice_sigma
             v = np.array([slice_weight(d, sigma) for d in range(-k, k + 1)])
+        elif isinstance(getattr(row, "profile", None), str):  # a predicted point
+            profile = np.array(row.profile.split(), np.float32)
+            v = profile[around(row.slice, k, profile)]
         else:
             continue
         part = parts[head]
@@ -181,6 +184,11 @@ def training_rows(study: Study, kind: SeriesKind, labelled, predicted) -> pd.Dat
         rest = ~pd.MultiIndex.from_frame(predicted[["series", "target"]]).isin(have)
         mine = pd.concat([mine, predicted[rest]], ignore_index=True)
     return mine.reset_index(drop=True)
+
+
+def around(s: int, k: int, series) -> np.ndarray:
+    """A crop's slice positions: s-k .. s+k, clamped to the series' (as crops.crop does)."""
+    return np.clip(np.arange(s - k, s + k + 1), 0, len(series) - 1)
 
 
 def listed_slices(study: Study) -> dict[tuple[str, str], set[int]]:

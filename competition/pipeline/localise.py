@@ -45,6 +45,7 @@ POINT_COLUMNS = [
     "y",
     "score",
     "found",
+    "profile",  # each slice's peak over the highest, space-separated
 ]
 
 
