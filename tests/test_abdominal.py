@@ -161,6 +161,26 @@ def test_per_slice_png_masks_read_as_the_nifti_and_a_wrong_one_is_named(stand_in
         masks.read_mask(png, tmp_path, volume)
 
 
+def test_the_masks_points_are_read_once_until_a_mask_changes(stand_in, tmp_path, monkeypatch):
+    config, root, found = stand_in
+    spec = config.localise.masks
+    units = {p.name.split(".")[0]: "u" for p in (root / "segmentations").glob("*.nii")}
+    made = masks.cached_mask_points(spec, root, units, found, tmp_path)
+    assert made[0].series.nunique() == len(units) and set(made[1].target) == set(spec.targets)
+
+    def refuse(*args):
+        raise AssertionError("a mask was read again")
+
+    monkeypatch.setattr(masks, "read_mask", refuse)
+    again = masks.cached_mask_points(spec, root, units, found, tmp_path)
+    for mine, theirs in zip(made, again, strict=True):
+        pd.testing.assert_frame_equal(mine, theirs, check_dtype=False)
+    touched = next((root / "segmentations").glob("*.nii"))
+    touched.write_bytes(touched.read_bytes())  # the same mask, written again: another time
+    with pytest.raises(AssertionError, match="read again"):
+        masks.cached_mask_points(spec, root, units, found, tmp_path)
+
+
 def test_series_are_routed_by_their_modality_and_another_one_is_reported(stand_in):
     import pydicom
 

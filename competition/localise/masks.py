@@ -19,12 +19,16 @@ slice's visibility is its area over that largest area.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from competition.errors import KitError
+from competition.fileio import write_csv_atomic, write_text_atomic
 from competition.localise.coordinates import COLUMNS
 from competition.localise.series import Volume
 from competition.localise.settings import MasksSpec
@@ -221,3 +225,42 @@ def by_series_target(visibility: pd.DataFrame) -> dict[tuple[str, str], np.ndarr
         key: rows.sort_values("slice").visibility.to_numpy(np.float32)
         for key, rows in visibility.groupby(["series", "target"], sort=False)
     }
+
+
+def _masks_digest(spec: MasksSpec, root: Path, series_units: dict, volumes: dict) -> str:
+    """What the masks' points depend on: the settings, each mask file's size
+    and time, each series' unit and slices."""
+    folder = Path(root) / spec.dir
+    pattern = "*/*.png" if spec.format == "png" else "*.nii*"
+    files = sorted(
+        (p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+        for p in folder.glob(pattern)
+    ) if folder.is_dir() else []  # fmt: skip
+    series = {
+        s: [unit, *([len(v), list(v.shape), v.instances[0]] if (v := volumes.get(s)) else [])]
+        for s, unit in sorted(series_units.items())
+    }
+    text = json.dumps([dataclasses.asdict(spec), files, series], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cached_mask_points(spec: MasksSpec, root: Path, series_units: dict[str, str],
+                       volumes: dict[str, Volume], folder: Path):  # fmt: skip
+    """mask_points, read back from `folder` while the masks, settings and
+    series are those that made it (a competition's masks take minutes to
+    read), else made and written (atomically, the record last)."""
+    record = Path(folder) / "mask_points.json"
+    digest = _masks_digest(spec, root, series_units, volumes)
+    paths = (Path(folder) / "mask_points.csv", Path(folder) / "mask_visibility.csv")
+    if (
+        record.is_file()
+        and json.loads(record.read_text()).get("digest") == digest
+        and all(p.is_file() for p in paths)
+    ):
+        dtypes = {"unit": str, "series": str, "target": str, "level": str}
+        return tuple(pd.read_csv(p, dtype=dtypes) for p in paths)
+    found = mask_points(spec, root, series_units, volumes)
+    for path, frame in zip(paths, found, strict=True):
+        write_csv_atomic(path, frame)
+    write_text_atomic(record, json.dumps({"digest": digest, "points": len(found[0])}))
+    return found

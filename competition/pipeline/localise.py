@@ -226,14 +226,15 @@ def _read_points(study: Study) -> pd.DataFrame:
         return coordinates.read_points(
             config.localise.coordinates, config.layout.root, config.task.id_field, targets
         )
-    from competition.localise.masks import mask_points
+    from competition.localise.masks import cached_mask_points
 
     train = study.series[study.series.split == "train"]
-    points, study.visibility = mask_points(
+    points, study.visibility = cached_mask_points(
         config.localise.masks,
         config.layout.root,
         dict(zip(train.series, train.unit, strict=True)),
         study.volumes,
+        study.out,
     )
     study.report.append(
         f"masks: {points.series.nunique()} of {len(train)} training series ({len(points)} points)"
