@@ -118,7 +118,7 @@ def align(data: np.ndarray, mask_affine: np.ndarray, volume: Volume, path: Path,
         exact[mask_axis, 3] = 0 if sign > 0 else data.shape[mask_axis] - 1
     corners = _corners(size)
     drift = (mask_affine @ (mapping - exact) @ corners.T)[:3]  # mm between the two
-    worst = float(np.abs(np.linalg.norm(drift, axis=0)).max())
+    worst = float(np.linalg.norm(drift, axis=0).max())
     if worst > tolerance_mm:
         _refuse(path, volume, affine, data.shape, mask_affine,
                 f"its voxels lie up to {worst:.2f} mm from the series', "

@@ -136,7 +136,10 @@ def _crops(study: Study, rows: pd.DataFrame, name: str) -> np.ndarray:
     )
 
 
-def _fold_classifier(study, kind, fold, train_rows, train_crops) -> tuple[object, dict | None]:
+def _fold_classifier(study, kind, fold, train_rows, train_crops, targets,
+                     soft_targets) -> tuple[object, dict | None]:  # fmt: skip
+    """The fold's crop classifier (saved, or trained on its training units'
+    rows of `targets` and, with soft slice labels, of `soft_targets`)."""
     from competition.localise import classifier, fitting
 
     out = study.out / kind.name / f"fold{fold}" / f"classifier-{variant(study.config)}"
@@ -144,21 +147,18 @@ def _fold_classifier(study, kind, fold, train_rows, train_crops) -> tuple[object
     if model is not None:
         return model, None
     training = train_rows.unit.isin(study.units("train", fold, training=True)).to_numpy()
-    mine = train_rows[training]
-    targets = crop_targets(study, kind, mine)
     settings = study.config.localise
-    soft = settings.classifier.slice_labels == "soft"
     record = classifier.train_on_crops(
         classifier.point_task(study.config.task, kind.heads),
         train_crops[training],
-        targets,
+        targets[training],
         settings.classifier,
         settings.crop,
         out,
         study.config.seed + fold,
         f"{kind.name} classifier, fold {fold}",
         study.config.model.weights_dir,
-        slice_targets(study, kind, mine, targets) if soft else None,
+        None if soft_targets is None else soft_targets[training],
     )
     return fitting.finished(out), record
 
@@ -310,10 +310,16 @@ def classify_stage(config: Config) -> dict:
             _crops(study, oof_rows, f"{kind.name}-oof"),
             _crops(study, test_rows, f"{kind.name}-test"),
         )
+        # Every training row's targets once: each fold trains on its own rows of them.
+        targets = crop_targets(study, kind, train_rows)
+        soft = config.localise.classifier.slice_labels == "soft"
+        soft_targets = slice_targets(study, kind, train_rows, targets) if soft else None
         crops_seconds = round(time.perf_counter() - started, 1)
         test_sum, records = 0.0, {}
         for fold in folds:
-            model, record = _fold_classifier(study, kind, fold, train_rows, train_crops)
+            model, record = _fold_classifier(
+                study, kind, fold, train_rows, train_crops, targets, soft_targets
+            )
             records[str(fold)] = record
             mine = (oof_rows.fold == fold).to_numpy()
             oof_found.append(
